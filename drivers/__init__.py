@@ -1,0 +1,49 @@
+"""Drivers: the belt as the rest of retrotread sees it.
+
+Units and samples, the ``Driver`` interface, the URL registry, and one sub-package per protocol
+(``csafe``, ``ftms``, ``pulse``), each with a sans-IO codec. Imports nothing else of ours.
+"""
+
+from drivers.base import Driver
+from drivers.errors import (
+    CodecError,
+    CommandRejected,
+    ConfigError,
+    DeviceAccessError,
+    DriverError,
+    LinkLost,
+    LocalProtocolError,
+    NotConnected,
+    RemoteProtocolError,
+    TreadError,
+    Unsupported,
+)
+from drivers.registry import BACKENDS, open_driver
+from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from drivers.units import KMH_PER_MPH, Rounding, Speed, SpeedUnit
+
+__all__ = [
+    "BACKENDS",
+    "KMH_PER_MPH",
+    "BeltSample",
+    "Capabilities",
+    "CodecError",
+    "CommandRejected",
+    "ConfigError",
+    "DeviceAccessError",
+    "DeviceEvent",
+    "DeviceEventKind",
+    "Driver",
+    "DriverError",
+    "LinkLost",
+    "LocalProtocolError",
+    "NotConnected",
+    "RemoteProtocolError",
+    "Rounding",
+    "Speed",
+    "SpeedUnit",
+    "TreadError",
+    "Unsupported",
+    "Update",
+    "open_driver",
+]

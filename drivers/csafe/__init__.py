@@ -1,0 +1,1 @@
+"""csafe protocol: sans-IO codec and driver."""

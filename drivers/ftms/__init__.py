@@ -1,0 +1,1 @@
+"""ftms protocol: sans-IO codec and driver."""

@@ -1,0 +1,1 @@
+"""pulse protocol: sans-IO codec and driver."""

@@ -1,0 +1,73 @@
+"""What a driver reports: belt samples, device events, and what the device can do.
+
+Frozen dataclasses, no I/O. Times are monotonic seconds (``time.monotonic()`` or the event loop's
+clock, which is the same clock); wall-clock time is added by the daemon for display only (S17).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from drivers.units import Speed
+
+
+@dataclass(frozen=True, slots=True)
+class BeltSample:
+    """One measurement of the belt."""
+
+    t: float
+    """Monotonic time the sample was taken, in seconds."""
+    speed: Speed
+    incline_pct: float | None = None
+    distance_m: float | None = None
+    """Distance since the device started counting, if it reports one (a driver may compute it)."""
+
+
+class DeviceEventKind(Enum):
+    """Things a device tells us besides samples (rules S9, S10, S11)."""
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    STOPPED_BY_USER = "stopped_by_user"        # FTMS status 0x02 (stop), console stop key
+    PAUSED_BY_USER = "paused_by_user"          # FTMS status 0x02 (pause)
+    SAFETY_KEY = "safety_key"                  # FTMS status 0x03; the tether was pulled
+    CONTROL_LOST = "control_lost"              # FTMS status 0xFF
+    STARTED_BY_USER = "started_by_user"        # FTMS status 0x04, console start key
+    IDLE = "idle"                              # CSAFE state Idle/Finished
+    ERROR = "error"                            # CSAFE state Error
+    REJECTED = "rejected"                      # a command the device refused or never answered
+    DEVICE_RESET = "device_reset"              # the device restarted (counters went back)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    t: float
+    kind: DeviceEventKind
+    detail: str = ""
+
+
+Update = BeltSample | DeviceEvent
+"""What ``Driver.samples()`` yields: samples, with the device events between them, in order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a device can do, as it reports it (FTMS 0x2AD4/0x2AD5) or as its driver knows it."""
+
+    can_drive: bool
+    """False for a belt the daemon can only measure (manual treadmill, pulse sensor)."""
+    speed_min: Speed = field(default_factory=Speed.zero)
+    speed_max: Speed = field(default_factory=Speed.zero)
+    speed_increment: Speed = field(default_factory=lambda: Speed.from_kmh(0.01))
+    speed_imperial: bool = False
+    """True if the device's speed grid is in mph steps (CSAFE 0.01/0.1 mph), else km/h steps."""
+    incline_min_pct: float = 0.0
+    incline_max_pct: float = 0.0
+    incline_increment_pct: float = 0.1
+    nominal_period_s: float = 0.1
+    """How often the driver produces a sample when all is well (rule S8 scales on it)."""
+
+    def grid_step(self) -> float:
+        """The speed increment in the device's own grid unit (mph or km/h)."""
+        return self.speed_increment.mph if self.speed_imperial else self.speed_increment.kmh
