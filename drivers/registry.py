@@ -54,8 +54,9 @@ def open_driver(url: str) -> Driver:
     return driver
 
 
-def float_option(options: dict[str, str], key: str, default: float, *, minimum: float = 0.0,
-                 maximum: float = float("inf")) -> float:
+def float_option(
+    options: dict[str, str], key: str, default: float, *, minimum: float = 0.0, maximum: float = float("inf")
+) -> float:
     """A numeric query option, with an error that names the key, the value and the range."""
     raw = options.get(key)
     if raw is None:

@@ -29,15 +29,15 @@ class DeviceEventKind(Enum):
 
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
-    STOPPED_BY_USER = "stopped_by_user"        # FTMS status 0x02 (stop), console stop key
-    PAUSED_BY_USER = "paused_by_user"          # FTMS status 0x02 (pause)
-    SAFETY_KEY = "safety_key"                  # FTMS status 0x03; the tether was pulled
-    CONTROL_LOST = "control_lost"              # FTMS status 0xFF
-    STARTED_BY_USER = "started_by_user"        # FTMS status 0x04, console start key
-    IDLE = "idle"                              # CSAFE state Idle/Finished
-    ERROR = "error"                            # CSAFE state Error
-    REJECTED = "rejected"                      # a command the device refused or never answered
-    DEVICE_RESET = "device_reset"              # the device restarted (counters went back)
+    STOPPED_BY_USER = "stopped_by_user"  # FTMS status 0x02 (stop), console stop key
+    PAUSED_BY_USER = "paused_by_user"  # FTMS status 0x02 (pause)
+    SAFETY_KEY = "safety_key"  # FTMS status 0x03; the tether was pulled
+    CONTROL_LOST = "control_lost"  # FTMS status 0xFF
+    STARTED_BY_USER = "started_by_user"  # FTMS status 0x04, console start key
+    IDLE = "idle"  # CSAFE state Idle/Finished
+    ERROR = "error"  # CSAFE state Error
+    REJECTED = "rejected"  # a command the device refused or never answered
+    DEVICE_RESET = "device_reset"  # the device restarted (counters went back)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,281 @@
+"""The HTTP face: FastAPI app with the /api/v1 endpoints of interfaces.md, SSE, health.
+
+It translates between HTTP and controller calls; no rule, unit conversion or timer lives here.
+Refusals carry the supervisor's rule id (409), malformed bodies are 422 (naming S1 when the bad
+value is a speed), a disconnected driver is 503. The stop never needs a token (S16).
+"""
+
+import hmac
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+
+from daemon.controller import Controller, SessionError
+from daemon.plans import PlanError, custom_plan, parse_plan
+from daemon.snapshot import SessionRecord, SessionView, StateSnapshot
+from drivers.units import Speed
+from safety.supervisor import Decision
+
+log = logging.getLogger(__name__)
+
+ControllerFactory = Callable[[], AbstractAsyncContextManager[Controller]]
+
+# --- bodies ---------------------------------------------------------------------------------
+
+# JSON numbers only: a string such as "fast" or "1.0" is a malformed body (422), never coerced.
+# NaN and Infinity parse as numbers and are refused by the supervisor with S1.
+Number = StrictFloat | StrictInt
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpeedBody(_Body):
+    speed_mph: Number = Field(description="belt speed in mph; reverse mode accepts 0.8..1.2 (S1)")
+
+
+class InclineBody(_Body):
+    incline_pct: Number
+
+
+class EStopBody(_Body):
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class SessionBody(_Body):
+    plan: str | None = Field(default=None, max_length=100, description="a preset name or e.g. 3x60s/60s")
+    sets: int | None = Field(default=None, ge=1, le=50)
+    work_s: float | None = Field(default=None, ge=1, le=14400)
+    rest_s: float | None = Field(default=None, ge=0, le=14400)
+    countdown_s: float | None = Field(default=None, ge=0, le=600)
+    speed_mph: Number | None = None
+
+
+class Accepted(BaseModel):
+    ok: bool = True
+    detail: str = ""
+
+
+class Refused(BaseModel):
+    error: str
+    rule: str | None = None
+
+
+class Health(BaseModel):
+    ok: bool
+    connected: bool
+    latched: bool
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+def create_app(
+    make_controller: ControllerFactory,
+    *,
+    token: str | None = None,
+    on_ready: Callable[[Controller], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """The app; its lifespan enters the controller, so the driver runs exactly while the app does."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with make_controller() as controller:
+            app.state.controller = controller
+            if on_ready is not None:
+                await on_ready(controller)
+            yield
+
+    app = FastAPI(
+        title="retrotread",
+        version="0.1.0",
+        summary="Treadmill controller and deadmill telemetry for retro-walking",
+        lifespan=lifespan,
+        responses={409: {"model": Refused}, 503: {"model": Refused}},
+    )
+
+    bearer = HTTPBearer(auto_error=False)
+
+    def need_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if token is None:
+            return
+        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
+            raise HTTPException(
+                401, "control calls need 'Authorization: Bearer TOKEN'", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    def ctl(request: Request) -> Controller:
+        controller: Controller = request.app.state.controller
+        return controller
+
+    Ctl = Annotated[Controller, Depends(ctl)]
+    guarded = [Depends(need_token)]
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        # "body.speed_mph.float" → "speed_mph": the union member tried is noise to a user.
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "float", "int"))
+        rule = "S1" if any("speed_mph" in map(str, e.get("loc", ())) for e in errors) else None
+        msg = f"{where}: {first.get('msg', 'malformed')}" if where else str(first.get("msg", "malformed body"))
+        return JSONResponse(status_code=422, content={"error": msg, "rule": rule, "detail": _jsonable(errors)})
+
+    @app.exception_handler(RefusedError)
+    async def refused(request: Request, exc: RefusedError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"error": exc.detail, "rule": exc.rule})
+
+    @app.exception_handler(SessionError)
+    async def session_refused(request: Request, exc: SessionError) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"error": str(exc), "rule": exc.rule.value if exc.rule else None})
+
+    api = APIRouter(prefix="/api/v1")
+
+    @api.get("/state", response_model=StateSnapshot)
+    async def state(c: Ctl) -> StateSnapshot:
+        return c.snapshot()
+
+    @api.get("/events", response_class=EventSourceResponse)
+    async def events(c: Ctl, request: Request) -> AsyncIterator[ServerSentEvent]:
+        """Server-Sent Events: ``state``, ``telemetry``, ``timer`` and ``event``."""
+        sub = c.hub.subscribe(maxsize=64)
+        async for update in sub:
+            payload = update.payload
+            data = payload.model_dump_json() if isinstance(payload, BaseModel) else str(payload)
+            yield ServerSentEvent(event=update.kind, raw_data=data)
+
+    @api.post("/belt/start", status_code=202, dependencies=guarded, response_model=Accepted)
+    async def belt_start(body: SpeedBody, c: Ctl) -> Accepted:
+        return _answer(await c.start_belt(Speed.from_mph(float(body.speed_mph))))
+
+    @api.post("/belt/speed", status_code=202, dependencies=guarded, response_model=Accepted)
+    async def belt_speed(body: SpeedBody, c: Ctl) -> Accepted:
+        return _answer(await c.set_speed(Speed.from_mph(float(body.speed_mph))))
+
+    @api.post("/belt/stop", status_code=202, response_model=Accepted)
+    async def belt_stop(c: Ctl) -> Accepted:
+        # A stop never needs a token (S16).
+        return _answer(await c.stop_belt("http"))
+
+    @api.post("/belt/incline", status_code=202, dependencies=guarded, response_model=Accepted)
+    async def belt_incline(body: InclineBody, c: Ctl) -> Accepted:
+        return _answer(await c.set_incline(float(body.incline_pct)))
+
+    @api.post("/estop", status_code=202, response_model=Accepted)
+    async def estop(c: Ctl, body: EStopBody | None = None) -> Accepted:
+        reason = body.reason if body and body.reason else "estop"
+        return _answer(await c.estop(reason, "http"))
+
+    @api.post("/estop/reset", status_code=200, dependencies=guarded, response_model=Accepted)
+    async def estop_reset(c: Ctl) -> Accepted:
+        return _answer(await c.reset())
+
+    @api.post("/session", status_code=201, dependencies=guarded, response_model=SessionView)
+    async def session_start(body: SessionBody, c: Ctl) -> SessionView:
+        try:
+            if body.plan is not None:
+                plan = parse_plan(body.plan)
+            elif body.sets is not None and body.work_s is not None:
+                plan = custom_plan(body.sets, body.work_s, body.rest_s or 0.0, body.countdown_s)
+            else:
+                raise PlanError("give either 'plan' (a preset or e.g. 3x60s/60s) or 'sets' and 'work_s'")
+        except PlanError as exc:
+            raise HTTPException(422, str(exc)) from None
+        speed = Speed.from_mph(float(body.speed_mph)) if body.speed_mph is not None else None
+        return await c.start_session(plan, speed)
+
+    @api.post("/session/{action}", status_code=200, dependencies=guarded, response_model=SessionView | None)
+    async def session_action(action: str, c: Ctl) -> SessionView | None:
+        match action:
+            case "pause":
+                return await c.pause_session()
+            case "resume":
+                return await c.resume_session()
+            case "skip":
+                return await c.skip_phase()
+            case "abort":
+                return await c.abort_session()
+        raise HTTPException(404, f"unknown session action {action!r}; use pause, resume, skip or abort")
+
+    @api.get("/history", response_model=list[SessionRecord])
+    async def history(c: Ctl, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[SessionRecord]:
+        return c.history.recent(limit)
+
+    @api.get("/history/{session_id}", response_model=SessionRecord)
+    async def history_one(session_id: int, c: Ctl) -> SessionRecord:
+        rec = c.history.get(session_id)
+        if rec is None:
+            raise HTTPException(404, f"no session {session_id}")
+        return rec
+
+    app.include_router(api)
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz(c: Ctl) -> Health:
+        snap = c.snapshot()
+        return Health(ok=True, connected=snap.connected, latched=snap.stop.latched)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(c: Ctl) -> str:
+        return _metrics(c)
+
+    return app
+
+
+def _answer(decision: Decision) -> Accepted:
+    refusal = decision.refusal
+    if refusal is None:
+        return Accepted()
+    status = 503 if refusal.unavailable else 409
+    raise RefusedError(status, refusal.error, refusal.rule.value if refusal.rule else None)
+
+
+class RefusedError(HTTPException):
+    def __init__(self, status: int, error: str, rule: str | None) -> None:
+        super().__init__(status, error)
+        self.rule = rule
+
+
+def _jsonable(errors: Any) -> Any:
+    """Validation errors with NaN/inf inputs made JSON-safe."""
+    if isinstance(errors, dict):
+        return {k: _jsonable(v) for k, v in errors.items() if k != "ctx"}
+    if isinstance(errors, list | tuple):
+        return [_jsonable(v) for v in errors]
+    if isinstance(errors, float) and not math.isfinite(errors):
+        return str(errors)
+    if isinstance(errors, bytes):
+        return errors.decode("utf-8", "replace")
+    return errors
+
+
+def _metrics(c: Controller) -> str:
+    snap = c.snapshot()
+    lines = [
+        "# HELP retrotread_belt_speed_mph Measured belt speed.",
+        "# TYPE retrotread_belt_speed_mph gauge",
+        f"retrotread_belt_speed_mph {snap.belt.speed_mph if snap.belt else 0.0}",
+        "# HELP retrotread_stop_latched 1 while the emergency stop is latched.",
+        "# TYPE retrotread_stop_latched gauge",
+        f"retrotread_stop_latched {int(snap.stop.latched)}",
+        "# HELP retrotread_connected 1 while the driver is connected.",
+        "# TYPE retrotread_connected gauge",
+        f"retrotread_connected {int(snap.connected)}",
+        "# HELP retrotread_samples_total Samples received from the driver.",
+        "# TYPE retrotread_samples_total counter",
+        f"retrotread_samples_total {c.samples_seen}",
+        "# HELP retrotread_emergency_stops_total Emergency stops by rule.",
+        "# TYPE retrotread_emergency_stops_total counter",
+    ]
+    lines += [f'retrotread_emergency_stops_total{{rule="{r}"}} {n}' for r, n in sorted(c.stops_by_rule.items())]
+    return "\n".join(lines) + "\n"

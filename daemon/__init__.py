@@ -1,0 +1,1 @@
+"""The runtime: controller, session timer, history, config, CLI. Imports drivers, safety, sims."""

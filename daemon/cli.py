@@ -1,0 +1,507 @@
+"""``retrotread``: the command line, and the composition root that builds a running daemon.
+
+Exit codes: 0 ok, 1 refused or failed, 2 usage. Errors are one line on stderr; ``--debug`` shows
+tracebacks. ``run`` and ``demo`` are the only places that import every floor (``api`` lazily).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from daemon.config import Settings, load_settings, parse_listen
+from daemon.controller import Controller
+from daemon.plans import PlanError, parse_plan
+from drivers.errors import TreadError
+from drivers.registry import open_driver
+from drivers.units import Speed
+from safety.rules import Rule
+from safety.supervisor import Mode, SafetyConfig
+
+log = logging.getLogger("retrotread")
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEMO_DRIVER = "sim://motorized?noise_mph=0.01"
+
+
+class CliError(Exception):
+    """A failure to report as one line, exit 1."""
+
+
+# ------------------------------------------------------------------ composition root
+
+
+def build_controller(settings: Settings, *, watchdog: Any = None) -> Controller:
+    mode = Mode(settings.daemon.mode)
+    safety = SafetyConfig(
+        mode=mode,
+        envelope=settings.safety.envelope(),
+        max_incline_pct=settings.safety.max_incline_pct,
+        deadmill_alert_mph=settings.safety.deadmill_alert_mph,
+    )
+    return Controller(
+        open_driver(settings.daemon.driver),
+        treadmill_id=settings.daemon.id,
+        safety=safety,
+        session_speed=Speed.from_mph(settings.session.speed_mph),
+        watchdog=watchdog,
+    )
+
+
+def _bind(listen: str) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CliError(
+            f"cannot listen on {listen}: {exc.strerror}; is another retrotread running? "
+            "(choose another with --http HOST:PORT)"
+        ) from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(settings: Settings, *, banner: str | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT: driver, safety, session timer, HTTP."""
+    import uvicorn
+
+    from api.app import create_app
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield  # our own handlers stop the belt first (S15)
+
+    sock = _bind(settings.http.listen)
+    token = os.environ.get("RETROTREAD_TOKEN") or None
+    async with build_controller(settings) as controller:
+
+        @contextlib.asynccontextmanager
+        async def borrowed() -> AsyncIterator[Controller]:
+            yield controller
+
+        app = create_app(borrowed, token=token)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on")
+        server = Server(config)
+        loop = asyncio.get_running_loop()
+        stopping: set[asyncio.Task[Any]] = set()
+
+        def on_signal(signum: int) -> None:
+            name = signal.Signals(signum).name
+            log.warning("%s: stopping the belt, then exiting", name)
+            task = loop.create_task(controller.estop(name.lower(), "process", Rule.S15))
+            stopping.add(task)
+            controller.hub.close()  # end the event streams so the server can close at once
+            server.should_exit = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        if banner:
+            print(banner, flush=True)
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if stopping:
+                await asyncio.wait(stopping, timeout=1.0)
+
+
+def _settings_from(args: argparse.Namespace, **defaults: Any) -> Settings:
+    daemon: dict[str, Any] = {"driver": args.driver or defaults.get("driver"), "mode": args.mode}
+    return load_settings(
+        Path(args.config) if getattr(args, "config", None) else None,
+        daemon=daemon,
+        http={"listen": args.http or defaults.get("http")},
+        mqtt={"url": getattr(args, "mqtt", None)},
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    asyncio.run(
+        serve(
+            settings,
+            banner=f"retrotread: {settings.daemon.driver} in {settings.daemon.mode} mode, "
+            f"http://{settings.http.listen}/",
+        )
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = _settings_from(args, driver=DEMO_DRIVER)
+    url = f"http://{settings.http.listen}"
+    banner = "\n".join(
+        [
+            f"retrotread demo: a simulated motorized treadmill in {settings.daemon.mode} mode",
+            f"  state:      curl {url}/api/v1/state",
+            f"  live:       curl -N {url}/api/v1/events",
+            f"  start belt: curl -X POST {url}/api/v1/belt/start -H 'content-type: application/json' "
+            "-d '{\"speed_mph\": 1.0}'",
+            f"  session:    retrotread session start 3x20s/10s --url {url}",
+            f"  watch:      retrotread status --watch --url {url}   (space = emergency stop)",
+            f"  stop:       retrotread estop --url {url}",
+            f"  API docs:   {url}/docs",
+            "Ctrl-C stops the belt and exits.",
+        ]
+    )
+    asyncio.run(serve(settings, banner=banner))
+    return 0
+
+
+# ------------------------------------------------------------------ standalone deadmill
+
+
+def cmd_deadmill(args: argparse.Namespace) -> int:
+    from daemon.termview import render_summary
+
+    try:
+        plan = parse_plan(args.plan)
+    except PlanError as exc:
+        raise CliError(str(exc)) from None
+    settings = load_settings(
+        Path(args.config) if args.config else None, daemon={"driver": args.driver, "mode": "deadmill"}
+    )
+    record = asyncio.run(_deadmill(settings, plan, plain=args.plain or not sys.stdout.isatty()))
+    sets = [s.model_dump() for s in record.sets] if record else []
+    if args.json:
+        print(json.dumps(record.model_dump(mode="json") if record else None))
+    else:
+        from rich.console import Console
+
+        Console().print(render_summary(sets, f"{plan.name}: {record.outcome if record else 'not run'}"))
+    return 0 if record and record.outcome == "completed" else 1
+
+
+async def _deadmill(settings: Settings, plan: Any, *, plain: bool) -> Any:
+    from rich.console import Console
+    from rich.live import Live
+
+    from daemon.termview import keys, render_live
+
+    console = Console(stderr=True)
+    async with build_controller(settings) as controller:
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        actions: set[asyncio.Task[Any]] = set()
+
+        def act(coro: Coroutine[Any, Any, Any]) -> None:
+            task = loop.create_task(coro)
+            actions.add(task)
+            task.add_done_callback(actions.discard)
+
+        def on_key(ch: str) -> None:
+            session = controller.session
+            if ch == " " and session is not None:
+                act(controller.resume_session() if session.paused_at is not None else controller.pause_session())
+            elif ch in ("q", "Q"):
+                if session is not None:
+                    act(controller.abort_session())
+                done.set()
+
+        sub = controller.hub.subscribe(("state", "timer", "event"))
+        view = await controller.start_session(plan)
+        sid = view.id
+        with keys(on_key) as interactive:
+            hint = "space pause/resume · q end session" if interactive else ""
+            live = None if plain else Live(console=console, refresh_per_second=8, transient=True)
+            with live if live is not None else contextlib.nullcontext():
+                while not done.is_set():
+                    try:
+                        update = await sub.next(within=0.5)
+                    except TimeoutError:
+                        update = None
+                    snap = controller.snapshot().model_dump(mode="json")
+                    timer = snap.get("session")
+                    if live is not None:
+                        live.update(render_live(snap, timer, hint))
+                    if update is not None and update.kind == "event" and plain:
+                        ev = update.payload
+                        if ev.kind in ("set_started", "set_completed", "session_completed", "session_ended"):
+                            console.print(f"{ev.ts} {ev.kind} {ev.set or ''}".rstrip())
+                    if controller.session is None:
+                        done.set()
+        if actions:
+            await asyncio.wait(actions, timeout=1.0)
+        return controller.history.get(sid)
+
+
+# ------------------------------------------------------------------ client commands
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if tok := os.environ.get("RETROTREAD_TOKEN"):
+        return tok
+    path = Path(args.token_file) if getattr(args, "token_file", None) else None
+    if path and path.exists():
+        return path.read_text().strip()
+    return None
+
+
+def _client(args: argparse.Namespace) -> Any:
+    import httpx
+
+    headers = {}
+    if tok := _token(args):
+        headers["Authorization"] = f"Bearer {tok}"
+    return httpx.Client(base_url=args.url, headers=headers, timeout=5.0)
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    import httpx
+
+    try:
+        with _client(args) as client:
+            resp = client.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the daemon at {args.url}: {exc}; is `retrotread run` running?") from None
+    try:
+        data = resp.json()
+    except ValueError:
+        data = resp.text
+    if resp.status_code >= 400:
+        if isinstance(data, dict):
+            msg = data.get("error") or data.get("detail") or data
+            rule = data.get("rule")
+            raise CliError(f"refused ({resp.status_code}){' ' + rule if rule else ''}: {msg}")
+        raise CliError(f"refused ({resp.status_code}): {data}")
+    return data
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch:
+        return asyncio.run(_watch(args))
+    state = _call(args, "GET", "/api/v1/state")
+    if args.json:
+        print(json.dumps(state))
+        return 0
+    belt = state.get("belt") or {}
+    stop = state["stop"]
+    print(
+        f"{state['id']}: {state['mode']} on {state['driver']} ({'connected' if state['connected'] else 'DISCONNECTED'})"
+    )
+    print(
+        f"  belt {belt.get('speed_mph', 0):.2f} mph, target {state.get('target_mph')}, "
+        f"envelope {state.get('envelope_mph')}"
+    )
+    print(
+        f"  stop: {'LATCHED ' + str(stop['reason']) + ' (' + str(stop['rule']) + ')' if stop['latched'] else 'clear'}"
+    )
+    if s := state.get("session"):
+        print(
+            f"  session {s['id']} {s['plan']}: {s['phase']} set {s['set']}/{s['sets']}, {s['remaining_s']:.0f} s left"
+        )
+    return 0
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.console import Console
+    from rich.live import Live
+
+    from daemon.termview import keys, render_live
+
+    headers = {"Authorization": f"Bearer {tok}"} if (tok := _token(args)) else {}
+    loop = asyncio.get_running_loop()
+    quit_ = asyncio.Event()
+    pending: set[asyncio.Task[Any]] = set()
+    state: dict[str, Any] = {}
+    timer: dict[str, Any] | None = None
+    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=None) as client:
+
+        def on_key(ch: str) -> None:
+            if ch in (" ", "s", "S"):
+                task = loop.create_task(client.post("/api/v1/estop", json={"reason": "keyboard"}))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            elif ch in ("q", "Q"):
+                quit_.set()
+
+        async def stream(live: Live) -> None:
+            nonlocal state, timer
+            async with client.stream("GET", "/api/v1/events") as resp:
+                kind = ""
+                async for line in resp.aiter_lines():
+                    if line.startswith("event:"):
+                        kind = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data = json.loads(line[5:])
+                        if kind == "state":
+                            state = data
+                            timer = data.get("session")
+                        elif kind == "timer":
+                            timer = data if data.get("phase") not in ("done", "aborted") else None
+                        live.update(render_live(state, timer, "space/s EMERGENCY STOP · q quit"))
+
+        with keys(on_key), Live(console=Console(), refresh_per_second=8) as live:
+            task = loop.create_task(stream(live))
+            waiter = loop.create_task(quit_.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (task, waiter):
+                    t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                    await task
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+                if pending:
+                    await asyncio.wait(pending, timeout=2.0)
+            if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                raise CliError(f"lost the daemon at {args.url}: {exc}")
+    return 0
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    if args.action == "start":
+        if not args.plan:
+            raise CliError("session start needs a PLAN: a preset (deadmill, phase1, ...) or e.g. 3x60s/60s")
+        body: dict[str, Any] = {"plan": args.plan}
+        if args.speed is not None:
+            body["speed_mph"] = args.speed
+        out = _call(args, "POST", "/api/v1/session", body)
+    else:
+        out = _call(args, "POST", f"/api/v1/session/{args.action}")
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_estop(args: argparse.Namespace) -> int:
+    if args.reset:
+        _call(args, "POST", "/api/v1/estop/reset")
+        print("emergency stop reset; the belt stays stopped until started")
+    else:
+        _call(args, "POST", "/api/v1/estop", {"reason": args.reason} if args.reason else None)
+        print("EMERGENCY STOP sent")
+    return 0
+
+
+# ------------------------------------------------------------------ decode
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    lines: Sequence[str] = sys.stdin.read().splitlines() if args.hex == ["-"] else args.hex
+    status = 0
+    for line in lines:
+        text = line.strip().replace(" ", "").replace(":", "")
+        if not text or text.startswith("#"):
+            continue
+        try:
+            data = bytes.fromhex(text)
+            out = _decode(args.kind, data)
+        except (ValueError, TreadError) as exc:
+            print(json.dumps({"error": str(exc), "hex": text}))
+            status = 1
+            continue
+        print(json.dumps(out))
+    return status
+
+
+def _decode(kind: str, data: bytes) -> Any:
+    if kind == "csafe":
+        from drivers.csafe import codec as csafe
+
+        return csafe.describe_frame(data)
+    from drivers.ftms import codec as ftms
+
+    return ftms.describe(kind, data)
+
+
+# ------------------------------------------------------------------ parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="retrotread",
+        description="Treadmill controller and deadmill telemetry "
+        "for retro-walking. The treadmill's own safety key stays the first stop.",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def daemon_opts(sp: argparse.ArgumentParser, with_config: bool = True) -> None:
+        if with_config:
+            sp.add_argument("--config", help="TOML file (default /etc/retrotread/retrotread.toml if present)")
+        sp.add_argument("--driver", help="driver URL, e.g. sim://motorized, csafe:///dev/ttyUSB0")
+        sp.add_argument("--mode", choices=["reverse", "deadmill"])
+        sp.add_argument("--http", help="HOST:PORT for the API (default 127.0.0.1:8000)")
+        sp.add_argument("--mqtt", help="mqtt://[user:pass@]host[:port] or 'none'")
+
+    sp = sub.add_parser("run", help="the daemon (what systemd runs)")
+    daemon_opts(sp)
+    sp.set_defaults(func=cmd_run)
+    sp = sub.add_parser("demo", help="zero-setup demo on a simulated motorized belt")
+    daemon_opts(sp)
+    sp.set_defaults(func=cmd_demo)
+
+    def client_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--url", default=os.environ.get("RETROTREAD_URL", DEFAULT_URL), help="daemon URL")
+        sp.add_argument("--token-file", help="file holding the API token (or set RETROTREAD_TOKEN)")
+
+    sp = sub.add_parser("status", help="state of a running daemon")
+    client_opts(sp)
+    sp.add_argument("--watch", action="store_true", help="live view; space or s = emergency stop, q = quit")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("session", help="drive sessions on a running daemon")
+    client_opts(sp)
+    sp.add_argument("action", choices=["start", "pause", "resume", "skip", "abort"])
+    sp.add_argument("plan", nargs="?", help="with start: a preset name or e.g. 3x60s/60s")
+    sp.add_argument("--speed", type=float, help="belt speed for sets in reverse mode, mph")
+    sp.set_defaults(func=cmd_session)
+
+    sp = sub.add_parser("estop", help="emergency stop (or --reset) on a running daemon")
+    client_opts(sp)
+    sp.add_argument("--reset", action="store_true")
+    sp.add_argument("--reason")
+    sp.set_defaults(func=cmd_estop)
+
+    sp = sub.add_parser("deadmill", help="time a deadmill session in the terminal, no daemon needed")
+    sp.add_argument("--config")
+    sp.add_argument("--driver", default="sim://manual")
+    sp.add_argument("--plan", default="deadmill", help="preset or e.g. 3x60s/60s (default: deadmill)")
+    sp.add_argument("--json", action="store_true", help="print the session record as JSON at the end")
+    sp.add_argument("--plain", action="store_true", help="plain lines instead of the live view")
+    sp.set_defaults(func=cmd_deadmill)
+
+    sp = sub.add_parser("decode", help="decode frames to JSON, one line per frame")
+    sp.add_argument("kind", choices=["ftms-treadmill", "ftms-status", "ftms-control", "ftms-speed-range", "csafe"])
+    sp.add_argument("hex", nargs="+", help="hex frames, or - to read hex lines from stdin")
+    sp.set_defaults(func=cmd_decode)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:
+        code = 130
+    except (CliError, TreadError, PlanError) as exc:
+        if args.debug:
+            raise
+        print(f"retrotread: {exc}", file=sys.stderr)
+        code = 1
+    sys.exit(code)

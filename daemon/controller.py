@@ -1,0 +1,621 @@
+"""The controller: one treadmill's runtime.
+
+One task group per treadmill: the driver's sample loop, the safety tick (20 Hz, on monotonic
+deadlines, S17), and the session timer. Every sample, device event and request goes to the guard,
+which asks the supervisor and carries out its decision; the controller publishes immutable
+snapshots on the hub for the faces, and never waits on a face.
+
+Faces call the methods under "for the faces"; they never see the driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from daemon.history import History, MemoryHistory
+from daemon.hub import Hub
+from daemon.plans import Plan
+from daemon.snapshot import (
+    BeltView,
+    Event,
+    Outcome,
+    SessionView,
+    SetResult,
+    StateSnapshot,
+    StopView,
+    Telemetry,
+    iso,
+)
+from daemon.timer import Boundary, Phase, SetTimer, TimerError
+from drivers.base import Driver
+from drivers.errors import DriverError
+from drivers.types import BeltSample, DeviceEvent, DeviceEventKind
+from drivers.units import Speed
+from safety.guard import Guard
+from safety.rules import Rule
+from safety.supervisor import (
+    STANDSTILL_MPH,
+    Decision,
+    EStop,
+    Mode,
+    Refusal,
+    Reset,
+    SafetyConfig,
+    SafetyEvent,
+    SetIncline,
+    SetSpeed,
+    Start,
+    Stop,
+    Supervisor,
+)
+
+log = logging.getLogger(__name__)
+
+TICK_HZ = 20.0  # the safety loop (S17 asks for at least 10)
+STATE_HEARTBEAT_S = 5.0  # state is published on change and at least this often
+CHECKPOINT_S = 2.0  # the running set is written to history this often
+SHUTDOWN_STOP_S = 1.0  # S15: the stop on SIGTERM is bounded to this
+
+
+class SessionError(RuntimeError):
+    """A session action that does not fit the current state (HTTP 409)."""
+
+    def __init__(self, message: str, rule: Rule | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+@dataclass
+class _SetStats:
+    """What one work set measured. Distance comes from the device's own counter when it has one."""
+
+    set_no: int
+    start_mono: float
+    start_wall: float
+    paused_s: float = 0.0
+    distance_m: float = 0.0
+    max_mph: float = 0.0
+    _last: BeltSample | None = None
+
+    def add(self, sample: BeltSample) -> None:
+        mph = sample.speed.mph
+        if mph == mph:  # not NaN
+            self.max_mph = max(self.max_mph, mph)
+        last = self._last
+        if last is not None:
+            if sample.distance_m is not None and last.distance_m is not None:
+                self.distance_m += max(0.0, sample.distance_m - last.distance_m)
+            else:
+                self.distance_m += (last.speed.mps + sample.speed.mps) / 2 * max(0.0, sample.t - last.t)
+        self._last = sample
+
+    def result(self, end_mono: float, end_wall: float, outcome: Outcome) -> SetResult:
+        work_s = max(0.0, end_mono - self.start_mono - self.paused_s)
+        avg_mph = Speed(self.distance_m / work_s).mph if work_s > 0 else 0.0
+        return SetResult(
+            set=self.set_no,
+            started_at=iso(self.start_wall),
+            ended_at=iso(end_wall),
+            started_mono=self.start_mono,
+            ended_mono=end_mono,
+            work_s=round(work_s, 3),
+            distance_m=round(self.distance_m, 2),
+            avg_mph=round(avg_mph, 3),
+            max_mph=round(self.max_mph, 3),
+            outcome=outcome,
+        )
+
+
+@dataclass
+class _Session:
+    id: int
+    plan: Plan
+    timer: SetTimer
+    speed: Speed
+    stats: _SetStats | None = None
+    results: list[SetResult] = field(default_factory=list)
+    paused_at: float | None = None
+    last_checkpoint: float = 0.0
+
+    @property
+    def belt_time_s(self) -> float:
+        done = sum(r.work_s for r in self.results)
+        return done
+
+
+class Controller:
+    def __init__(
+        self,
+        driver: Driver,
+        *,
+        treadmill_id: str = "treadmill",
+        safety: SafetyConfig | None = None,
+        session_speed: Speed | None = None,
+        history: History | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        watchdog: Callable[[], None] | None = None,
+    ) -> None:
+        self.id = treadmill_id
+        self._driver = driver
+        self.safety = safety or SafetyConfig()
+        self.mode = self.safety.mode
+        self.session_speed = session_speed or Speed.from_mph(1.0)
+        self.history: History = history or MemoryHistory()
+        self.clock = clock
+        self.wall = wall
+        self._watchdog = watchdog
+        self.hub = Hub()
+        self.supervisor = Supervisor(self.safety)
+        self.guard = Guard(driver, self.supervisor, clock, self._on_safety_events)
+        self.session: _Session | None = None
+        self.last_session: _Session | None = None
+        self.ready = asyncio.Event()
+        self._poke = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._seq = 0
+        self._last_state_key: object = None
+        self._last_state_at = -1e9
+        self._sample: BeltSample | None = None
+        self.samples_seen = 0
+        self.reconnects = 0
+        self.stops_by_rule: dict[str, int] = {}
+        self.started_mono = clock()
+        self._closing = False
+        self._tasks: set[asyncio.Task[Decision]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self._driver.open()
+        try:
+            await self.guard.boot()
+        except BaseException:
+            await self._driver.close()
+            raise
+        self._runner = asyncio.create_task(self._run(), name=f"controller {self.id}")
+        self.ready.set()
+        self._publish_state(force=True)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self, reason: str = "shutdown") -> None:
+        """Stop the belt (bounded, S15), end the session, stop the tasks, close the driver."""
+        if self._closing:
+            return
+        self._closing = True
+        if self.mode is Mode.REVERSE:
+            # In deadmill mode there is no belt of ours to stop, and we must not pretend (S13).
+            try:
+                async with asyncio.timeout(SHUTDOWN_STOP_S):
+                    await self.guard.request(EStop(reason, Rule.S15, "process"))
+            except TimeoutError:
+                log.error("stop on shutdown not handed to the driver within %.1f s", SHUTDOWN_STOP_S)
+        if self.session is not None:
+            self._end_session("interrupted" if reason == "shutdown" else "aborted")
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        self.hub.close()
+        await self._driver.close()
+        self.history.close()
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._sample_loop(), name="samples")
+            tg.create_task(self._tick_loop(), name="safety-tick")
+            tg.create_task(self._timer_loop(), name="set-timer")
+
+    # ------------------------------------------------------------------ loops
+
+    async def _sample_loop(self) -> None:
+        try:
+            async for update in self._driver.samples():
+                if isinstance(update, BeltSample):
+                    await self._on_sample(update)
+                else:
+                    await self._on_device_event(update)
+        except DriverError as exc:
+            log.error("driver failed: %s", exc)
+            await self.guard.device_event(DeviceEvent(self.clock(), DeviceEventKind.DISCONNECTED, str(exc)))
+        if not self._closing:
+            # The stream ended without us closing it: the device is gone (S9).
+            await self.guard.device_event(
+                DeviceEvent(self.clock(), DeviceEventKind.DISCONNECTED, "sample stream ended")
+            )
+            self._publish_state(force=True)
+
+    async def _on_sample(self, sample: BeltSample) -> None:
+        await self.guard.observe(sample)
+        self._sample = sample
+        self.samples_seen += 1
+        session = self.session
+        if session is not None and session.stats is not None and session.paused_at is None:
+            session.stats.add(sample)
+        self._seq += 1
+        mph = sample.speed.mph
+        self.hub.publish(
+            "telemetry",
+            Telemetry(
+                speed_mph=round(mph, 3) if mph == mph else float("nan"),
+                incline_pct=sample.incline_pct,
+                distance_m=_round(sample.distance_m, 2),
+                ts=iso(self.wall()),
+                seq=self._seq,
+            ),
+        )
+        self._publish_state()
+
+    async def _on_device_event(self, event: DeviceEvent) -> None:
+        if event.kind is DeviceEventKind.CONNECTED:
+            self.reconnects += 1
+        await self.guard.device_event(event)
+        self._publish_state(force=True)
+
+    async def _tick_loop(self) -> None:
+        period = 1.0 / TICK_HZ
+        t0 = self.clock()
+        k = 0
+        while True:
+            k += 1
+            now = self.clock()
+            if t0 + k * period < now:
+                k = int((now - t0) / period) + 1  # fell behind: skip ticks, never burst
+            await asyncio.sleep(max(0.0, t0 + k * period - self.clock()))
+            await self.guard.tick()
+            self._check_volume_cap()
+            self._checkpoint()
+            if self._watchdog is not None:
+                # The systemd watchdog is fed from the safety loop itself (S15).
+                self._watchdog()
+            self._publish_state()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            session = self.session
+            wake = session.timer.next_wake(self.clock()) if session else None
+            self._poke.clear()
+            if wake is None:
+                await self._poke.wait()
+                continue
+            delay = wake - self.clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._poke.wait()
+            session = self.session
+            if session is None:
+                continue
+            for boundary in session.timer.advance(self.clock()):
+                await self._on_boundary(session, boundary)
+            if self.session is session:
+                self._publish_timer()
+
+    # ------------------------------------------------------------------ safety events
+
+    def _on_safety_events(self, events: tuple[SafetyEvent, ...]) -> None:
+        for ev in events:
+            if ev.kind == "estop" and ev.rule is not None:
+                self.stops_by_rule[ev.rule.value] = self.stops_by_rule.get(ev.rule.value, 0) + 1
+            self._publish_event(
+                Event(
+                    kind=ev.kind,
+                    rule=ev.rule.value if ev.rule else None,
+                    reason=ev.reason,
+                    detail=ev.detail,
+                    ts=self._wall_at(ev.t),
+                )
+            )
+            if ev.kind == "estop":
+                log.warning("EMERGENCY STOP (%s, %s) %s", ev.reason, ev.rule, ev.detail)
+                if self.session is not None:
+                    # A latched stop cuts the running set and ends the session.
+                    self._end_session("safety-stop")
+            elif ev.kind == "fault":
+                log.error("FAULT %s (%s): %s", ev.reason, ev.rule, ev.detail)
+        self._publish_state(force=True)
+
+    def _publish_event(self, event: Event) -> None:
+        if self.session is not None and event.session is None:
+            event = event.model_copy(update={"session": self.session.id})
+        self.hub.publish("event", event)
+        if event.session is not None:
+            with contextlib.suppress(KeyError):
+                self.history.record_event(event.session, event)
+
+    def _wall_at(self, mono: float) -> str:
+        return iso(self.wall() - (self.clock() - mono))
+
+    # ------------------------------------------------------------------ sessions
+
+    async def _on_boundary(self, session: _Session, b: Boundary) -> None:
+        wall = self._wall_at(b.t)
+        if b.ended is not None and b.ended.phase is Phase.WORK and session.stats is not None:
+            result = session.stats.result(b.t, self.wall() - (self.clock() - b.t), "completed")
+            self._finish_set(session, result)
+            if self.mode is Mode.REVERSE and (b.started is None or b.started.phase is not Phase.WORK):
+                await self.guard.request(Stop("set-ended"))
+        if b.started is None:
+            self._end_session("completed")
+            return
+        if b.started.phase is Phase.WORK:
+            session.stats = _SetStats(b.started.set_no, b.t, self.wall() - (self.clock() - b.t))
+            self._publish_event(Event(kind="set_started", set=b.started.set_no, ts=wall, session=session.id))
+            if self.mode is Mode.REVERSE:
+                d = await self.guard.request(Start(session.speed))
+                if d.refusal is not None and self.session is session:
+                    self._publish_event(
+                        Event(
+                            kind="set_refused",
+                            set=b.started.set_no,
+                            rule=_rule(d.refusal),
+                            reason=d.refusal.error,
+                            ts=wall,
+                            session=session.id,
+                        )
+                    )
+        self._publish_timer()
+
+    def _finish_set(self, session: _Session, result: SetResult) -> None:
+        session.results.append(result)
+        session.stats = None
+        self.history.record_set(session.id, result)
+        self._publish_event(
+            Event(
+                kind="set_completed" if result.outcome == "completed" else "set_ended",
+                set=result.set,
+                reason=result.outcome,
+                ts=result.ended_at,
+                session=session.id,
+            )
+        )
+
+    def _end_session(self, outcome: Outcome) -> None:
+        session = self.session
+        if session is None:
+            return
+        now = self.clock()
+        if outcome != "completed" and not session.timer.finished:
+            session.timer.abort(now)
+        if session.stats is not None:
+            self._finish_set(session, session.stats.result(now, self.wall(), outcome))
+        self.history.end(session.id, outcome, iso(self.wall()))
+        kind = "session_completed" if outcome == "completed" else "session_ended"
+        self._publish_event(Event(kind=kind, reason=outcome, ts=iso(self.wall()), session=session.id))
+        self.last_session = session
+        self.session = None
+        self._publish_timer(session)
+        self._poke.set()
+        self._publish_state(force=True)
+
+    def _check_volume_cap(self) -> None:
+        session = self.session
+        if session is None or session.plan.cap_s is None or self.mode is not Mode.REVERSE:
+            return
+        now = self.clock()
+        running = 0.0
+        if session.stats is not None and session.paused_at is None:
+            running = now - session.stats.start_mono - session.stats.paused_s
+        if session.belt_time_s + running >= session.plan.cap_s:
+            self._publish_event(
+                Event(
+                    kind="volume_cap",
+                    rule=Rule.S14.value,
+                    reason="volume-cap",
+                    detail=f"{session.plan.cap_s:g} s of belt time reached",
+                    ts=iso(self.wall()),
+                    session=session.id,
+                )
+            )
+            task = asyncio.get_running_loop().create_task(self.guard.request(Stop("volume-cap", Rule.S14)))
+            self._background(task)
+            self._end_session("capped")
+
+    def _checkpoint(self) -> None:
+        session = self.session
+        now = self.clock()
+        if session is None or session.stats is None or now - session.last_checkpoint < CHECKPOINT_S:
+            return
+        session.last_checkpoint = now
+        paused = session.paused_at is not None
+        stats = session.stats
+        end = session.paused_at if paused and session.paused_at is not None else now
+        self.history.checkpoint(session.id, stats.result(end, self.wall() - (now - end), "interrupted"))
+
+    def _background(self, task: asyncio.Task[Decision]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ publishing
+
+    def snapshot(self) -> StateSnapshot:
+        sup = self.supervisor
+        sample = self._sample
+        belt = None
+        if sample is not None:
+            mph = sample.speed.mph
+            belt = BeltView(
+                speed_mph=round(mph, 3),
+                speed_kmh=round(sample.speed.kmh, 3),
+                incline_pct=sample.incline_pct,
+                distance_m=_round(sample.distance_m, 1),
+                moving=mph > STANDSTILL_MPH,
+            )
+        latch = sup.latch
+        stop = StopView(latched=False)
+        if latch is not None:
+            stop = StopView(latched=True, reason=latch.reason, rule=latch.rule.value, since=self._wall_at(latch.since))
+        target = sup.target.mph if sup.target is not None else None
+        return StateSnapshot(
+            id=self.id,
+            mode=self.mode.value,
+            driver=self._driver.url,
+            connected=sup.link_up and self._driver.connected,
+            armed=sup.armed,
+            belt=belt,
+            target_mph=_round(target, 3),
+            envelope_mph=self.safety.envelope.mph if self.mode is Mode.REVERSE else None,
+            stop=stop,
+            session=self.session_view(),
+            ts=iso(self.wall()),
+            seq=self._seq,
+        )
+
+    def session_view(self, session: _Session | None = None) -> SessionView | None:
+        session = session or self.session
+        if session is None:
+            return None
+        v = session.timer.view(self.clock())
+        return SessionView(
+            id=session.id,
+            plan=session.plan.name,
+            phase=v.phase.value,
+            set=v.set_no,
+            sets=v.sets,
+            remaining_s=round(v.remaining_s, 1),
+            elapsed_s=round(v.elapsed_s, 1),
+            ends_at=self._wall_at(v.ends_at) if v.ends_at is not None else None,
+            paused=v.paused,
+        )
+
+    def _publish_state(self, force: bool = False) -> None:
+        now = self.clock()
+        snap = self.snapshot()
+        key = snap.model_copy(update={"ts": "", "seq": 0, "session": None})
+        if not force and key == self._last_state_key and now - self._last_state_at < STATE_HEARTBEAT_S:
+            return
+        self._seq += 1
+        self._last_state_key = key
+        self._last_state_at = now
+        self.hub.publish("state", snap.model_copy(update={"seq": self._seq}))
+
+    def _publish_timer(self, session: _Session | None = None) -> None:
+        view = self.session_view(session)
+        if view is not None:
+            self.hub.publish("timer", view)
+
+    # ------------------------------------------------------------------ for the faces
+
+    async def start_belt(self, speed: Speed) -> Decision:
+        return await self.guard.request(Start(speed))
+
+    async def set_speed(self, speed: Speed) -> Decision:
+        return await self.guard.request(SetSpeed(speed))
+
+    async def set_incline(self, incline_pct: float) -> Decision:
+        return await self.guard.request(SetIncline(incline_pct))
+
+    async def stop_belt(self, reason: str = "stop") -> Decision:
+        return await self.guard.request(Stop(reason))
+
+    async def estop(self, reason: str = "estop", source: str = "", rule: Rule = Rule.S5) -> Decision:
+        return await self.guard.request(EStop(reason or "estop", rule, source))
+
+    async def reset(self) -> Decision:
+        return await self.guard.request(Reset())
+
+    async def start_session(self, plan: Plan, speed: Speed | None = None) -> SessionView:
+        if self.session is not None:
+            raise SessionError(f"session {self.session.id} is running; abort it first")
+        sup = self.supervisor
+        if self.mode is Mode.REVERSE:
+            if sup.latch is not None:
+                raise SessionError(f"emergency stop latched ({sup.latch.reason}); reset it first", Rule.S6)
+            if not sup.armed:
+                raise SessionError(f"reverse mode is not armed: {sup.arm_refusal}", Rule.S3)
+            refusal = sup.envelope_refusal(speed or self.session_speed)
+            if refusal is not None:
+                raise SessionError(refusal.error, refusal.rule)
+        now = self.clock()
+        sid = self.history.begin(plan.name, self.mode.value, self._driver.url, plan.sets, iso(self.wall()))
+        session = _Session(sid, plan, SetTimer(plan, now), speed or self.session_speed, last_checkpoint=now)
+        self.session = session
+        self._publish_event(Event(kind="session_started", reason=plan.name, ts=iso(self.wall()), session=sid))
+        await self._on_boundary(session, session.timer.first())
+        self._poke.set()
+        self._publish_state(force=True)
+        view = self.session_view(session)
+        assert view is not None
+        return view
+
+    def _require_session(self) -> _Session:
+        if self.session is None:
+            raise SessionError("no session is running")
+        return self.session
+
+    async def pause_session(self) -> SessionView:
+        session = self._require_session()
+        now = self.clock()
+        if session.paused_at is None:
+            session.timer.pause(now)
+            session.paused_at = now
+            if self.mode is Mode.REVERSE:
+                await self.guard.request(Stop("session-paused"))
+            self._publish_event(Event(kind="session_paused", ts=iso(self.wall()), session=session.id))
+        return self._after_session_action(session)
+
+    async def resume_session(self) -> SessionView:
+        session = self._require_session()
+        now = self.clock()
+        if session.paused_at is not None:
+            if self.mode is Mode.REVERSE:
+                seg = session.timer.current
+                if seg is not None and seg.phase is Phase.WORK:
+                    d = await self.guard.request(Start(session.speed))
+                    if d.refusal is not None:
+                        raise SessionError(d.refusal.error, d.refusal.rule)
+            session.timer.resume(now)
+            if session.stats is not None:
+                session.stats.paused_s += now - session.paused_at
+            session.paused_at = None
+            self._publish_event(Event(kind="session_resumed", ts=iso(self.wall()), session=session.id))
+        return self._after_session_action(session)
+
+    async def skip_phase(self) -> SessionView | None:
+        session = self._require_session()
+        if session.paused_at is not None:
+            await self.resume_session()
+        try:
+            boundaries = session.timer.skip(self.clock())
+        except TimerError as exc:
+            raise SessionError(str(exc)) from None
+        for b in boundaries:
+            await self._on_boundary(session, b)
+        self._poke.set()
+        return self.session_view(session)
+
+    async def abort_session(self) -> SessionView | None:
+        session = self._require_session()
+        if self.mode is Mode.REVERSE:
+            await self.guard.request(Stop("session-aborted"))
+        self._end_session("aborted")
+        return self.session_view(session)
+
+    def _after_session_action(self, session: _Session) -> SessionView:
+        self._poke.set()
+        self._publish_timer()
+        self._publish_state(force=True)
+        view = self.session_view(session)
+        assert view is not None
+        return view
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _rule(refusal: Refusal) -> str | None:
+    return refusal.rule.value if refusal.rule else None

@@ -1,0 +1,115 @@
+"""The immutable snapshots the controller publishes: the JSON contract of interfaces.md.
+
+``StateSnapshot`` is the ``GET /api/v1/state`` body and the retained MQTT ``state`` payload;
+``SessionView`` is the ``session`` block and the MQTT ``timer`` payload. Frozen pydantic models,
+so the faces serialize them and the OpenAPI schema documents them from one definition.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+def iso(ts: float) -> str:
+    """Wall-clock seconds as ISO 8601 UTC with milliseconds: 2026-11-21T15:03:46.423Z."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class BeltView(_Frozen):
+    speed_mph: float
+    speed_kmh: float
+    incline_pct: float | None
+    distance_m: float | None
+    moving: bool
+
+
+class StopView(_Frozen):
+    latched: bool
+    reason: str | None = None
+    rule: str | None = None
+    since: str | None = None
+
+
+class SessionView(_Frozen):
+    id: int
+    plan: str
+    phase: Literal["countdown", "work", "rest", "done", "aborted"]
+    set: int
+    sets: int
+    remaining_s: float
+    elapsed_s: float
+    ends_at: str | None
+    paused: bool = False
+
+
+class StateSnapshot(_Frozen):
+    id: str
+    mode: Literal["reverse", "deadmill"]
+    driver: str
+    connected: bool
+    armed: bool
+    belt: BeltView | None
+    target_mph: float | None
+    envelope_mph: tuple[float, float] | None
+    stop: StopView
+    session: SessionView | None
+    ts: str
+    seq: int
+
+
+class Telemetry(_Frozen):
+    speed_mph: float
+    incline_pct: float | None
+    distance_m: float | None
+    ts: str
+    seq: int
+
+
+class Event(_Frozen):
+    kind: str
+    rule: str | None = None
+    reason: str | None = None
+    detail: str = ""
+    ts: str
+    session: int | None = None
+    set: int | None = None
+
+
+Outcome = Literal["completed", "aborted", "safety-stop", "interrupted", "capped"]
+
+
+class SetResult(_Frozen):
+    set: int
+    started_at: str
+    ended_at: str
+    started_mono: float
+    ended_mono: float
+    work_s: float
+    distance_m: float
+    avg_mph: float
+    max_mph: float
+    outcome: Outcome
+
+
+class SessionRecord(_Frozen):
+    id: int
+    plan: str
+    mode: str
+    driver: str
+    started_at: str
+    ended_at: str | None
+    outcome: Outcome | None
+    sets_planned: int
+    sets: tuple[SetResult, ...]
+    events: tuple[Event, ...] = ()
+
+    @property
+    def sets_done(self) -> int:
+        return sum(1 for s in self.sets if s.outcome == "completed")

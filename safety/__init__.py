@@ -1,0 +1,49 @@
+"""Safety: the supervisor (a pure state machine holding every rule of safety.md) and the guard
+that is the only way to a driver's motion commands. Imports only ``drivers``' types; no I/O in
+the supervisor, no clock of its own anywhere here (S17)."""
+
+from safety.envelope import Envelope, EnvelopeError, Grid
+from safety.guard import Guard
+from safety.rules import Rule
+from safety.supervisor import (
+    CommandKind,
+    Decision,
+    DriveCommand,
+    EStop,
+    Latch,
+    Mode,
+    Refusal,
+    Request,
+    Reset,
+    SafetyConfig,
+    SafetyEvent,
+    SetIncline,
+    SetSpeed,
+    Start,
+    Stop,
+    Supervisor,
+)
+
+__all__ = [
+    "CommandKind",
+    "Decision",
+    "DriveCommand",
+    "EStop",
+    "Envelope",
+    "EnvelopeError",
+    "Grid",
+    "Guard",
+    "Latch",
+    "Mode",
+    "Refusal",
+    "Request",
+    "Reset",
+    "Rule",
+    "SafetyConfig",
+    "SafetyEvent",
+    "SetIncline",
+    "SetSpeed",
+    "Start",
+    "Stop",
+    "Supervisor",
+]

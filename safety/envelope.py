@@ -1,0 +1,104 @@
+"""The reverse envelope and how a speed lands on a device's grid inside it (rules S1, S2, S3).
+
+The envelope is 0.8 to 1.2 mph (program.md). Configuration may narrow it, never widen it. A device
+speaks in steps of its own (FTMS 0.01 km/h, CSAFE 0.1 or 0.01 mph, or the machine's increment from
+0x2AD4); ``Grid`` lists the steps inside both the envelope and the device's range, so every speed
+the daemon sends in reverse mode decodes to at most the envelope's top.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from drivers.types import Capabilities
+from drivers.units import Rounding, Speed, steps
+
+REVERSE_MIN_MPH = 0.8
+REVERSE_MAX_MPH = 1.2
+
+
+class EnvelopeError(ValueError):
+    """A configured envelope that is wider than the protocol's, or empty."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    low: Speed
+    high: Speed
+
+    @classmethod
+    def reverse(cls, low_mph: float = REVERSE_MIN_MPH, high_mph: float = REVERSE_MAX_MPH) -> Envelope:
+        """The reverse envelope, narrowed as configured; wider is an error (S1)."""
+        for name, value in (("low", low_mph), ("high", high_mph)):
+            if not math.isfinite(value):
+                raise EnvelopeError(f"envelope {name} {value!r} is not a number")
+        if low_mph < REVERSE_MIN_MPH - 1e-9:
+            raise EnvelopeError(
+                f"envelope minimum {low_mph} mph is below {REVERSE_MIN_MPH} mph: it may be narrowed, never widened (S1)"
+            )
+        if high_mph > REVERSE_MAX_MPH + 1e-9:
+            raise EnvelopeError(
+                f"envelope maximum {high_mph} mph is above {REVERSE_MAX_MPH} mph: "
+                "it may be narrowed, never widened (S1)"
+            )
+        if low_mph > high_mph:
+            raise EnvelopeError(f"envelope minimum {low_mph} mph is above its maximum {high_mph} mph")
+        return cls(Speed.from_mph(low_mph), Speed.from_mph(high_mph))
+
+    def holds(self, speed: Speed) -> bool:
+        mph = speed.mph
+        return self.low.mph - 1e-9 <= mph <= self.high.mph + 1e-9
+
+    @property
+    def mph(self) -> tuple[float, float]:
+        return (round(self.low.mph, 4), round(self.high.mph, 4))
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """The device's speed steps that lie inside the envelope and the device's range."""
+
+    step: float  # in the device's unit (mph or km/h)
+    imperial: bool
+    first: int  # lowest allowed step count
+    last: int  # highest allowed step count
+
+    @classmethod
+    def inside(cls, envelope: Envelope, caps: Capabilities) -> Grid | None:
+        """The usable grid, or None if no step of the device lies inside the envelope (S3)."""
+        step = caps.grid_step()
+        if not (math.isfinite(step) and step > 0):
+            return None
+
+        def unit(s: Speed) -> float:
+            return s.mph if caps.speed_imperial else s.kmh
+
+        lo = max(unit(envelope.low), unit(caps.speed_min))
+        hi = min(unit(envelope.high), unit(caps.speed_max))
+        # Toward the inside (S2): the bottom rounds up, the top rounds down.
+        first = steps(lo, step, Rounding.UP)
+        last = steps(hi, step, Rounding.DOWN)
+        if first > last:
+            return None
+        return cls(step, caps.speed_imperial, first, last)
+
+    def speed(self, count: int) -> Speed:
+        value = count * self.step
+        return Speed.from_mph(value) if self.imperial else Speed.from_kmh(value)
+
+    def count(self, speed: Speed, rounding: Rounding) -> int:
+        value = speed.mph if self.imperial else speed.kmh
+        return steps(value, self.step, rounding)
+
+    @property
+    def lowest(self) -> Speed:
+        return self.speed(self.first)
+
+    @property
+    def highest(self) -> Speed:
+        return self.speed(self.last)
+
+    def snap(self, speed: Speed, rounding: Rounding = Rounding.NEAREST) -> Speed:
+        """The grid step for ``speed``, kept inside the envelope (S2)."""
+        return self.speed(min(self.last, max(self.first, self.count(speed, rounding))))

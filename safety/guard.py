@@ -1,0 +1,118 @@
+"""The guard: the only way to a driver's motion commands, and the supervisor's executor.
+
+Everything the supervisor hears goes through here (samples, ticks, device events, requests), and
+every command it decides is carried out here, so no face ever holds a raw driver. Stops never wait:
+they skip the lock that orders motion commands, and any motion command still waiting for that lock
+when a stop goes out is dropped, never replayed (S5, S9).
+
+The guard does I/O through the driver but decides nothing: every rule lives in the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from drivers.base import Driver
+from drivers.errors import DriverError, NotConnected
+from drivers.types import BeltSample, DeviceEvent, DeviceEventKind
+from safety.supervisor import CommandKind, Decision, DriveCommand, Request, SafetyEvent, Supervisor
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[tuple[SafetyEvent, ...]], None]
+
+
+class Guard:
+    """Wraps one driver and its supervisor. All methods take the monotonic time from ``clock``."""
+
+    def __init__(self, driver: Driver, supervisor: Supervisor, clock: Callable[[], float], publish: EventSink) -> None:
+        self._driver = driver
+        self.supervisor = supervisor
+        self._clock = clock
+        self._publish = publish
+        self._motion_lock = asyncio.Lock()
+        self._stops = 0  # bumps on every stop: motion queued before it is dropped
+        self.commands_sent: list[tuple[float, DriveCommand]] = []
+        self.last_stop_sent_at: float | None = None
+        self.command_errors = 0
+
+    @property
+    def capabilities(self) -> object:
+        return self._driver.capabilities
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    async def boot(self) -> Decision:
+        now = self._clock()
+        d = self.supervisor.boot(now)
+        d += self.supervisor.arm(self._driver.capabilities, now)
+        return await self._carry_out(d)
+
+    async def observe(self, sample: BeltSample) -> Decision:
+        return await self._carry_out(self.supervisor.observe(sample, self._clock()))
+
+    async def device_event(self, event: DeviceEvent) -> Decision:
+        return await self._carry_out(self.supervisor.device_event(event, self._clock()))
+
+    async def tick(self) -> Decision:
+        return await self._carry_out(self.supervisor.tick(self._clock()))
+
+    async def request(self, req: Request) -> Decision:
+        return await self._carry_out(self.supervisor.request(req, self._clock()))
+
+    # -- carrying out ----------------------------------------------------------------------------
+
+    async def _carry_out(self, decision: Decision) -> Decision:
+        if decision.events:
+            self._publish(decision.events)
+        generation = self._stops
+        for cmd in decision.commands:
+            if cmd.kind.is_stop:
+                self._stops += 1
+                generation = self._stops  # what this decision puts after its own stop still goes
+                await self._send(cmd)
+            else:
+                async with self._motion_lock:
+                    if generation != self._stops:
+                        log.info("dropped %s: a stop went out after it was decided (S5)", cmd.kind.value)
+                        continue
+                    await self._send(cmd)
+        return decision
+
+    async def _send(self, cmd: DriveCommand) -> None:
+        now = self._clock()
+        try:
+            match cmd.kind:
+                case CommandKind.ESTOP:
+                    await self._driver.emergency_stop()
+                case CommandKind.STOP:
+                    await self._driver.stop()
+                case CommandKind.START:
+                    assert cmd.speed is not None
+                    await self._driver.start(cmd.speed)
+                case CommandKind.SET_SPEED:
+                    assert cmd.speed is not None
+                    await self._driver.set_speed(cmd.speed)
+                case CommandKind.SET_INCLINE:
+                    assert cmd.incline_pct is not None
+                    await self._driver.set_incline(cmd.incline_pct)
+        except NotConnected as exc:
+            # The driver reports the link loss itself (S9); a stop is repeated once it is back.
+            self.command_errors += 1
+            log.warning("%s not sent: %s", cmd.kind.value, exc)
+            return
+        except DriverError as exc:
+            self.command_errors += 1
+            log.warning("%s failed: %s", cmd.kind.value, exc)
+            if not cmd.kind.is_stop:
+                # A refused motion command moves the daemon to the stopped state (S10).
+                event = DeviceEvent(self._clock(), DeviceEventKind.REJECTED, f"{cmd.kind.value}: {exc}")
+                await self._carry_out(self.supervisor.device_event(event, self._clock()))
+            return
+        self.commands_sent.append((now, cmd))
+        if len(self.commands_sent) > 1000:
+            del self.commands_sent[:500]
+        if cmd.kind.is_stop:
+            self.last_stop_sent_at = now

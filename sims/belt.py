@@ -1,0 +1,111 @@
+"""Belt physics, pure and lazily evaluated: ``advance_to(t)`` moves the belt to time ``t``.
+
+A motorized belt follows its commanded speed with the motor's limited acceleration (a real drive
+takes seconds to reach speed, it never jumps). A manual belt (a deadmill) moves only while someone
+pushes it: it is pulled toward the pushing speed and friction slows it when they stop. Walking is
+not smooth: each step surges the belt a little, which the gait term models.
+
+No I/O, no clock of its own: time is always passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from drivers.units import Speed
+
+MPS_PER_MPH = 0.44704
+
+
+@dataclass(frozen=True, slots=True)
+class PushSegment:
+    """From ``at_s`` (seconds after the start) on, the user pushes toward ``speed``."""
+
+    at_s: float
+    speed: Speed
+
+
+def parse_push(spec: str) -> tuple[PushSegment, ...]:
+    """``1.5`` (push at 1.5 mph from the start) or ``1.5@0,0@60,1.5@120`` (mph@seconds)."""
+    segments = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        mph_s, sep, at_s = part.partition("@")
+        try:
+            mph = float(mph_s)
+            at = float(at_s) if sep else 0.0
+        except ValueError:
+            raise ValueError(f"push {part!r}: expected MPH or MPH@SECONDS, e.g. 1.5@0") from None
+        if not (math.isfinite(mph) and 0 <= mph <= 10 and math.isfinite(at) and at >= 0):
+            raise ValueError(f"push {part!r}: mph must be 0..10 and seconds >= 0")
+        segments.append(PushSegment(at, Speed.from_mph(mph)))
+    return tuple(sorted(segments, key=lambda s: s.at_s))
+
+
+@dataclass
+class Belt:
+    """One belt's state. ``motorized`` picks the physics."""
+
+    motorized: bool
+    t: float
+    speed_mps: float = 0.0
+    distance_m: float = 0.0
+    incline_pct: float = 0.0
+    command_mps: float = 0.0
+    accel_mps2: float = 1.0 * MPS_PER_MPH  # a treadmill drive: about 1 mph per second up
+    decel_mps2: float = 2.0 * MPS_PER_MPH  # and 2 mph per second down
+    runaway_mps2: float = 0.0  # > 0 while a runaway fault drives the motor
+    powered: bool = True  # False once the safety key cut the motor
+    push: tuple[PushSegment, ...] = ()
+    push_started_at: float = 0.0
+    friction_mps2: float = 1.5 * MPS_PER_MPH  # a manual belt coasts to a stop in about a second
+    gait_hz: float = 1.7
+    gait_share: float = 0.06
+    _pushed: Speed | None = field(default=None, repr=False)
+
+    def push_now(self, speed: Speed | None) -> None:
+        """Override the push profile from now on (``None`` returns to the profile)."""
+        self._pushed = speed
+
+    def pushing_speed(self, t: float) -> float:
+        if self._pushed is not None:
+            return self._pushed.mps
+        mps = 0.0
+        for seg in self.push:
+            if t - self.push_started_at >= seg.at_s:
+                mps = seg.speed.mps
+        return mps
+
+    def advance_to(self, t: float) -> None:
+        """Move the belt forward in time to ``t`` (earlier times are ignored)."""
+        # Integrate in small steps so ramps and pushes are followed faithfully whatever the
+        # caller's rhythm; 10 ms is far below any rate the drivers sample at.
+        while self.t < t:
+            dt = min(0.01, t - self.t)
+            self._step(dt)
+            self.t += dt
+
+    def _step(self, dt: float) -> None:
+        v = self.speed_mps
+        if self.motorized:
+            if not self.powered:
+                goal, rate_up, rate_down = 0.0, 0.0, self.friction_mps2 * 2
+            elif self.runaway_mps2 > 0:
+                goal, rate_up, rate_down = math.inf, self.runaway_mps2, 0.0
+            else:
+                goal, rate_up, rate_down = self.command_mps, self.accel_mps2, self.decel_mps2
+            if goal > v:
+                v = min(goal, v + rate_up * dt)
+            else:
+                v = max(goal, v - rate_down * dt)
+        else:
+            goal = self.pushing_speed(self.t)
+            if goal > 0:
+                # The walker's feet pull the belt toward their pace, with a surge each step.
+                surge = 1 + self.gait_share * math.sin(2 * math.pi * self.gait_hz * self.t)
+                goal *= surge
+                v += (goal - v) * min(1.0, dt / 0.4)
+            else:
+                v = max(0.0, v - self.friction_mps2 * dt)
+        self.distance_m += (self.speed_mps + v) / 2 * dt
+        self.speed_mps = max(0.0, v)

@@ -1,0 +1,306 @@
+"""``sim://motorized`` and ``sim://manual``: the simulated belt as a driver.
+
+Query options: ``rate_hz`` (samples per second, default 10), ``noise_mph`` (standard deviation of
+the measurement noise, default 0), ``fault`` (``KIND@SECONDS,...``, see ``sims.faults``), ``push``
+(manual belts: the walker's pushing profile, ``MPH`` or ``MPH@S,...``, default 1.5), ``initial_mph``
+(the belt is already moving when the daemon connects), ``unit`` (``kmh`` for a 0.1 km/h grid like
+most FTMS machines, or ``mph`` for a 0.1 mph grid like CSAFE gym consoles), ``seed`` (noise),
+``trace`` (a file that gets one JSON line per command the simulated device receives).
+
+Samples are taken on monotonic deadlines (``t0 + k / rate_hz``), never by summing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import IO, Self
+from urllib.parse import SplitResult
+
+from drivers.base import Driver
+from drivers.errors import CommandRejected, ConfigError, NotConnected, Unsupported
+from drivers.registry import float_option
+from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from drivers.units import Speed
+from sims.belt import Belt, PushSegment, parse_push
+from sims.faults import Fault, FaultKind, parse_faults
+
+# How long the simulated faults last, in seconds: long enough for the daemon to see them.
+UNPLUG_S = 2.0
+REBOOT_OFFLINE_S = 1.0
+REBOOT_RESUME_S = 0.3  # after a reboot the device resumes the belt this long after it is back
+RUNAWAY_MPS2 = 0.5 * 0.44704
+IGNORE_TIMEOUT_S = 0.05  # a real device would be given 1 s; the sim need not make tests wait
+
+
+class SimBeltDriver(Driver):
+    """A simulated belt behind the ``Driver`` interface."""
+
+    def __init__(
+        self,
+        *,
+        motorized: bool,
+        rate_hz: float = 10.0,
+        noise_mph: float = 0.0,
+        faults: tuple[Fault, ...] = (),
+        push: tuple[PushSegment, ...] = (),
+        initial_mph: float = 0.0,
+        imperial_grid: bool = False,
+        seed: int | None = None,
+        trace_path: str | None = None,
+    ) -> None:
+        self.url = "sim://motorized" if motorized else "sim://manual"
+        self.motorized = motorized
+        self.rate_hz = rate_hz
+        self.noise_mph = noise_mph
+        self.faults = faults
+        self.push = push
+        self.initial_mph = initial_mph
+        self._rng = random.Random(seed)
+        self._trace_path = trace_path
+        self._trace: IO[str] | None = None
+        step = Speed.from_mph(0.1) if imperial_grid else Speed.from_kmh(0.1)
+        self._caps = Capabilities(
+            can_drive=motorized,
+            speed_min=Speed.from_mph(0.5) if motorized else Speed.zero(),
+            speed_max=Speed.from_mph(12.0) if motorized else Speed.from_mph(10.0),
+            speed_increment=step,
+            speed_imperial=imperial_grid,
+            incline_min_pct=0.0,
+            incline_max_pct=15.0 if motorized else 0.0,
+            incline_increment_pct=0.5,
+            nominal_period_s=1.0 / rate_hz,
+        )
+        self.belt: Belt | None = None
+        self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
+        self._ticker: asyncio.Task[None] | None = None
+        self._connected = False
+        self._stalled = False
+        self._garbled = False
+        self._ignoring = False
+        self._t0 = 0.0
+        self._resume_mps = 0.0
+        self.commands: list[tuple[float, str, float | None]] = []
+        """Every command the simulated device received: (monotonic t, kind, mph or pct)."""
+
+    @classmethod
+    def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
+        kind = url.netloc or url.path.strip("/")
+        if kind not in ("motorized", "manual"):
+            raise ConfigError(f"sim://{kind}: expected sim://motorized or sim://manual")
+        known = {"rate_hz", "noise_mph", "fault", "push", "initial_mph", "unit", "seed", "trace"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"sim:// has no option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        unit = options.get("unit", "kmh")
+        if unit not in ("kmh", "mph"):
+            raise ConfigError(f"sim:// option unit={unit!r}: allowed kmh or mph")
+        try:
+            push = parse_push(options.get("push", "1.5" if kind == "manual" else ""))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        seed = options.get("seed")
+        if seed is not None and not seed.isdigit():
+            raise ConfigError(f"sim:// option seed={seed!r}: expected a whole number")
+        return cls(
+            motorized=kind == "motorized",
+            rate_hz=float_option(options, "rate_hz", 10.0, minimum=0.5, maximum=200.0),
+            noise_mph=float_option(options, "noise_mph", 0.0, maximum=1.0),
+            faults=parse_faults(options.get("fault", "")),
+            push=push,
+            initial_mph=float_option(options, "initial_mph", 0.0, maximum=12.0),
+            imperial_grid=unit == "mph",
+            seed=int(seed) if seed is not None else None,
+            trace_path=options.get("trace"),
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._ticker is not None:
+            return
+        now = time.monotonic()
+        self._t0 = now
+        self.belt = Belt(motorized=self.motorized, t=now, push=self.push, push_started_at=now)
+        if self.initial_mph:
+            self.belt.speed_mps = self.belt.command_mps = Speed.from_mph(self.initial_mph).mps
+        if self._trace_path:
+            # Opened once at start, line-buffered: a debugging and test aid, not a hot path.
+            self._trace = open(self._trace_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115, ASYNC230
+        self._connected = True
+        self._ticker = asyncio.create_task(self._run(), name=f"sim-belt {self.url}")
+
+    async def close(self) -> None:
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        self._connected = False
+        self._queue.put_nowait(None)
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
+
+    async def samples(self) -> AsyncIterator[Update]:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    # -- the device --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        period = 1.0 / self.rate_hz
+        pending = list(self.faults)
+        timers: list[tuple[float, str]] = []
+        k = 0
+        while True:
+            k += 1
+            deadline = self._t0 + k * period
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.monotonic()
+            elapsed = now - self._t0
+            while pending and pending[0].at_s <= elapsed:
+                timers.extend(self._strike(pending.pop(0), now))
+            for due in [tm for tm in timers if tm[0] <= now]:
+                timers.remove(due)
+                self._recover(due[1], now)
+            belt = self._belt()
+            belt.advance_to(now)
+            if self._connected and not self._stalled:
+                self._queue.put_nowait(self._sample(now))
+
+    def _sample(self, now: float) -> BeltSample:
+        belt = self._belt()
+        if self._garbled:
+            # What a decoder makes of corrupt bytes that slipped through: nothing believable.
+            return BeltSample(now, Speed(math.nan), None, None)
+        mph = belt.speed_mps / 0.44704
+        if self.noise_mph and mph > 0:
+            mph = max(0.0, mph + self._rng.gauss(0.0, self.noise_mph))
+        return BeltSample(now, Speed.from_mph(mph), belt.incline_pct, belt.distance_m)
+
+    def _strike(self, fault: Fault, now: float) -> list[tuple[float, str]]:
+        belt = self._belt()
+        belt.advance_to(now)
+        self._log(now, f"fault:{fault.kind.value}", None)
+        match fault.kind:
+            case FaultKind.RUNAWAY:
+                belt.runaway_mps2 = RUNAWAY_MPS2
+            case FaultKind.STALL:
+                self._stalled = True
+            case FaultKind.GARBAGE:
+                self._garbled = True
+            case FaultKind.IGNORE:
+                self._ignoring = True
+            case FaultKind.KEY:
+                belt.powered = False
+                self._event(now, DeviceEventKind.SAFETY_KEY, "safety key pulled")
+            case FaultKind.UNPLUG:
+                self._drop_link(now, "cable unplugged")
+                return [(now + UNPLUG_S, "replug")]
+            case FaultKind.REBOOT:
+                # The device loses power for a moment: the motor coasts down, the link drops.
+                self._drop_link(now, "device rebooting")
+                self._resume_mps = belt.command_mps
+                belt.powered = False
+                return [
+                    (now + REBOOT_OFFLINE_S, "reboot-done"),
+                    (now + REBOOT_OFFLINE_S + REBOOT_RESUME_S, "reboot-resume"),
+                ]
+        return []
+
+    def _recover(self, what: str, now: float) -> None:
+        belt = self._belt()
+        belt.advance_to(now)
+        if what == "replug":
+            self._connected = True
+            self._event(now, DeviceEventKind.CONNECTED, "cable back")
+        elif what == "reboot-done":
+            belt.powered = True
+            belt.command_mps = 0.0
+            self._connected = True
+            self._event(now, DeviceEventKind.CONNECTED, "device back after reboot")
+        elif what == "reboot-resume":
+            # The device restores its last program and starts the belt with nobody asking (S11).
+            belt.command_mps = self._resume_mps
+            self._log(now, "device:resume", self._resume_mps / 0.44704)
+
+    def _drop_link(self, now: float, why: str) -> None:
+        self._connected = False
+        self._event(now, DeviceEventKind.DISCONNECTED, why)
+
+    def _event(self, now: float, kind: DeviceEventKind, detail: str) -> None:
+        self._queue.put_nowait(DeviceEvent(now, kind, detail))
+
+    def _belt(self) -> Belt:
+        if self.belt is None:
+            raise NotConnected(f"{self.url} is not open")
+        return self.belt
+
+    def _log(self, now: float, kind: str, value: float | None) -> None:
+        self.commands.append((now, kind, value))
+        if self._trace is not None:
+            self._trace.write(json.dumps({"t": now, "cmd": kind, "value": value}) + "\n")
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def _command(self, kind: str, value: float | None) -> Belt:
+        belt = self._belt()
+        if not self._connected:
+            raise NotConnected(f"{self.url}: link is down")
+        if not self.motorized and kind != "stop" and kind != "estop":
+            raise Unsupported(f"{self.url} has no motor: it can only be measured")
+        if self._ignoring:
+            await asyncio.sleep(IGNORE_TIMEOUT_S)
+            raise CommandRejected(f"{self.url}: no acknowledgement for {kind}")
+        now = time.monotonic()
+        belt.advance_to(now)
+        self._log(now, kind, value)
+        return belt
+
+    async def start(self, speed: Speed) -> None:
+        belt = await self._command("start", speed.mph)
+        belt.command_mps = speed.mps
+
+    async def set_speed(self, speed: Speed) -> None:
+        belt = await self._command("speed", speed.mph)
+        belt.command_mps = speed.mps
+
+    async def set_incline(self, incline_pct: float) -> None:
+        belt = await self._command("incline", incline_pct)
+        belt.incline_pct = incline_pct
+
+    async def stop(self) -> None:
+        belt = await self._command("stop", 0.0)
+        belt.command_mps = 0.0
+
+    async def emergency_stop(self) -> None:
+        belt = await self._command("estop", 0.0)
+        belt.command_mps = 0.0
+        belt.runaway_mps2 = 0.0  # the runaway fault is a wrong command; a stop overrides it
+
+    # -- for tests and demos ---------------------------------------------------------------------
+
+    def push_now(self, mph: float | None) -> None:
+        """Make the simulated walker push at ``mph`` from now on (``None``: back to the profile)."""
+        belt = self._belt()
+        belt.advance_to(time.monotonic())
+        belt.push_now(None if mph is None else Speed.from_mph(mph))
