@@ -1,0 +1,307 @@
+"""The roller pulse sensor's line protocol as values, and belt speed from its counters.
+
+The sans-IO half of the ``pulse://`` driver and of the pulse simulator (``docs/pulse.md``):
+
+- ``LineDecoder`` cuts the serial stream into lines (``\\n``, ``\\r\\n`` accepted), keeps a partial
+  line for the next ``feed``, and drops lines that run past ``MAX_LINE_BYTES`` without a newline;
+- ``parse_line`` reads one line as a ``PulseReading`` (``P <board_ms> <total_pulses>``), a
+  ``Comment`` (``#``) or a ``BadLine`` with its reason: protocol errors are values, never fatal;
+- ``PulseStream`` is the two together, with the counts the driver logs;
+- ``PulseSpeedometer`` turns readings into speed and distance on the board's own clock;
+- ``encode_reading`` writes a line, for the simulator.
+
+This module must not do I/O, read a clock or import asyncio, pyserial or anything of ours beyond
+``drivers.errors`` and ``drivers.units``. Time is the board's millisecond counter, passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from drivers.errors import ConfigError
+from drivers.units import Speed
+
+__all__ = [
+    "COUNTER_MODULUS",
+    "MAX_LINE_BYTES",
+    "BadLine",
+    "Comment",
+    "LineDecoder",
+    "PulseLine",
+    "PulseMeasurement",
+    "PulseReading",
+    "PulseSpeedometer",
+    "PulseStream",
+    "encode_reading",
+    "parse_line",
+]
+
+COUNTER_MODULUS: Final = 2**32
+"""Both board counters wrap here (pulse.md)."""
+
+MAX_LINE_BYTES: Final = 256
+"""The longest line we wait for. A reading is at most 24 bytes (``P`` and two 10-digit counters);
+anything that runs on this long without a newline is noise or a wrong baud rate."""
+
+_MAX_DIGITS = len(str(COUNTER_MODULUS - 1))
+
+
+# --- lines ------------------------------------------------------------------------------------
+
+
+class LineDecoder:
+    """Cuts a byte stream into lines. ``feed()`` returns the lines the new bytes completed.
+
+    Lines come back without their ``\\n`` (and without a ``\\r`` before it). A line longer than
+    ``MAX_LINE_BYTES`` is dropped whole, counted in ``overlong_lines``, and the stream resyncs at
+    the next newline; it never raises.
+    """
+
+    def __init__(self) -> None:
+        self._partial = bytearray()
+        self._discarding = False
+        self.overlong_lines = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines: list[bytes] = []
+        start = 0
+        while True:
+            newline = data.find(b"\n", start)
+            if newline < 0:
+                break
+            piece = data[start:newline]
+            start = newline + 1
+            if self._discarding:
+                # The tail of a line already counted as overlong.
+                self._discarding = False
+                continue
+            if self._partial:
+                self._partial += piece
+                line = bytes(self._partial)
+                self._partial.clear()
+            else:
+                line = bytes(piece)
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > MAX_LINE_BYTES:
+                self.overlong_lines += 1
+                continue
+            lines.append(line)
+        if not self._discarding:
+            self._partial += data[start:]
+            if len(self._partial) > MAX_LINE_BYTES + 1:  # + 1: room for a "\r" before "\n"
+                self.overlong_lines += 1
+                self._partial.clear()
+                self._discarding = True
+        return lines
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a line still waiting for its newline."""
+        return len(self._partial)
+
+
+@dataclass(frozen=True, slots=True)
+class PulseReading:
+    """``P <board_ms> <total_pulses>``: both counters as the board sent them (mod 2**32)."""
+
+    board_ms: int
+    total_pulses: int
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """A ``#`` line (firmware version, calibration): logged, never interpreted."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A line that is neither a reading nor a comment (pulse.md: counted, never fatal)."""
+
+    line: bytes
+    reason: str
+
+
+PulseLine: TypeAlias = PulseReading | Comment | BadLine
+
+
+def _counter(token: bytes, name: str, line: bytes) -> int | BadLine:
+    # bytes.isdigit() is ASCII-only, so "+5", "1_000", "٣" and " 5" are refused here, which int()
+    # alone would accept.
+    if not token.isdigit():
+        return BadLine(line, f"{name} is not a decimal number: {token!r}")
+    if len(token) > _MAX_DIGITS or int(token) >= COUNTER_MODULUS:
+        return BadLine(line, f"{name} {token.decode()} is past the 32-bit counter")
+    return int(token)
+
+
+def parse_line(line: bytes) -> PulseLine:
+    """One line (without its newline) as a reading, a comment or a bad line; never raises."""
+    if line.startswith(b"#"):
+        return Comment(line[1:].strip().decode("utf-8", errors="replace"))
+    fields = line.split()
+    if not fields:
+        return BadLine(line, "empty line")
+    if fields[0] != b"P":
+        return BadLine(line, "not a reading (P <board_ms> <total_pulses>) nor a # comment")
+    if len(fields) != 3:
+        return BadLine(line, f"a reading has 2 numbers after P, this line has {len(fields) - 1}")
+    board_ms = _counter(fields[1], "board_ms", line)
+    if isinstance(board_ms, BadLine):
+        return board_ms
+    total_pulses = _counter(fields[2], "total_pulses", line)
+    if isinstance(total_pulses, BadLine):
+        return total_pulses
+    return PulseReading(board_ms, total_pulses)
+
+
+def encode_reading(board_ms: int, total_pulses: int) -> bytes:
+    """The line a board writes, counters wrapped mod 2**32 like the board's (for the simulator)."""
+    return b"P %d %d\n" % (board_ms % COUNTER_MODULUS, total_pulses % COUNTER_MODULUS)
+
+
+class PulseStream:
+    """``LineDecoder`` and ``parse_line`` together, with the counts the driver logs."""
+
+    def __init__(self) -> None:
+        self._lines = LineDecoder()
+        self.bad_lines = 0
+        self.comments = 0
+        self.readings = 0
+
+    @property
+    def overlong_lines(self) -> int:
+        return self._lines.overlong_lines
+
+    def feed(self, data: bytes) -> list[PulseLine]:
+        parsed = [parse_line(line) for line in self._lines.feed(data)]
+        for item in parsed:
+            if isinstance(item, PulseReading):
+                self.readings += 1
+            elif isinstance(item, Comment):
+                self.comments += 1
+            else:
+                self.bad_lines += 1
+        return parsed
+
+
+# --- speed ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PulseMeasurement:
+    """What the belt did, as of one reading.
+
+    ``pulses`` and ``distance_m`` count from the first reading this speedometer saw and carry on
+    across board resets: they never go backwards. ``reset`` is True on the reading that started a
+    new base (the board restarted, or its counters jumped in a way no wrap explains).
+    """
+
+    speed: Speed
+    distance_m: float
+    pulses: int
+    reset: bool = False
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+class PulseSpeedometer:
+    """Belt speed and distance from ``PulseReading`` values, on the board's clock; pure.
+
+    Speed is Δpulses × ``m_per_pulse`` / Δtime over a sliding window of ``window_s`` (pulse.md).
+    Δtime runs between pulse *edges*, not between readings: the board writes a line on every
+    pulse, so the reading where the count grew carries that pulse's time. At a pulse every 900 ms
+    (1 km/h on 0.25 m per pulse) a 1 s window of readings would hold 1 or 2 pulses by turns and
+    read 0.9 or 1.8 km/h; between edges it reads 1.00 km/h. The window reaches back to the last
+    edge at least ``window_s`` before the newest one, so a slow belt still has two edges.
+
+    Between pulses the speed can only be what the last edges said or less: no pulse for ``gap``
+    seconds means the belt moved less than ``m_per_pulse`` in that time, so the reading is capped
+    at ``m_per_pulse / gap`` and decays smoothly as a belt stops. ``zero_after_s`` of board time
+    without a pulse reads 0 (pulse.md), and the next pulse starts a fresh window.
+
+    Counters wrap at 2**32 and are unwrapped with modular differences. A reading whose board_ms or
+    total_pulses went back (a modular step of 2**31 or more), or that claims more than one pulse
+    per board millisecond since the last reading (250 m/s on a 0.25 m roller: no wrap or belt
+    explains it), starts a new base: speed 0 on that reading, ``reset`` True, no distance
+    credited for the jump.
+    """
+
+    def __init__(self, m_per_pulse: float, window_s: float = 1.0, zero_after_s: float = 2.0) -> None:
+        self.m_per_pulse = _positive("m_per_pulse", m_per_pulse)
+        self._window_ms = _positive("window_s", window_s) * 1000
+        self._zero_after_ms = _positive("zero_after_s", zero_after_s) * 1000
+        self._last: PulseReading | None = None
+        self._t_ms = 0  # board time since the base, unwrapped
+        self._base_pulses = 0  # pulses since the base, unwrapped
+        self._pulses = 0  # pulses since the first reading, across bases
+        self._edges: deque[tuple[int, int]] = deque()  # (t_ms, pulses since base) at each edge
+        self._edge_mps = 0.0
+        self.resets = 0
+
+    @property
+    def distance_m(self) -> float:
+        return self._pulses * self.m_per_pulse
+
+    def update(self, reading: PulseReading) -> PulseMeasurement:
+        last = self._last
+        self._last = reading
+        if last is None:
+            return self._measure(0.0, reset=False)
+        d_ms = (reading.board_ms - last.board_ms) % COUNTER_MODULUS
+        d_pulses = (reading.total_pulses - last.total_pulses) % COUNTER_MODULUS
+        half = COUNTER_MODULUS // 2
+        if d_ms >= half or d_pulses >= half or d_pulses > d_ms + 1:
+            return self._new_base()
+
+        self._t_ms += d_ms
+        if d_pulses:
+            self._base_pulses += d_pulses
+            self._pulses += d_pulses
+            self._edge(self._t_ms, self._base_pulses)
+
+        if not self._edges:
+            return self._measure(0.0, reset=False)
+        gap_ms = self._t_ms - self._edges[-1][0]
+        if gap_ms >= self._zero_after_ms:
+            return self._measure(0.0, reset=False)
+        mps = self._edge_mps
+        if gap_ms > 0:
+            mps = min(mps, self.m_per_pulse * 1000 / gap_ms)
+        return self._measure(mps, reset=False)
+
+    def _edge(self, t_ms: int, pulses: int) -> None:
+        edges = self._edges
+        if edges and t_ms - edges[-1][0] >= self._zero_after_ms:
+            # The belt stood still in between: an edge from before the stop would average the
+            # standstill into the new speed.
+            edges.clear()
+            self._edge_mps = 0.0
+        edges.append((t_ms, pulses))
+        while len(edges) > 2 and edges[1][0] <= t_ms - self._window_ms:
+            edges.popleft()
+        first_t, first_pulses = edges[0]
+        if t_ms > first_t:
+            self._edge_mps = (pulses - first_pulses) * self.m_per_pulse * 1000 / (t_ms - first_t)
+
+    def _new_base(self) -> PulseMeasurement:
+        self.resets += 1
+        self._t_ms = 0
+        self._base_pulses = 0
+        self._edges.clear()
+        self._edge_mps = 0.0
+        return self._measure(0.0, reset=True)
+
+    def _measure(self, mps: float, *, reset: bool) -> PulseMeasurement:
+        return PulseMeasurement(Speed(mps), self.distance_m, self._pulses, reset)
