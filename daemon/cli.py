@@ -423,6 +423,35 @@ def _decode(kind: str, data: bytes) -> Any:
     return ftms.describe(kind, data)
 
 
+# ------------------------------------------------------------------ devices
+
+
+def cmd_sim_device(args: argparse.Namespace) -> int:
+    from sims.serial_serve import run_device  # noqa: PLC0415
+
+    return run_device(args.kind, Path(args.link), fault=args.fault or "", push=args.push)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from drivers.scan import serial_ports  # noqa: PLC0415
+
+    ports = serial_ports()
+    print("serial ports:" if ports else "serial ports: none found")
+    for port in ports:
+        print(f"  {port.describe()}")
+    try:
+        from drivers.ftms.scan import scan_ftms  # noqa: PLC0415
+
+        found = asyncio.run(scan_ftms(args.timeout))
+    except TreadError as exc:
+        print(f"bluetooth: {exc}")
+        return 0
+    print("bluetooth FTMS devices:" if found else "bluetooth FTMS devices: none found")
+    for dev in found:
+        print(f"  {dev.describe()}")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -480,6 +509,17 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the session record as JSON at the end")
     sp.add_argument("--plain", action="store_true", help="plain lines instead of the live view")
     sp.set_defaults(func=cmd_deadmill)
+
+    sp = sub.add_parser("sim-device", help="serve a simulated serial device on a pseudo-terminal")
+    sp.add_argument("kind", choices=["csafe", "pulse"])
+    sp.add_argument("--link", required=True, help="symlink to create for the device, e.g. /tmp/ttyTREAD")
+    sp.add_argument("--fault", help="faults, e.g. runaway@20,unplug@40")
+    sp.add_argument("--push", help="pulse board: the walker's push profile, MPH or MPH@S,... (default 1.5)")
+    sp.set_defaults(func=cmd_sim_device)
+
+    sp = sub.add_parser("scan", help="serial ports and Bluetooth FTMS treadmills")
+    sp.add_argument("--timeout", type=float, default=5.0, help="seconds to listen for Bluetooth adverts")
+    sp.set_defaults(func=cmd_scan)
 
     sp = sub.add_parser("decode", help="decode frames to JSON, one line per frame")
     sp.add_argument("kind", choices=["ftms-treadmill", "ftms-status", "ftms-control", "ftms-speed-range", "csafe"])

@@ -1,0 +1,46 @@
+"""Shared fixtures: no leaked tasks, waiting on conditions (never on sleeps), free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("ci", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile("thorough", max_examples=20_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves tasks running behind it (style.md: no orphan tasks)."""
+    before = asyncio.all_tasks()
+    yield
+    leaked = {t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()}
+    if leaked:
+        # Give tasks that are finishing their cancellation one turn of the loop.
+        await asyncio.sleep(0)
+        leaked = {t for t in leaked if not t.done()}
+    for t in leaked:
+        t.cancel()
+    assert not leaked, f"leaked tasks: {sorted(t.get_name() for t in leaked)}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_until(predicate: Callable[[], Any], updates: Any, within: float = 10.0) -> Any:
+    """Wait, update by update from a hub subscription, until ``predicate()`` is truthy."""
+    async with asyncio.timeout(within):
+        while not (result := predicate()):
+            await updates.next()
+        return result
