@@ -427,20 +427,20 @@ def _decode(kind: str, data: bytes) -> Any:
 
 
 def cmd_sim_device(args: argparse.Namespace) -> int:
-    from sims.serial_serve import run_device  # noqa: PLC0415
+    from sims.serial_serve import run_device
 
     return run_device(args.kind, Path(args.link), fault=args.fault or "", push=args.push)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from drivers.scan import serial_ports  # noqa: PLC0415
+    from drivers.scan import serial_ports
 
     ports = serial_ports()
     print("serial ports:" if ports else "serial ports: none found")
     for port in ports:
         print(f"  {port.describe()}")
     try:
-        from drivers.ftms.scan import scan_ftms  # noqa: PLC0415
+        from drivers.ftms.scan import scan_ftms
 
         found = asyncio.run(scan_ftms(args.timeout))
     except TreadError as exc:

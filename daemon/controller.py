@@ -393,11 +393,11 @@ class Controller:
         if session.stats is not None:
             self._finish_set(session, session.stats.result(now, self.wall(), outcome))
         self.history.end(session.id, outcome, iso(self.wall()))
+        self._publish_timer(session)  # the final phase (done or aborted) before the event that ends it
         kind = "session_completed" if outcome == "completed" else "session_ended"
         self._publish_event(Event(kind=kind, reason=outcome, ts=iso(self.wall()), session=session.id))
         self.last_session = session
         self.session = None
-        self._publish_timer(session)
         self._poke.set()
         self._publish_state(force=True)
 

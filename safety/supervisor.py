@@ -593,8 +593,10 @@ class Supervisor:
             if not st.emergency:
                 d += self.trip(now, "stop-unconfirmed", Rule.S5)
                 return d
-        if now - st.last_sent >= STOP_REPEAT_S and self.link_up:
-            st.last_sent = now
+        due = st.last_sent + STOP_REPEAT_S
+        if now >= due - 1e-6 and self.link_up:
+            # On a deadline, so a 20 Hz tick repeats every 250 ms, not every 300 (S5, S17).
+            st.last_sent = due if now - due < STOP_REPEAT_S else now
             kind = CommandKind.ESTOP if st.emergency else CommandKind.STOP
             d += Decision((DriveCommand(kind),))
         return d

@@ -12,8 +12,7 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile("ci", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=100, deadline=None)
-settings.register_profile("thorough", max_examples=20_000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")
 
 

@@ -1,0 +1,46 @@
+# Sourced by scripts/test and scripts/demo: a virtualenv in .venv with retrotread installed,
+# on a fresh Debian machine with only Python 3.11 (python3-venv is installed if it is missing).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+# Debian packages the suite or the demo needs, installed only when missing.
+ensure_debs() {
+  local missing=()
+  for spec in "$@"; do
+    local pkg="${spec%%:*}" cmd="${spec#*:}"
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "retrotread needs Python 3.11 or newer; $PYTHON is $("$PYTHON" --version 2>&1)" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    echo "python3 -m venv failed; installing Debian's python3-venv" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    "$PYTHON" -m venv .venv
+  fi
+fi
+# Reinstall when pyproject.toml changed since the last install.
+stamp=".venv/.retrotread-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".[${RETROTREAD_EXTRAS:-test}]"
+  touch "$stamp"
+fi

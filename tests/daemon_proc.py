@@ -1,0 +1,106 @@
+"""Run a real ``retrotread`` process for a test, and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+from conftest import free_port
+
+RETROTREAD = str(Path(sys.executable).with_name("retrotread"))
+
+
+class Daemon:
+    def __init__(self, proc: subprocess.Popen[str], url: str, errors: IO[str]) -> None:
+        self.proc = proc
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=10)
+        self._errors = errors
+
+    def log(self) -> str:
+        """What the daemon wrote to stderr so far."""
+        self._errors.flush()
+        self._errors.seek(0)
+        return self._errors.read()
+
+    def state(self) -> dict[str, Any]:
+        resp = self.http.get("/api/v1/state")
+        resp.raise_for_status()
+        data: dict[str, Any] = resp.json()
+        return data
+
+    def post(self, path: str, body: Any = None) -> httpx.Response:
+        return self.http.post(path, json=body)
+
+    def until(self, predicate: Callable[[dict[str, Any]], Any], within: float = 20.0) -> dict[str, Any]:
+        """Poll the state until ``predicate(state)`` holds: a condition with a deadline."""
+        deadline = time.monotonic() + within
+        while True:
+            state = self.state()
+            if predicate(state):
+                return state
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {within} s; last state: {state}")
+            time.sleep(0.05)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+
+@contextmanager
+def daemon(*args: str, env: dict[str, str] | None = None) -> Iterator[Daemon]:
+    """``retrotread run ARGS --http 127.0.0.1:PORT``; ready once its banner line is printed.
+
+    stderr goes to a temporary file (a pipe nobody reads could fill and stall the daemon);
+    ``Daemon.log()`` reads it."""
+    port = free_port()
+    cmd = [RETROTREAD, "run", *args, "--http", f"127.0.0.1:{port}", "--mqtt", "none"]
+    with (
+        tempfile.TemporaryFile("w+") as errors,
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env={**os.environ, **(env or {})}
+        ) as proc,
+    ):
+        d = Daemon(proc, f"http://127.0.0.1:{port}", errors)
+        try:
+            assert proc.stdout is not None
+            banner = proc.stdout.readline()  # printed once the driver is up and the port is listening
+            if not banner:
+                raise AssertionError(f"daemon did not start: {d.log()}")
+            yield d
+        finally:
+            d.http.close()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def run_cli(
+    *args: str, timeout: float = 60, input_text: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RETROTREAD, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input_text,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def args_of(*parts: Sequence[str]) -> list[str]:
+    return [p for part in parts for p in part]
