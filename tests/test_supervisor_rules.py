@@ -1,0 +1,232 @@
+"""The supervisor under random requests, samples, device events, disconnects and clock jumps.
+
+A Hypothesis RuleBasedStateMachine checks, after every step:
+- S1/S2: in reverse mode no command is above the envelope (decoded at the device's own grid, as a
+  driver would encode it), and no speed command is below it;
+- S6: while latched (before or after the step) only stops are emitted;
+- S5: every trigger (an ``estop`` event) yields a stop command in the same step;
+- S6: a reset never emits a start;
+- S13: deadmill mode never emits a motion command.
+
+CI runs the "ci" profile (500 examples); ``--hypothesis-profile=thorough`` runs 20,000.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from hypothesis import assume, event
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from drivers import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Speed
+from drivers.units import Rounding, steps
+from safety import (
+    CommandKind,
+    Decision,
+    EStop,
+    Envelope,
+    Mode,
+    Reset,
+    Rule,
+    SafetyConfig,
+    SetIncline,
+    SetSpeed,
+    Start,
+    Stop,
+    Supervisor,
+)
+
+DEVICES = {
+    "ftms-0.01kmh": Capabilities(can_drive=True, speed_min=Speed.from_kmh(0.5), speed_max=Speed.from_kmh(20),
+                                 speed_increment=Speed.from_kmh(0.01), incline_max_pct=15, nominal_period_s=1.0),
+    "ftms-0.1kmh": Capabilities(can_drive=True, speed_min=Speed.from_kmh(0.8), speed_max=Speed.from_kmh(16),
+                                speed_increment=Speed.from_kmh(0.1), nominal_period_s=0.5),
+    "csafe-0.1mph": Capabilities(can_drive=True, speed_min=Speed.from_mph(0.5), speed_max=Speed.from_mph(12),
+                                 speed_increment=Speed.from_mph(0.1), speed_imperial=True, nominal_period_s=0.1),
+    "csafe-0.01mph": Capabilities(can_drive=True, speed_min=Speed.from_mph(0.5), speed_max=Speed.from_mph(12),
+                                  speed_increment=Speed.from_mph(0.01), speed_imperial=True, nominal_period_s=0.1),
+    "coarse-1kmh": Capabilities(can_drive=True, speed_min=Speed.from_kmh(1), speed_max=Speed.from_kmh(20),
+                                speed_increment=Speed.from_kmh(1.0), nominal_period_s=0.1),
+    "manual": Capabilities(can_drive=False, nominal_period_s=0.2),
+}
+
+speeds_mph = st.one_of(
+    st.floats(min_value=0.7, max_value=1.3),
+    st.floats(min_value=-2, max_value=20),
+    st.sampled_from([0.8, 1.2, 0.0, math.nan, math.inf, -math.inf, 1.2000001, 0.7999999]),
+)
+belt_mph = st.one_of(
+    st.floats(min_value=0, max_value=1.3),
+    st.floats(min_value=0, max_value=3),
+    st.sampled_from([0.0, 0.0, math.nan, 1.0, 1.75]),
+)
+envelopes = st.tuples(st.floats(0.8, 1.2), st.floats(0.8, 1.2)).map(sorted).map(lambda lh: Envelope.reverse(*lh))
+
+
+def on_wire_mph(speed: Speed, caps: Capabilities) -> float:
+    """What the device would read back for ``speed``: drivers encode to the nearest grid step."""
+    step = caps.grid_step()
+    if caps.speed_imperial:
+        return steps(speed.mph, step, Rounding.NEAREST) * step
+    return Speed.from_kmh(steps(speed.kmh, step, Rounding.NEAREST) * step).mph
+
+
+class SupervisorMachine(RuleBasedStateMachine):
+    sup: Supervisor
+    caps: Capabilities
+    envelope: Envelope
+    t: float
+
+    @initialize(device=st.sampled_from(sorted(DEVICES)), mode=st.sampled_from(Mode), envelope=envelopes,
+                max_incline=st.sampled_from([0.0, 0.0, 5.0]))
+    def boot(self, device: str, mode: Mode, envelope: Envelope, max_incline: float) -> None:
+        self.caps = DEVICES[device]
+        self.envelope = envelope
+        self.mode = mode
+        self.t = 1000.0
+        self.sup = Supervisor(SafetyConfig(mode=mode, envelope=envelope, max_incline_pct=max_incline))
+        self.check(self.sup.boot(self.t), latched_before=False)
+        self.check(self.sup.arm(self.caps, self.t), latched_before=False)
+
+    # --- the world ---------------------------------------------------------------------------
+
+    @rule(dt=st.floats(0.0, 0.3), mph=belt_mph, samples=st.integers(1, 15))
+    def belt_runs(self, dt: float, mph: float, samples: int) -> None:
+        for _ in range(samples):
+            self.t += dt
+            latched = self.sup.latch is not None
+            self.check(self.sup.observe(BeltSample(self.t, Speed.from_mph(mph)), self.t), latched)
+            latched = self.sup.latch is not None
+            self.check(self.sup.tick(self.t), latched)
+
+    @rule(seconds=st.floats(1.0, 3.0))
+    def belt_stands_still(self, seconds: float) -> None:
+        self._follow(seconds, lambda: 0.0)
+
+    @rule(seconds=st.floats(0.1, 8.0), lag=st.floats(0.0, 0.08))
+    def belt_follows_its_command(self, seconds: float, lag: float) -> None:
+        """A healthy motor: the belt reads close to what the device was last told."""
+        self._follow(seconds, lambda: max(0.0, self.sup.setpoint.mph - lag))
+
+    def _follow(self, seconds: float, mph: Callable[[], float]) -> None:
+        end = self.t + seconds
+        while self.t < end:
+            self.t += 0.1
+            latched = self.sup.latch is not None
+            self.check(self.sup.observe(BeltSample(self.t, Speed.from_mph(mph())), self.t), latched)
+            latched = self.sup.latch is not None
+            self.check(self.sup.tick(self.t), latched)
+
+    @rule(mph=st.floats(0.7, 1.3), run_s=st.floats(0.5, 8.0), lag=st.floats(0.0, 0.08))
+    def a_person_starts_a_set(self, mph: float, run_s: float, lag: float) -> None:
+        """What people do most: wait for the belt to stand, clear the stop, start, walk."""
+        if not self.sup.link_up:
+            self.device_says(DeviceEventKind.CONNECTED)
+        self.belt_stands_still(2.5)
+        if self.sup.latch is not None:
+            self.reset()
+        self.start(mph)
+        self.belt_follows_its_command(run_s, lag)
+
+    @rule(jump=st.floats(0.0, 12.0))
+    def clock_jumps(self, jump: float) -> None:
+        self.t += jump
+        self.check(self.sup.tick(self.t), self.sup.latch is not None)
+
+    @rule(kind=st.sampled_from(DeviceEventKind))
+    def device_says(self, kind: DeviceEventKind) -> None:
+        latched = self.sup.latch is not None
+        d = self.sup.device_event(DeviceEvent(self.t, kind), self.t)
+        self.check(d, latched)
+        if kind is DeviceEventKind.CONNECTED and self.caps.can_drive:
+            assert d.commands and d.commands[0].kind.is_stop  # S9: the first thing after reconnect
+        if kind in (DeviceEventKind.SAFETY_KEY, DeviceEventKind.CONTROL_LOST, DeviceEventKind.DISCONNECTED):
+            assert self.sup.latch is not None
+
+    # --- requests ------------------------------------------------------------------------------
+
+    @rule(mph=speeds_mph)
+    def start(self, mph: float) -> None:
+        self.request(Start(Speed.from_mph(mph)), mph)
+
+    @rule(mph=speeds_mph)
+    def set_speed(self, mph: float) -> None:
+        self.request(SetSpeed(Speed.from_mph(mph)), mph)
+
+    @rule(pct=st.one_of(st.floats(-5, 20), st.sampled_from([math.nan, math.inf])))
+    def set_incline(self, pct: float) -> None:
+        self.request(SetIncline(pct), None)
+
+    @rule()
+    def stop(self) -> None:
+        d = self.request(Stop(), None)
+        assert d.accepted
+
+    @rule(rule_=st.sampled_from([Rule.S5, Rule.S15]))
+    def estop(self, rule_: Rule) -> None:
+        self.request(EStop("estop", rule_), None)
+        assert self.sup.latch is not None
+
+    @rule()
+    def reset(self) -> None:
+        d = self.request(Reset(), None)
+        assert all(c.kind is not CommandKind.START and c.kind is not CommandKind.SET_SPEED for c in d.commands)
+        assert d.commands == ()
+
+    @precondition(lambda self: self.sup.latch is not None)
+    @rule()
+    def motion_while_latched_is_refused(self) -> None:
+        d = self.request(Start(Speed.from_mph(1.0)), 1.0)
+        assert not d.accepted
+
+    def request(self, req: object, mph: float | None) -> Decision:
+        latched = self.sup.latch is not None
+        d = self.sup.request(req, self.t)  # type: ignore[arg-type]
+        self.check(d, latched)
+        event(f"{type(req).__name__} {'accepted' if d.accepted else 'refused ' + str(d.refusal and d.refusal.rule)}")
+        if mph is not None and d.accepted and isinstance(req, Start | SetSpeed):
+            assert self.mode is Mode.REVERSE
+            assert math.isfinite(mph) and self.envelope.holds(Speed.from_mph(mph)), "S1: accepted outside"
+        return d
+
+    # --- the invariants --------------------------------------------------------------------------
+
+    def check(self, d: Decision, latched_before: bool) -> None:
+        latched = latched_before or self.sup.latch is not None
+        top = self.envelope.high.mph + 1e-9
+        bottom = self.envelope.low.mph - 1e-9
+        for cmd in d.commands:
+            if latched:
+                assert cmd.kind.is_stop, f"S6: {cmd.kind} while latched"
+            if self.mode is Mode.DEADMILL:
+                assert cmd.kind in (CommandKind.STOP, CommandKind.ESTOP), f"S13: {cmd.kind} in deadmill"
+            if cmd.speed is not None:
+                wire = on_wire_mph(cmd.speed, self.caps)
+                assert wire <= top, f"S1/S2: {wire} mph on the wire"
+                assert wire >= bottom, f"S1: {wire} mph below the envelope"
+        trips = [e for e in d.events if e.kind == "estop"]
+        for e in trips:
+            event(f"trip {e.reason}")
+        if any(c.kind is CommandKind.SET_SPEED for c in d.commands):
+            event("speed command emitted")
+        if trips and self.caps.can_drive:
+            assert any(c.kind is CommandKind.ESTOP for c in d.commands), "S5: a trip without a stop"
+
+    @invariant()
+    def latch_names_a_rule(self) -> None:
+        if self.sup.latch is not None:
+            assert self.sup.latch.rule in Rule
+            assert self.sup.target is None
+            assert self.sup.setpoint.mps == 0
+
+    @invariant()
+    def target_is_inside_the_envelope(self) -> None:
+        target = self.sup.target
+        if target is not None:
+            assume(self.caps.can_drive)
+            assert self.envelope.low.mph - 1e-9 <= on_wire_mph(target, self.caps) <= self.envelope.high.mph + 1e-9
+
+
+TestSupervisorS1S2S5S6S13Machine = SupervisorMachine.TestCase
