@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -104,3 +106,53 @@ def run_cli(
 
 def args_of(*parts: Sequence[str]) -> list[str]:
     return [p for part in parts for p in part]
+
+
+class EventTap:
+    """Reads a daemon's SSE stream on a thread and keeps every ``event`` payload."""
+
+    def __init__(self, url: str) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._client = httpx.Client(base_url=url, timeout=httpx.Timeout(5, read=None))
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise AssertionError("event stream did not open")
+
+    def _run(self) -> None:
+        kind = ""
+        try:
+            with self._client.stream("GET", "/api/v1/events") as resp:
+                self._ready.set()
+                for line in resp.iter_lines():
+                    if self._stop.is_set():
+                        return
+                    if line.startswith("event:"):
+                        kind = line.split(":", 1)[1].strip()
+                    elif line.startswith("data:") and kind == "event":
+                        with self._cond:
+                            self.events.append(json.loads(line.split(":", 1)[1]))
+                            self._cond.notify_all()
+        except httpx.HTTPError:
+            return
+        finally:
+            self._ready.set()
+
+    def wait(self, predicate: Callable[[dict[str, Any]], bool], within: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        with self._cond:
+            while True:
+                for ev in self.events:
+                    if predicate(ev):
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no such event within {within} s; got {self.events}")
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._client.close()
