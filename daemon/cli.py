@@ -87,15 +87,22 @@ async def serve(settings: Settings, *, banner: str | None = None) -> None:
         def capture_signals(self) -> Any:
             yield  # our own handlers stop the belt first (S15)
 
+    from daemon.notify import SystemdNotifier
+
     sock = _bind(settings.http.listen)
     token = os.environ.get("RETROTREAD_TOKEN") or None
-    async with build_controller(settings) as controller:
+    notifier = SystemdNotifier()
+    async with build_controller(settings, watchdog=notifier.watchdog) as controller:
 
         @contextlib.asynccontextmanager
         async def borrowed() -> AsyncIterator[Controller]:
             yield controller
 
-        app = create_app(borrowed, token=token)
+        async def ready(_controller: Controller) -> None:
+            # The socket is already listening and the driver is up: HTTP answers from here on.
+            notifier.ready(f"{settings.daemon.driver} in {settings.daemon.mode} mode")
+
+        app = create_app(borrowed, token=token, on_ready=ready)
         config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on")
         server = Server(config)
         loop = asyncio.get_running_loop()
@@ -108,6 +115,7 @@ async def serve(settings: Settings, *, banner: str | None = None) -> None:
             stopping.add(task)
             controller.hub.close()  # end the event streams so the server can close at once
             server.should_exit = True
+            notifier.stopping()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
@@ -120,6 +128,7 @@ async def serve(settings: Settings, *, banner: str | None = None) -> None:
                 loop.remove_signal_handler(sig)
             if stopping:
                 await asyncio.wait(stopping, timeout=1.0)
+            notifier.close()
 
 
 def _settings_from(args: argparse.Namespace, **defaults: Any) -> Settings:

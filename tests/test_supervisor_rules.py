@@ -25,8 +25,8 @@ from drivers.units import Rounding, steps
 from safety import (
     CommandKind,
     Decision,
-    EStop,
     Envelope,
+    EStop,
     Mode,
     Reset,
     Rule,
@@ -39,16 +39,44 @@ from safety import (
 )
 
 DEVICES = {
-    "ftms-0.01kmh": Capabilities(can_drive=True, speed_min=Speed.from_kmh(0.5), speed_max=Speed.from_kmh(20),
-                                 speed_increment=Speed.from_kmh(0.01), incline_max_pct=15, nominal_period_s=1.0),
-    "ftms-0.1kmh": Capabilities(can_drive=True, speed_min=Speed.from_kmh(0.8), speed_max=Speed.from_kmh(16),
-                                speed_increment=Speed.from_kmh(0.1), nominal_period_s=0.5),
-    "csafe-0.1mph": Capabilities(can_drive=True, speed_min=Speed.from_mph(0.5), speed_max=Speed.from_mph(12),
-                                 speed_increment=Speed.from_mph(0.1), speed_imperial=True, nominal_period_s=0.1),
-    "csafe-0.01mph": Capabilities(can_drive=True, speed_min=Speed.from_mph(0.5), speed_max=Speed.from_mph(12),
-                                  speed_increment=Speed.from_mph(0.01), speed_imperial=True, nominal_period_s=0.1),
-    "coarse-1kmh": Capabilities(can_drive=True, speed_min=Speed.from_kmh(1), speed_max=Speed.from_kmh(20),
-                                speed_increment=Speed.from_kmh(1.0), nominal_period_s=0.1),
+    "ftms-0.01kmh": Capabilities(
+        can_drive=True,
+        speed_min=Speed.from_kmh(0.5),
+        speed_max=Speed.from_kmh(20),
+        speed_increment=Speed.from_kmh(0.01),
+        incline_max_pct=15,
+        nominal_period_s=1.0,
+    ),
+    "ftms-0.1kmh": Capabilities(
+        can_drive=True,
+        speed_min=Speed.from_kmh(0.8),
+        speed_max=Speed.from_kmh(16),
+        speed_increment=Speed.from_kmh(0.1),
+        nominal_period_s=0.5,
+    ),
+    "csafe-0.1mph": Capabilities(
+        can_drive=True,
+        speed_min=Speed.from_mph(0.5),
+        speed_max=Speed.from_mph(12),
+        speed_increment=Speed.from_mph(0.1),
+        speed_imperial=True,
+        nominal_period_s=0.1,
+    ),
+    "csafe-0.01mph": Capabilities(
+        can_drive=True,
+        speed_min=Speed.from_mph(0.5),
+        speed_max=Speed.from_mph(12),
+        speed_increment=Speed.from_mph(0.01),
+        speed_imperial=True,
+        nominal_period_s=0.1,
+    ),
+    "coarse-1kmh": Capabilities(
+        can_drive=True,
+        speed_min=Speed.from_kmh(1),
+        speed_max=Speed.from_kmh(20),
+        speed_increment=Speed.from_kmh(1.0),
+        nominal_period_s=0.1,
+    ),
     "manual": Capabilities(can_drive=False, nominal_period_s=0.2),
 }
 
@@ -79,8 +107,12 @@ class SupervisorMachine(RuleBasedStateMachine):
     envelope: Envelope
     t: float
 
-    @initialize(device=st.sampled_from(sorted(DEVICES)), mode=st.sampled_from(Mode), envelope=envelopes,
-                max_incline=st.sampled_from([0.0, 0.0, 5.0]))
+    @initialize(
+        device=st.sampled_from(sorted(DEVICES)),
+        mode=st.sampled_from(Mode),
+        envelope=envelopes,
+        max_incline=st.sampled_from([0.0, 0.0, 5.0]),
+    )
     def boot(self, device: str, mode: Mode, envelope: Envelope, max_incline: float) -> None:
         self.caps = DEVICES[device]
         self.envelope = envelope
