@@ -123,11 +123,12 @@ class _Session:
     results: list[SetResult] = field(default_factory=list)
     paused_at: float | None = None
     last_checkpoint: float = 0.0
+    belt_wanted: bool = False  # reverse mode: a work set is running and wants the belt moving
+    refusal_reported: bool = False
 
     @property
     def belt_time_s(self) -> float:
-        done = sum(r.work_s for r in self.results)
-        return done
+        return sum(r.work_s for r in self.results)
 
 
 class Controller:
@@ -276,6 +277,8 @@ class Controller:
                 k = int((now - t0) / period) + 1  # fell behind: skip ticks, never burst
             await asyncio.sleep(max(0.0, t0 + k * period - self.clock()))
             await self.guard.tick()
+            if self.session is not None:
+                await self._keep_belt(self.session)
             self._check_volume_cap()
             self._checkpoint()
             if self._watchdog is not None:
@@ -343,6 +346,8 @@ class Controller:
 
     async def _on_boundary(self, session: _Session, b: Boundary) -> None:
         wall = self._wall_at(b.t)
+        if b.ended is not None and b.ended.phase is Phase.WORK:
+            session.belt_wanted = False
         if b.ended is not None and b.ended.phase is Phase.WORK and session.stats is not None:
             result = session.stats.result(b.t, self.wall() - (self.clock() - b.t), "completed")
             self._finish_set(session, result)
@@ -355,19 +360,37 @@ class Controller:
             session.stats = _SetStats(b.started.set_no, b.t, self.wall() - (self.clock() - b.t))
             self._publish_event(Event(kind="set_started", set=b.started.set_no, ts=wall, session=session.id))
             if self.mode is Mode.REVERSE:
-                d = await self.guard.request(Start(session.speed))
-                if d.refusal is not None and self.session is session:
-                    self._publish_event(
-                        Event(
-                            kind="set_refused",
-                            set=b.started.set_no,
-                            rule=_rule(d.refusal),
-                            reason=d.refusal.error,
-                            ts=wall,
-                            session=session.id,
-                        )
-                    )
+                session.belt_wanted = True
+                await self._keep_belt(session)
+        else:
+            session.belt_wanted = False
         self._publish_timer()
+
+    async def _keep_belt(self, session: _Session) -> None:
+        """A work set wants the belt running: ask for it until the supervisor agrees.
+
+        A short rest can end before the belt has stood still long enough (S4); asking again on
+        each tick starts the set as soon as the rule allows. Any other refusal is reported once.
+        """
+        sup = self.supervisor
+        if not session.belt_wanted or session.paused_at is not None or sup.commanded_to_move:
+            return
+        d = await self.guard.request(Start(session.speed))
+        refusal = d.refusal
+        if refusal is None or refusal.rule is Rule.S4 or session.refusal_reported or self.session is not session:
+            return
+        session.refusal_reported = True
+        seg = session.timer.current
+        self._publish_event(
+            Event(
+                kind="set_refused",
+                set=seg.set_no if seg else None,
+                rule=_rule(refusal),
+                reason=refusal.error,
+                ts=iso(self.wall()),
+                session=session.id,
+            )
+        )
 
     def _finish_set(self, session: _Session, result: SetResult) -> None:
         session.results.append(result)
@@ -562,7 +585,7 @@ class Controller:
         if session.paused_at is None:
             session.timer.pause(now)
             session.paused_at = now
-            if self.mode is Mode.REVERSE:
+            if self.mode is Mode.REVERSE and session.belt_wanted:
                 await self.guard.request(Stop("session-paused"))
             self._publish_event(Event(kind="session_paused", ts=iso(self.wall()), session=session.id))
         return self._after_session_action(session)
@@ -571,17 +594,15 @@ class Controller:
         session = self._require_session()
         now = self.clock()
         if session.paused_at is not None:
-            if self.mode is Mode.REVERSE:
-                seg = session.timer.current
-                if seg is not None and seg.phase is Phase.WORK:
-                    d = await self.guard.request(Start(session.speed))
-                    if d.refusal is not None:
-                        raise SessionError(d.refusal.error, d.refusal.rule)
+            if self.mode is Mode.REVERSE and session.belt_wanted and self.supervisor.latch is not None:
+                latch = self.supervisor.latch
+                raise SessionError(f"emergency stop latched ({latch.reason}); reset it first", Rule.S6)
             session.timer.resume(now)
             if session.stats is not None:
                 session.stats.paused_s += now - session.paused_at
             session.paused_at = None
             self._publish_event(Event(kind="session_resumed", ts=iso(self.wall()), session=session.id))
+            await self._keep_belt(session)
         return self._after_session_action(session)
 
     async def skip_phase(self) -> SessionView | None:

@@ -79,6 +79,11 @@ class Guard:
                         log.info("dropped %s: a stop went out after it was decided (S5)", cmd.kind.value)
                         continue
                     await self._send(cmd)
+                    if generation != self._stops:
+                        # A stop went out while this command was in flight and the device may have
+                        # taken this one after it: the stop must have the last word (S5).
+                        log.warning("%s finished after a stop; stopping again", cmd.kind.value)
+                        await self._send(DriveCommand(CommandKind.ESTOP))
         return decision
 
     async def _send(self, cmd: DriveCommand) -> None:
