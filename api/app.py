@@ -8,13 +8,15 @@ value is a speed), a disconnected driver is 503. The stop never needs a token (S
 import hmac
 import logging
 import math
+from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
@@ -219,6 +221,15 @@ def create_app(
         return rec
 
     app.include_router(api)
+
+    static = Path(__file__).with_name("static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        """The dashboard: one page, no build step; it lives on /api/v1/events."""
+        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+    app.mount("/static", StaticFiles(directory=static), name="static")
 
     @app.get("/healthz", response_model=Health)
     async def healthz(c: Ctl) -> Health:
