@@ -6,19 +6,20 @@ value is a speed), a disconnected driver is 503. The stop never needs a token (S
 """
 
 import hmac
+import ipaddress
 import logging
 import math
-from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from fastapi.staticfiles import StaticFiles
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from daemon.controller import Controller, SessionError
@@ -86,6 +87,7 @@ def create_app(
     make_controller: ControllerFactory,
     *,
     token: str | None = None,
+    public_reads: bool = False,
     on_ready: Callable[[Controller], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """The app; its lifespan enters the controller, so the driver runs exactly while the app does."""
@@ -116,12 +118,20 @@ def create_app(
                 401, "control calls need 'Authorization: Bearer TOKEN'", headers={"WWW-Authenticate": "Bearer"}
             )
 
+    def may_read(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        # Reads are free on loopback (the person at the treadmill); elsewhere as configured.
+        host = request.client.host if request.client else ""
+        if token is None or public_reads or _loopback(host):
+            return
+        need_token(creds)
+
     def ctl(request: Request) -> Controller:
         controller: Controller = request.app.state.controller
         return controller
 
     Ctl = Annotated[Controller, Depends(ctl)]
     guarded = [Depends(need_token)]
+    readable = [Depends(may_read)]
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -143,11 +153,11 @@ def create_app(
 
     api = APIRouter(prefix="/api/v1")
 
-    @api.get("/state", response_model=StateSnapshot)
+    @api.get("/state", dependencies=readable, response_model=StateSnapshot)
     async def state(c: Ctl) -> StateSnapshot:
         return c.snapshot()
 
-    @api.get("/events", response_class=EventSourceResponse)
+    @api.get("/events", dependencies=readable, response_class=EventSourceResponse)
     async def events(c: Ctl, request: Request) -> AsyncIterator[ServerSentEvent]:
         """Server-Sent Events: ``state``, ``telemetry``, ``timer`` and ``event``."""
         sub = c.hub.subscribe(maxsize=64)
@@ -209,11 +219,11 @@ def create_app(
                 return await c.abort_session()
         raise HTTPException(404, f"unknown session action {action!r}; use pause, resume, skip or abort")
 
-    @api.get("/history", response_model=list[SessionRecord])
+    @api.get("/history", dependencies=readable, response_model=list[SessionRecord])
     async def history(c: Ctl, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[SessionRecord]:
         return c.history.recent(limit)
 
-    @api.get("/history/{session_id}", response_model=SessionRecord)
+    @api.get("/history/{session_id}", dependencies=readable, response_model=SessionRecord)
     async def history_one(session_id: int, c: Ctl) -> SessionRecord:
         rec = c.history.get(session_id)
         if rec is None:
@@ -241,6 +251,13 @@ def create_app(
         return _metrics(c)
 
     return app
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in ("localhost", "testclient")
 
 
 def _answer(decision: Decision) -> Accepted:

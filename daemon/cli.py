@@ -19,8 +19,10 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from daemon.auth import load_or_create_token, read_token, rotate_token
 from daemon.config import Settings, load_settings, parse_listen
 from daemon.controller import Controller
+from daemon.history import SqliteHistory
 from daemon.plans import PlanError, parse_plan
 from drivers.errors import TreadError
 from drivers.registry import open_driver
@@ -41,7 +43,7 @@ class CliError(Exception):
 # ------------------------------------------------------------------ composition root
 
 
-def build_controller(settings: Settings, *, watchdog: Any = None) -> Controller:
+def build_controller(settings: Settings, *, watchdog: Any = None, persist: bool = True) -> Controller:
     mode = Mode(settings.daemon.mode)
     safety = SafetyConfig(
         mode=mode,
@@ -49,11 +51,14 @@ def build_controller(settings: Settings, *, watchdog: Any = None) -> Controller:
         max_incline_pct=settings.safety.max_incline_pct,
         deadmill_alert_mph=settings.safety.deadmill_alert_mph,
     )
+    driver = open_driver(settings.daemon.driver)  # a bad URL fails here, before anything opens
+    history = SqliteHistory(settings.daemon.state_dir / "history.sqlite3") if persist else None
     return Controller(
-        open_driver(settings.daemon.driver),
+        driver,
         treadmill_id=settings.daemon.id,
         safety=safety,
         session_speed=Speed.from_mph(settings.session.speed_mph),
+        history=history,
         watchdog=watchdog,
     )
 
@@ -90,7 +95,7 @@ async def serve(settings: Settings, *, banner: str | None = None) -> None:
     from daemon.notify import SystemdNotifier
 
     sock = _bind(settings.http.listen)
-    token = os.environ.get("RETROTREAD_TOKEN") or None
+    token = load_or_create_token(settings.daemon.state_dir) if settings.http.auth else None
     notifier = SystemdNotifier()
     async with build_controller(settings, watchdog=notifier.watchdog) as controller:
 
@@ -102,7 +107,7 @@ async def serve(settings: Settings, *, banner: str | None = None) -> None:
             # The socket is already listening and the driver is up: HTTP answers from here on.
             notifier.ready(f"{settings.daemon.driver} in {settings.daemon.mode} mode")
 
-        app = create_app(borrowed, token=token, on_ready=ready)
+        app = create_app(borrowed, token=token, public_reads=settings.http.public_reads, on_ready=ready)
         config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on")
         server = Server(config)
         loop = asyncio.get_running_loop()
@@ -162,7 +167,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  state:      curl {url}/api/v1/state",
             f"  live:       curl -N {url}/api/v1/events",
             f"  start belt: curl -X POST {url}/api/v1/belt/start -H 'content-type: application/json' "
-            "-d '{\"speed_mph\": 1.0}'",
+            f"-H 'Authorization: Bearer {_demo_token(settings)}' -d '{{\"speed_mph\": 1.0}}'",
             f"  session:    retrotread session start 3x20s/10s --url {url}",
             f"  watch:      retrotread status --watch --url {url}   (space = emergency stop)",
             f"  stop:       retrotread estop --url {url}",
@@ -254,13 +259,97 @@ async def _deadmill(settings: Settings, plan: Any, *, plain: bool) -> Any:
 # ------------------------------------------------------------------ client commands
 
 
+def _demo_token(settings: Settings) -> str:
+    return load_or_create_token(settings.daemon.state_dir) if settings.http.auth else "(auth off)"
+
+
 def _token(args: argparse.Namespace) -> str | None:
+    """RETROTREAD_TOKEN, else --token-file, else the token file in the configured state directory."""
     if tok := os.environ.get("RETROTREAD_TOKEN"):
         return tok
-    path = Path(args.token_file) if getattr(args, "token_file", None) else None
-    if path and path.exists():
-        return path.read_text().strip()
-    return None
+    if getattr(args, "token_file", None):
+        path = Path(args.token_file)
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CliError(f"cannot read the token file {path}: {exc.strerror}") from None
+    try:
+        settings = load_settings(Path(args.config) if getattr(args, "config", None) else None)
+    except TreadError:
+        return None
+    return read_token(settings.daemon.state_dir)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = load_settings(Path(args.config) if args.config else None)
+    state_dir = settings.daemon.state_dir
+    token = rotate_token(state_dir) if args.rotate else load_or_create_token(state_dir)
+    print(token)
+    if args.rotate:
+        print("rotated: restart the daemon for it to take effect", file=sys.stderr)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import csv
+
+    settings = load_settings(Path(args.config) if args.config else None)
+    path = settings.daemon.state_dir / "history.sqlite3"
+    if not path.exists():
+        raise CliError(f"no history yet at {path}")
+    store = SqliteHistory(path)
+    try:
+        if args.weekly:
+            rows = store.weekly()
+            if args.json:
+                print(json.dumps([{"week": w, "plan": p, "sessions": n} for w, p, n in rows]))
+            else:
+                writer = csv.writer(sys.stdout)
+                writer.writerow(["week", "plan", "sessions"])
+                writer.writerows(rows)
+            return 0
+        records = store.recent(args.limit)
+    finally:
+        store.close()
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(
+            [
+                "session",
+                "plan",
+                "mode",
+                "started_at",
+                "outcome",
+                "set",
+                "set_started_at",
+                "work_s",
+                "distance_m",
+                "avg_mph",
+                "max_mph",
+                "set_outcome",
+            ]
+        )
+        for r in records:
+            for st in r.sets or ():
+                writer.writerow(
+                    [
+                        r.id,
+                        r.plan,
+                        r.mode,
+                        r.started_at,
+                        r.outcome,
+                        st.set,
+                        st.started_at,
+                        st.work_s,
+                        st.distance_m,
+                        st.avg_mph,
+                        st.max_mph,
+                        st.outcome,
+                    ]
+                )
+    else:
+        print(json.dumps([r.model_dump(mode="json") for r in records]))
+    return 0
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -491,6 +580,7 @@ def _parser() -> argparse.ArgumentParser:
     def client_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--url", default=os.environ.get("RETROTREAD_URL", DEFAULT_URL), help="daemon URL")
         sp.add_argument("--token-file", help="file holding the API token (or set RETROTREAD_TOKEN)")
+        sp.add_argument("--config", help="TOML file, to find the token in its state_dir")
 
     sp = sub.add_parser("status", help="state of a running daemon")
     client_opts(sp)
@@ -529,6 +619,20 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("scan", help="serial ports and Bluetooth FTMS treadmills")
     sp.add_argument("--timeout", type=float, default=5.0, help="seconds to listen for Bluetooth adverts")
     sp.set_defaults(func=cmd_scan)
+
+    sp = sub.add_parser("token", help="print the API token (made on first use), or --rotate it")
+    sp.add_argument("--config")
+    sp.add_argument("--rotate", action="store_true")
+    sp.set_defaults(func=cmd_token)
+
+    sp = sub.add_parser("history", help="past sessions from the state directory (JSON, --csv, --weekly)")
+    sp.add_argument("--config")
+    sp.add_argument("--limit", type=int, default=100)
+    fmt = sp.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="one row per set")
+    fmt.add_argument("--json", action="store_true", help="with --weekly: JSON instead of CSV")
+    sp.add_argument("--weekly", action="store_true", help="sessions per week per plan")
+    sp.set_defaults(func=cmd_history)
 
     sp = sub.add_parser("decode", help="decode frames to JSON, one line per frame")
     sp.add_argument("kind", choices=["ftms-treadmill", "ftms-status", "ftms-control", "ftms-speed-range", "csafe"])

@@ -72,7 +72,9 @@ class SafetySection(_Section):
 
 
 class HttpSection(_Section):
-    listen: str = Field(default="127.0.0.1:8000", description="HOST:PORT for the HTTP API")
+    listen: str = Field(default="127.0.0.1:8000", description="HOST:PORT for the HTTP API (loopback unless set)")
+    auth: bool = Field(default=True, description="control calls need the token (the stop never does, S16)")
+    public_reads: bool = Field(default=False, description="allow reads without the token from other hosts")
 
     @field_validator("listen")
     @classmethod

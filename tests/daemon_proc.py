@@ -22,7 +22,9 @@ RETROTREAD = str(Path(sys.executable).with_name("retrotread"))
 
 
 class Daemon:
-    def __init__(self, proc: subprocess.Popen[str], url: str, errors: IO[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], url: str, errors: IO[str], env: dict[str, str]) -> None:
+        self.env = env
+        """The environment the daemon runs with (its state directory): pass it to ``run_cli``."""
         self.proc = proc
         self.url = url
         self.http = httpx.Client(base_url=url, timeout=10)
@@ -60,34 +62,39 @@ class Daemon:
 
 @contextmanager
 def daemon(*args: str, env: dict[str, str] | None = None) -> Iterator[Daemon]:
-    """``retrotread run ARGS --http 127.0.0.1:PORT``; ready once its banner line is printed.
+    """``retrotread run ARGS --http 127.0.0.1:PORT`` with a state directory of its own.
 
-    stderr goes to a temporary file (a pipe nobody reads could fill and stall the daemon);
-    ``Daemon.log()`` reads it."""
+    Ready once its banner line is printed. stderr goes to a temporary file (a pipe nobody reads
+    could fill and stall the daemon); ``Daemon.log()`` reads it. The HTTP client carries the token.
+    """
     port = free_port()
     cmd = [RETROTREAD, "run", *args, "--http", f"127.0.0.1:{port}", "--mqtt", "none"]
     with (
+        tempfile.TemporaryDirectory(prefix="retrotread-state-") as state_dir,
         tempfile.TemporaryFile("w+") as errors,
-        subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env={**os.environ, **(env or {})}
-        ) as proc,
     ):
-        d = Daemon(proc, f"http://127.0.0.1:{port}", errors)
-        try:
-            assert proc.stdout is not None
-            banner = proc.stdout.readline()  # printed once the driver is up and the port is listening
-            if not banner:
-                raise AssertionError(f"daemon did not start: {d.log()}")
-            yield d
-        finally:
-            d.http.close()
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        full_env = {"RETROTREAD_DAEMON__STATE_DIR": state_dir, **(env or {})}
+        with subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env={**os.environ, **full_env}
+        ) as proc:
+            d = Daemon(proc, f"http://127.0.0.1:{port}", errors, full_env)
+            try:
+                assert proc.stdout is not None
+                banner = proc.stdout.readline()  # printed once the driver is up and the port is listening
+                if not banner:
+                    raise AssertionError(f"daemon did not start: {d.log()}")
+                token = (Path(full_env["RETROTREAD_DAEMON__STATE_DIR"]) / "token").read_text().strip()
+                d.http.headers["Authorization"] = f"Bearer {token}"
+                yield d
+            finally:
+                d.http.close()
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
 
 
 def run_cli(

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from daemon_proc import daemon, run_cli
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep each test's history and token out of the user's own state directory."""
+    monkeypatch.setenv("RETROTREAD_DAEMON__STATE_DIR", str(tmp_path / "state"))
 
 
 def test_deadmill_standalone_times_sets_and_prints_a_summary() -> None:
@@ -66,6 +74,9 @@ def test_bad_config_value_names_the_key(tmp_path: pytest.TempPathFactory) -> Non
 def test_client_commands_drive_a_running_daemon() -> None:
     with daemon("--driver", "sim://motorized?rate_hz=20", "--mode", "reverse") as d:
         url = ["--url", d.url]
+        out = run_cli("session", "start", "3x60s/60s", *url)  # this test's own state dir: no token there
+        assert out.returncode == 1 and "401" in out.stderr
+        os.environ.update(d.env)  # undone by the monkeypatch fixture
         out = run_cli("status", "--json", *url)
         assert out.returncode == 0 and json.loads(out.stdout)["mode"] == "reverse"
         out = run_cli("session", "start", "3x60s/60s", *url)
