@@ -20,8 +20,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from api.metrics import render as render_metrics
 from daemon.controller import Controller, SessionError
 from daemon.plans import PlanError, custom_plan, parse_plan
 from daemon.snapshot import SessionRecord, SessionView, StateSnapshot
@@ -247,8 +249,9 @@ def create_app(
         return Health(ok=True, connected=snap.connected, latched=snap.stop.latched)
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics(c: Ctl) -> str:
-        return _metrics(c)
+    async def metrics(c: Ctl) -> PlainTextResponse:
+        """Prometheus text format."""
+        return PlainTextResponse(render_metrics(c), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -285,25 +288,3 @@ def _jsonable(errors: Any) -> Any:
     if isinstance(errors, bytes):
         return errors.decode("utf-8", "replace")
     return errors
-
-
-def _metrics(c: Controller) -> str:
-    snap = c.snapshot()
-    lines = [
-        "# HELP retrotread_belt_speed_mph Measured belt speed.",
-        "# TYPE retrotread_belt_speed_mph gauge",
-        f"retrotread_belt_speed_mph {snap.belt.speed_mph if snap.belt else 0.0}",
-        "# HELP retrotread_stop_latched 1 while the emergency stop is latched.",
-        "# TYPE retrotread_stop_latched gauge",
-        f"retrotread_stop_latched {int(snap.stop.latched)}",
-        "# HELP retrotread_connected 1 while the driver is connected.",
-        "# TYPE retrotread_connected gauge",
-        f"retrotread_connected {int(snap.connected)}",
-        "# HELP retrotread_samples_total Samples received from the driver.",
-        "# TYPE retrotread_samples_total counter",
-        f"retrotread_samples_total {c.samples_seen}",
-        "# HELP retrotread_emergency_stops_total Emergency stops by rule.",
-        "# TYPE retrotread_emergency_stops_total counter",
-    ]
-    lines += [f'retrotread_emergency_stops_total{{rule="{r}"}} {n}' for r, n in sorted(c.stops_by_rule.items())]
-    return "\n".join(lines) + "\n"

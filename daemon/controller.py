@@ -167,6 +167,8 @@ class Controller:
         self._sample: BeltSample | None = None
         self.samples_seen = 0
         self.reconnects = 0
+        self.sessions_by_outcome: dict[str, int] = {}
+        self.sets_by_outcome: dict[str, int] = {}
         self.stops_by_rule: dict[str, int] = {}
         self.started_mono = clock()
         self._closing = False
@@ -393,6 +395,7 @@ class Controller:
         )
 
     def _finish_set(self, session: _Session, result: SetResult) -> None:
+        self.sets_by_outcome[result.outcome] = self.sets_by_outcome.get(result.outcome, 0) + 1
         session.results.append(result)
         session.stats = None
         self.history.record_set(session.id, result)
@@ -416,6 +419,7 @@ class Controller:
         if session.stats is not None:
             self._finish_set(session, session.stats.result(now, self.wall(), outcome))
         self.history.end(session.id, outcome, iso(self.wall()))
+        self.sessions_by_outcome[outcome] = self.sessions_by_outcome.get(outcome, 0) + 1
         self._publish_timer(session)  # the final phase (done or aborted) before the event that ends it
         kind = "session_completed" if outcome == "completed" else "session_ended"
         self._publish_event(Event(kind=kind, reason=outcome, ts=iso(self.wall()), session=session.id))
@@ -463,6 +467,10 @@ class Controller:
         task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ publishing
+
+    def sample_age(self) -> float | None:
+        """Seconds since the last sample (monotonic), or None before the first."""
+        return None if self._sample is None else self.clock() - self._sample.t
 
     def snapshot(self) -> StateSnapshot:
         sup = self.supervisor

@@ -192,8 +192,14 @@ async def test_s16_control_needs_the_token_but_the_stop_never_does() -> None:
 async def test_healthz_and_metrics() -> None:
     async with rig() as r:
         assert (await r.client.get("/healthz")).json()["ok"] is True
-        text = (await r.client.get("/metrics")).text
-        assert "retrotread_belt_speed_mph" in text
+        await r.client.post("/api/v1/estop")
+        resp = await r.client.get("/metrics")
+        assert resp.headers["content-type"].startswith("text/plain")
+        text = resp.text
+        for name in ("retrotread_belt_speed_mph", "retrotread_samples_total", "retrotread_sample_age_seconds",
+                     "retrotread_driver_reconnects_total", "retrotread_sessions_total"):
+            assert name in text
+        assert 'retrotread_emergency_stops_total{rule="S5",treadmill="test"} 1.0' in text
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,69 @@
+"""``GET /metrics``: Prometheus text, read from the controller at scrape time.
+
+A custom collector (prometheus-client's recommended way to export values another object owns)
+so nothing is counted twice and no face keeps state of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from daemon.controller import Controller
+
+
+class TreadmillCollector(Collector):
+    def __init__(self, controller: Controller) -> None:
+        self.c = controller
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.c
+        snap = c.snapshot()
+        labels = ["treadmill"]
+        ident = [c.id]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(name, doc, labels=labels)
+            g.add_metric(ident, value)
+            return g
+
+        yield gauge("retrotread_belt_speed_mph", "Measured belt speed.", snap.belt.speed_mph if snap.belt else 0.0)
+        yield gauge("retrotread_target_speed_mph", "Commanded target speed (0 when stopped).", snap.target_mph or 0.0)
+        yield gauge("retrotread_stop_latched", "1 while the emergency stop is latched.", float(snap.stop.latched))
+        yield gauge("retrotread_connected", "1 while the driver is connected.", float(snap.connected))
+        age = c.sample_age()
+        yield gauge(
+            "retrotread_sample_age_seconds", "Seconds since the last belt sample.", -1.0 if age is None else age
+        )
+        yield gauge("retrotread_session_running", "1 while a session runs.", float(snap.session is not None))
+        yield gauge("retrotread_event_subscribers", "Faces subscribed to the state hub.", float(c.hub.subscribers))
+
+        samples = CounterMetricFamily("retrotread_samples", "Belt samples received.", labels=labels)
+        samples.add_metric(ident, c.samples_seen)
+        yield samples
+        reconnects = CounterMetricFamily("retrotread_driver_reconnects", "Driver reconnections.", labels=labels)
+        reconnects.add_metric(ident, c.reconnects)
+        yield reconnects
+        stops = CounterMetricFamily("retrotread_emergency_stops", "Emergency stops by rule.", labels=[*labels, "rule"])
+        for rule, n in sorted(c.stops_by_rule.items()):
+            stops.add_metric([*ident, rule], n)
+        yield stops
+        sessions = CounterMetricFamily(
+            "retrotread_sessions", "Sessions ended, by outcome.", labels=[*labels, "outcome"]
+        )
+        for outcome, n in sorted(c.sessions_by_outcome.items()):
+            sessions.add_metric([*ident, outcome], n)
+        yield sessions
+        sets = CounterMetricFamily("retrotread_sets", "Sets ended, by outcome.", labels=[*labels, "outcome"])
+        for outcome, n in sorted(c.sets_by_outcome.items()):
+            sets.add_metric([*ident, outcome], n)
+        yield sets
+
+
+def render(controller: Controller) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TreadmillCollector(controller))
+    return generate_latest(registry)
