@@ -280,6 +280,17 @@ def _token(args: argparse.Namespace) -> str | None:
     return read_token(settings.daemon.state_dir)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from daemon.doctor import run_checks
+
+    findings = run_checks(Path(args.config) if args.config else None)
+    for f in findings:
+        print(f.line())
+    failed = sum(f.level == "fail" for f in findings)
+    print(f"{failed} problem{'s' if failed != 1 else ''} found" if failed else "all checks passed")
+    return 1 if failed else 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     settings = load_settings(Path(args.config) if args.config else None)
     state_dir = settings.daemon.state_dir
@@ -619,6 +630,10 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("scan", help="serial ports and Bluetooth FTMS treadmills")
     sp.add_argument("--timeout", type=float, default=5.0, help="seconds to listen for Bluetooth adverts")
     sp.set_defaults(func=cmd_scan)
+
+    sp = sub.add_parser("doctor", help="check config, devices, broker, token; say how to fix each")
+    sp.add_argument("--config")
+    sp.set_defaults(func=cmd_doctor)
 
     sp = sub.add_parser("token", help="print the API token (made on first use), or --rotate it")
     sp.add_argument("--config")

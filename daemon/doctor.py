@@ -1,0 +1,175 @@
+"""``retrotread doctor``: check what a deployment needs, and say how to fix each failure.
+
+Each check returns a ``Finding`` (ok, warn or fail, what was found, how to fix it). Checks only
+look (files, permissions, a TCP connect, an HTTP GET); they change nothing and never move a belt.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import socket
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from daemon.auth import token_path
+from daemon.config import Settings, load_settings, parse_listen
+from drivers.errors import TreadError
+from drivers.registry import open_driver
+
+Level = Literal["ok", "warn", "fail"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    level: Level
+    what: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[self.level]
+        return f"{mark} {self.what}" + (f"\n     fix: {self.fix}" if self.fix else "")
+
+
+def run_checks(config: Path | None) -> list[Finding]:
+    try:
+        settings = load_settings(config)
+    except TreadError as exc:
+        return [Finding("fail", f"config: {exc}", "correct the key it names (retrotread.toml or the environment)")]
+    found = [Finding("ok", f"config: driver {settings.daemon.driver}, mode {settings.daemon.mode}")]
+    for check in CHECKS:
+        found.extend(check(settings))
+    return found
+
+
+def check_driver(settings: Settings) -> Iterator[Finding]:
+    url = settings.daemon.driver
+    try:
+        open_driver(url)
+    except TreadError as exc:
+        yield Finding("fail", f"driver: {exc}", "fix daemon.driver; see README, Driver URLs")
+        return
+    parts = urlsplit(url)
+    if parts.scheme in ("csafe", "pulse"):
+        yield from check_serial(Path(parts.path))
+    elif parts.scheme == "ftms":
+        yield from check_bluetooth()
+    else:
+        yield Finding("ok", f"driver: {parts.scheme}:// needs no device")
+
+
+def check_serial(path: Path) -> Iterator[Finding]:
+    if not path.exists():
+        yield Finding(
+            "fail",
+            f"serial port {path} does not exist",
+            "plug the adapter in; `retrotread scan` lists ports; see systemd/99-retrotread.rules",
+        )
+        return
+    target = path.resolve()
+    if not stat.S_ISCHR(target.stat().st_mode):
+        yield Finding("warn", f"{path} is not a character device ({target})")
+    if os.access(target, os.R_OK | os.W_OK):
+        yield Finding("ok", f"serial port {path} → {target} is readable and writable")
+        return
+    group = grp.getgrgid(target.stat().st_gid).gr_name
+    yield Finding(
+        "fail",
+        f"serial port {target} is not writable by this user (group {group})",
+        f"sudo usermod -aG {group} $USER, then log in again (the systemd unit has SupplementaryGroups=dialout)",
+    )
+
+
+def check_bluetooth() -> Iterator[Finding]:
+    adapters = sorted(p.name for p in Path("/sys/class/bluetooth").glob("hci*"))
+    if not adapters:
+        yield Finding(
+            "fail",
+            "no Bluetooth adapter (/sys/class/bluetooth is empty)",
+            "plug in a Bluetooth LE adapter or enable the board's radio",
+        )
+    else:
+        yield Finding("ok", f"Bluetooth adapters: {', '.join(adapters)}")
+    if not Path("/run/dbus/system_bus_socket").exists():
+        yield Finding(
+            "fail",
+            "D-Bus system bus is not running (bleak talks to BlueZ over it)",
+            "sudo apt-get install dbus bluez && sudo systemctl enable --now bluetooth",
+        )
+
+
+def check_broker(settings: Settings) -> Iterator[Finding]:
+    url = settings.mqtt.url
+    if not url or url == "none":
+        yield Finding("ok", "mqtt: not configured (HTTP and safety do not need it)")
+        return
+    parts = urlsplit(url)
+    port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    host = parts.hostname or "127.0.0.1"
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            pass
+    except OSError as exc:
+        yield Finding(
+            "fail",
+            f"mqtt broker {host}:{port} is not reachable: {exc.strerror or exc}",
+            "start the broker (sudo apt-get install mosquitto) or fix mqtt.url",
+        )
+        return
+    yield Finding("ok", f"mqtt broker {host}:{port} accepts connections")
+
+
+def check_token(settings: Settings) -> Iterator[Finding]:
+    state = settings.daemon.state_dir
+    if not settings.http.auth:
+        yield Finding("warn", "http.auth is off: anyone who reaches the API can drive the belt", "set http.auth = true")
+        return
+    path = token_path(state)
+    if not path.exists():
+        writable = os.access(state if state.exists() else state.parent, os.W_OK)
+        yield Finding(
+            "ok" if writable else "fail",
+            f"API token: none yet; made on first run in {state}",
+            "" if writable else f"make {state} writable, or set daemon.state_dir",
+        )
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        yield Finding("fail", f"API token {path} is readable by others (mode {mode:o})", f"chmod 600 {path}")
+    else:
+        yield Finding("ok", f"API token {path} (mode 600)")
+
+
+def check_http(settings: Settings) -> Iterator[Finding]:
+    host, port = parse_listen(settings.http.listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            if _answers(host, port):
+                yield Finding("ok", f"http {settings.http.listen} is in use by a running retrotread daemon")
+            else:
+                yield Finding(
+                    "fail",
+                    f"http {settings.http.listen} is in use by another program",
+                    "choose another http.listen or stop the other program",
+                )
+            return
+    yield Finding("ok", f"http {settings.http.listen} is free")
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as s:
+            s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            return b'"ok":true' in s.recv(4096)
+    except OSError:
+        return False
+
+
+CHECKS: list[Callable[[Settings], Iterator[Finding]]] = [check_driver, check_broker, check_token, check_http]
