@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -204,7 +205,9 @@ def create_app(
             else:
                 raise PlanError("give either 'plan' (a preset or e.g. 3x60s/60s) or 'sets' and 'work_s'")
         except PlanError as exc:
-            raise HTTPException(422, str(exc)) from None
+            # The same shape as every other malformed body (FastAPI's validation error schema).
+            where = ("body", "plan") if body.plan is not None else ("body",)
+            raise RequestValidationError([{"loc": where, "msg": str(exc), "type": "value_error"}]) from None
         speed = Speed.from_mph(float(body.speed_mph)) if body.speed_mph is not None else None
         return await c.start_session(plan, speed)
 
@@ -226,7 +229,7 @@ def create_app(
         return c.history.recent(limit)
 
     @api.get("/history/{session_id}", dependencies=readable, response_model=SessionRecord)
-    async def history_one(session_id: int, c: Ctl) -> SessionRecord:
+    async def history_one(session_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], c: Ctl) -> SessionRecord:
         rec = c.history.get(session_id)
         if rec is None:
             raise HTTPException(404, f"no session {session_id}")
