@@ -663,6 +663,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Each HTTP request logged at INFO would scroll through the terminal views.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         code = args.func(args)
     except KeyboardInterrupt:
