@@ -50,7 +50,9 @@ def render_live(state: Mapping[str, Any], timer: Mapping[str, Any] | None, hint:
             (_fmt_time(float(timer.get("remaining_s", 0))), "bold"),
             ("  (paused)" if timer.get("paused") else "", "yellow"),
         )
-        parts += [head, ProgressBar(total=max(total, 0.001), completed=float(timer.get("elapsed_s", 0)), width=50)]
+        bar = Table.grid()  # a ProgressBar alone in a Group ends without a line break
+        bar.add_row(ProgressBar(total=max(total, 0.001), completed=float(timer.get("elapsed_s", 0)), width=50))
+        parts += [head, bar]
     else:
         parts.append(Text("no session running", style="dim"))
     belt = state.get("belt") or {}
