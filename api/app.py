@@ -206,8 +206,8 @@ def create_app(
                 raise PlanError("give either 'plan' (a preset or e.g. 3x60s/60s) or 'sets' and 'work_s'")
         except PlanError as exc:
             # The same shape as every other malformed body (FastAPI's validation error schema).
-            where = ("body", "plan") if body.plan is not None else ("body",)
-            raise RequestValidationError([{"loc": where, "msg": str(exc), "type": "value_error"}]) from None
+            # The message already names the plan; the location stays the body.
+            raise RequestValidationError([{"loc": ("body",), "msg": str(exc), "type": "value_error"}]) from None
         speed = Speed.from_mph(float(body.speed_mph)) if body.speed_mph is not None else None
         return await c.start_session(plan, speed)
 

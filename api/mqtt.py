@@ -85,7 +85,8 @@ KEEPALIVE_S = 15  # a silent link loss shows as the will within 1.5 x this
 TIMEOUT_S = 5.0  # connect, subscribe, and the acknowledgement of one QoS 1 publish
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 10.0
-CLOSE_TIMEOUT_S = 2.0  # the final state and ``offline`` on a clean shutdown
+CLOSE_TIMEOUT_S = 2.0
+RECANCEL_S = 0.1  # the final state and ``offline`` on a clean shutdown
 MAX_COMMAND_BYTES = 4096  # a command body is a few dozen bytes; anything this big is refused unread
 COMMANDS_WAITING = 256  # commands queued behind the one running; beyond it they are answered "busy"
 UPDATES_WAITING = 256  # hub updates buffered for the broker; the oldest are dropped beyond it
@@ -401,9 +402,7 @@ class MqttBridge:
         self._closed = True
         # Stop the helpers first, so nothing is published after 'offline'.
         helpers, self._helpers = self._helpers, []
-        for task in helpers:
-            task.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
+        await _finish(helpers)
         if self._sub is not None:
             self.controller.hub.unsubscribe(self._sub)
         client = self._link
@@ -420,8 +419,7 @@ class MqttBridge:
                 log.warning("MQTT: could not publish 'offline' (%s); the broker's will says it instead", exc)
         link, self._link_task = self._link_task, None
         if link is not None:
-            link.cancel()
-            await asyncio.gather(link, return_exceptions=True)
+            await _finish([link])
         self._set_client(None)
 
     @property
@@ -820,6 +818,22 @@ def _decided(name: str, cmd_id: str | int | None, decision: Decision) -> dict[st
     if refusal is None:
         return _result(name, cmd_id)
     return _result(name, cmd_id, error=refusal.error, rule=refusal.rule.value if refusal.rule else None)
+
+
+async def _finish(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until they are done.
+
+    Python 3.11's ``asyncio.wait_for`` (under aiomqtt's publish and subscribe) can swallow a
+    cancellation that arrives as the awaited result does (CPython gh-86296, fixed in 3.12), so a
+    task that is still running after a short wait is cancelled again.
+    """
+    for task in tasks:
+        task.cancel()
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        for task in pending:
+            task.cancel()
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -398,8 +398,8 @@ function renderStop() {
     lines.push(["Motion is refused until Reset stop, which works once the belt has been still for 2 s.", "hint"]);
   }
   if (!snap.connected) {
-    lines.push(["DRIVER DISCONNECTED — " + snap.driver, ""]);
-    lines.push(["No belt control or telemetry from this page. Use the treadmill's own controls and safety key.", "hint"]);
+    lines.push(["DRIVER DISCONNECTED", ""]);
+    lines.push([snap.driver + ": no belt control or telemetry here. Use the treadmill's own controls and safety key.", "hint"]);
   }
   const key = lines.map((l) => l[0]).join("\n");
   if (banner.dataset.key !== key) {
@@ -419,10 +419,11 @@ function renderStop() {
 
 function renderSpeed() {
   if (!snap) return;
-  const belt = snap.belt;
+  // Without the driver the last sample is old news: show no number rather than a stale one.
+  const belt = snap.connected ? snap.belt : null;
   const mph = belt ? belt.speed_mph : null;
-  setText($("speed"), mph === null ? "–" : mph.toFixed(2));
-  setText($("speed-kmh"), belt ? belt.speed_kmh.toFixed(2) + " km/h" : "– km/h");
+  setText($("speed"), mph === null ? "–.––" : mph.toFixed(2));
+  setText($("speed-kmh"), belt ? belt.speed_kmh.toFixed(2) + " km/h" : "–.–– km/h");
   setText($("distance"), belt && belt.distance_m !== null ? distance(belt.distance_m) : "–");
   setText($("target"), snap.target_mph !== null ? "target " + snap.target_mph.toFixed(2) + " mph" : "");
 
@@ -443,8 +444,8 @@ function renderSpeed() {
   needle.hidden = mph === null;
   if (mph !== null) {
     needle.style.left = pct(mph);
-    const outside = env && mph > 0.05 && (mph < env[0] - 0.05 || mph > env[1] + 0.05);
-    needle.className = outside ? "needle out" : "needle";
+    // Below the band is normal while the belt ramps; above it is what S7 watches for.
+    needle.className = env && mph > env[1] + 0.05 ? "needle out" : "needle";
   }
   const marks = env ? [0, env[0], env[1], top] : [0, top / 4, top / 2, (3 * top) / 4, top];
   const key = marks.join(",");
@@ -469,8 +470,9 @@ function renderTimer() {
     setText(phase, "no session");
     phase.className = "phase idle";
     setText($("plan"), "");
-    setText($("timer"), "–:––");
-    setText($("set"), "–");
+    setText($("timer"), "0:00");
+    $("timer").className = "timer idle";
+    setText($("set"), "start one below");
     $("progress").style.width = "0%";
     return;
   }
@@ -486,10 +488,12 @@ function renderTimer() {
   setText($("plan"), v.plan);
   const timer = $("timer");
   setText(timer, clock(remaining));
-  timer.className = running && v.paused ? "timer paused" : "timer";
+  timer.className = !running ? "timer idle" : v.paused ? "timer paused" : "timer";
   setText($("set"), "set " + v.set + " of " + v.sets);
   const done = running ? (total > 0 ? (total - remaining) / total : 0) : v.phase === "done" ? 1 : 0;
-  $("progress").style.width = Math.round(done * 1000) / 10 + "%";
+  const bar = $("progress");
+  bar.style.width = Math.round(done * 1000) / 10 + "%";
+  bar.className = "bar-fill " + name;
 }
 
 function renderControls() {
