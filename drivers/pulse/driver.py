@@ -1,0 +1,264 @@
+"""``pulse://`` — a roller pulse sensor on a microcontroller's USB serial, for manual treadmills.
+
+URL: ``pulse:///dev/ttyACM0?m_per_pulse=0.25``. Options: ``m_per_pulse`` (metres of belt per
+pulse, default 0.25; ``retrotread doctor`` explains how to calibrate it), ``window_s`` (the speed
+window, default 1 s), ``baud`` (115200).
+
+The board writes ``P <board_ms> <total_pulses>`` at least 5 times a second and on every pulse
+(docs/pulse.md). Every reading becomes a ``BeltSample`` through ``PulseSpeedometer``, timed by the
+monotonic clock when the line arrived; the distance never goes backwards, and a board that
+restarted (its counters went back) yields ``DEVICE_RESET``. Bad lines are counted and logged at
+most once a minute, never fatal; comment lines are logged.
+
+The link: a port that drops yields ``DISCONNECTED`` at once (S9); a board silent for
+``SILENT_S`` (ten lines it owed us) is treated the same, and the port is closed and reopened with
+capped backoff. ``CONNECTED`` comes with the first line the board writes on the new link.
+
+The daemon cannot drive this belt: ``start``/``set_speed``/``set_incline`` raise ``Unsupported``;
+``stop`` and ``emergency_stop`` do nothing and say so in the log, because there is no motor to stop
+and the daemon must not pretend otherwise (S13).
+
+This module must not parse lines or compute speed itself (``drivers.pulse.codec`` does) nor decide
+anything about safety.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Self
+from urllib.parse import SplitResult
+
+from drivers.base import Driver
+from drivers.errors import ConfigError, LinkLost, NotConnected, TreadError, Unsupported
+from drivers.pulse.codec import BadLine, Comment, PulseReading, PulseSpeedometer, PulseStream
+from drivers.registry import float_option
+from drivers.serial_link import Backoff, LogLimiter, SerialLink
+from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from drivers.units import Speed
+
+log = logging.getLogger(__name__)
+
+FIRST_LINE_S = 5.0  # an Arduino resets when its port opens and boots for about 2 s
+SILENT_S = 2.0  # pulse.md: at least 5 lines a second, so 2 s of silence is 10 lines lost
+BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400)
+_OPTIONS = frozenset({"m_per_pulse", "window_s", "baud"})
+
+
+class PulseDriver(Driver):
+    """A pulse board on a serial port (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        m_per_pulse: float = 0.25,
+        window_s: float = 1.0,
+        baudrate: int = 115200,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.url = f"pulse://{path}"
+        self.path = path
+        self.m_per_pulse = m_per_pulse
+        self.window_s = window_s
+        self._meter = PulseSpeedometer(m_per_pulse, window_s)
+        self._stream = PulseStream()
+        self._caps = Capabilities(
+            can_drive=False,
+            speed_min=Speed.zero(),
+            speed_max=Speed.from_mph(10.0),
+            nominal_period_s=0.2,  # pulse.md: at least 5 lines a second
+        )
+        self._backoff = backoff or Backoff()
+        self._link = SerialLink(path, baudrate=baudrate, on_data=self._on_bytes, on_lost=self._on_link_lost)
+        self._updates: asyncio.Queue[Update | None] = asyncio.Queue()
+        self._heard = asyncio.Event()  # set by every line; the runner's watchdog waits on it
+        self._runner: asyncio.Task[None] | None = None
+        self._connected = False
+        self._announce = False  # the next line starts a reconnected link: say CONNECTED first
+        self._noisy = LogLimiter(log)
+
+    @classmethod
+    def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
+        if url.netloc or not url.path.startswith("/"):
+            raise ConfigError(
+                f"pulse://{url.netloc}{url.path}: give the port's absolute path after pulse://, "
+                "e.g. pulse:///dev/ttyACM0"
+            )
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise ConfigError(f"pulse:// has no option {unknown[0]!r}; known: {', '.join(sorted(_OPTIONS))}")
+        baud = options.get("baud", "115200")
+        if not baud.isdigit() or int(baud) not in BAUD_RATES:
+            raise ConfigError(f"pulse:// option baud={baud!r}: allowed {', '.join(map(str, BAUD_RATES))}")
+        return cls(
+            url.path,
+            m_per_pulse=float_option(options, "m_per_pulse", 0.25, minimum=0.001, maximum=10.0),
+            window_s=float_option(options, "window_s", 1.0, minimum=0.1, maximum=10.0),
+            baudrate=int(baud),
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def bad_lines(self) -> int:
+        return self._stream.bad_lines + self._stream.overlong_lines
+
+    @property
+    def readings(self) -> int:
+        return self._stream.readings
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the port and wait for the board's first line."""
+        if self._runner is not None:
+            return
+        self._updates = asyncio.Queue()  # reusable: a stream ended by close() starts afresh
+        await self._link.open()
+        try:
+            await self._first_line()
+        except BaseException:
+            await self._link.close()
+            raise
+        self._connected = True
+        self._runner = asyncio.create_task(self._run(), name=f"pulse {self.path}")
+
+    async def close(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        self._connected = False
+        await self._link.close()
+        self._updates.put_nowait(None)
+
+    async def samples(self) -> AsyncIterator[Update]:
+        while True:
+            item = await self._updates.get()
+            if item is None:
+                return
+            yield item
+
+    # -- commands: none ----------------------------------------------------------------------
+
+    async def start(self, speed: Speed) -> None:
+        raise Unsupported(f"{self.url} measures a belt it cannot drive")
+
+    async def set_speed(self, speed: Speed) -> None:
+        raise Unsupported(f"{self.url} measures a belt it cannot drive")
+
+    async def set_incline(self, incline_pct: float) -> None:
+        raise Unsupported(f"{self.url} measures a belt it cannot drive")
+
+    async def stop(self) -> None:
+        log.debug("%s: stop ignored: there is no motor to stop", self.path)
+
+    async def emergency_stop(self) -> None:
+        log.debug("%s: emergency stop ignored: there is no motor to stop (S13)", self.path)
+
+    # -- the link ------------------------------------------------------------------------------
+
+    async def _first_line(self) -> None:
+        self._stream = PulseStream()  # a partial line of the old link means nothing on this one
+        self._heard.clear()
+        try:
+            async with asyncio.timeout(FIRST_LINE_S):
+                await self._heard.wait()
+        except TimeoutError:
+            raise NotConnected(
+                f"{self.path}: no line from the pulse board within {FIRST_LINE_S:g} s: is it running the "
+                f"retrotread sketch at {self._link.baudrate} baud?"
+            ) from None
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                why = await self._listen()
+                self._lose(why)
+                await self._link.close()
+                await self._reconnect()
+        except Exception as exc:
+            # A bug of ours: end the stream rather than fall silent, so the daemon hears of it.
+            log.exception("%s: the pulse driver failed", self.path)
+            self._lose(f"driver failed: {exc}")
+            self._updates.put_nowait(None)
+
+    async def _listen(self) -> str:
+        while True:
+            self._heard.clear()
+            if not self._link.is_open or not self._connected:
+                return f"{self.path} dropped"
+            try:
+                async with asyncio.timeout(SILENT_S):
+                    await self._heard.wait()
+            except TimeoutError:
+                return f"no line from the board for {SILENT_S:g} s"
+
+    async def _reconnect(self) -> None:
+        backoff = self._backoff
+        backoff.reset()
+        reported = False
+        while True:
+            try:
+                await self._link.open()
+                self._announce = True
+                await self._first_line()
+                break
+            except TreadError as exc:
+                self._announce = False
+                await self._link.close()
+                if not reported:
+                    log.warning(
+                        "%s: pulse board unreachable (%s); retrying every %.1f s at most", self.path, exc, backoff.cap_s
+                    )
+                    reported = True
+            await asyncio.sleep(backoff.next())
+        log.warning("%s: pulse board is back", self.path)
+
+    def _lose(self, why: str) -> None:
+        was = self._connected
+        self._connected = False
+        self._heard.set()
+        if was:
+            log.warning("%s: link lost: %s", self.path, why)
+            self._updates.put_nowait(DeviceEvent(time.monotonic(), DeviceEventKind.DISCONNECTED, why))
+
+    def _on_link_lost(self, exc: LinkLost) -> None:
+        # Straight from the transport's callback, so the daemon hears of it at once (S9).
+        self._lose(str(exc))
+
+    def _on_bytes(self, data: bytes, t: float) -> None:
+        for line in self._stream.feed(data):
+            if self._announce:
+                self._announce = False
+                self._connected = True
+                self._updates.put_nowait(DeviceEvent(t, DeviceEventKind.CONNECTED, f"{self.path} talks again"))
+            self._heard.set()
+            if isinstance(line, PulseReading):
+                self._reading(line, t)
+            elif isinstance(line, Comment):
+                log.info("%s: board says: %s", self.path, line.text)
+            elif isinstance(line, BadLine):
+                self._noisy("bad-line", logging.WARNING, "%s: bad line (%s): %r", self.path, line.reason, line.line)
+
+    def _reading(self, reading: PulseReading, t: float) -> None:
+        measured = self._meter.update(reading)
+        if measured.reset:
+            self._updates.put_nowait(
+                DeviceEvent(t, DeviceEventKind.DEVICE_RESET, "the board's counters went back: it restarted")
+            )
+        self._updates.put_nowait(BeltSample(t, measured.speed, None, measured.distance_m))
+
+
+__all__ = ["PulseDriver"]

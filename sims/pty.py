@@ -1,0 +1,286 @@
+"""A pseudo-terminal as the device end of a serial cable, for the simulated serial devices.
+
+``PtyEndpoint`` opens a pty (``os.openpty()``) in raw mode and symlinks the host end's name
+(``/dev/pts/N``) at a path of your choosing, so a driver opens ``csafe:///tmp/ttyTREAD`` exactly as
+it would open ``/dev/ttyUSB0``. The device end (the master) is read with an asyncio reader callback:
+no task, nothing to leak. The endpoint keeps the host end open itself, so a driver that closes and
+reopens the port never makes the device end see EOF.
+
+"Unplug" closes both ends and removes the link: the driver's next read fails with EIO, as a pulled
+USB adapter's does. "Replug" makes a new pty and points the link at it.
+
+``PtyDevice`` is what the simulated CSAFE console and pulse board share: the endpoint, the fault
+schedule (``fault=KIND@SECONDS`` of interfaces.md, timers on the event loop's monotonic clock, plus
+``strike_next()`` to bring the next fault forward, e.g. on SIGUSR1), and an optional trace sink that
+gets one JSON-able dict per thing that happened.
+
+This module must not speak any protocol, and must not replace a path that is not a symlink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import time
+import tty
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from drivers.errors import ConfigError
+from sims.faults import Fault, FaultKind
+
+log = logging.getLogger(__name__)
+
+BytesSink = Callable[[bytes, float], None]
+TraceSink = Callable[[dict[str, Any]], None]
+
+
+class PtyEndpoint:
+    """The device end of a pty whose host end is linked at ``link``. ``close()`` twice is harmless."""
+
+    def __init__(self, link: Path, on_data: BytesSink) -> None:
+        self.link = Path(link)
+        self._on_data = on_data
+        self._master: int | None = None
+        self._slave: int | None = None
+        self.host_name: str | None = None
+        self.dropped_bytes = 0
+
+    @property
+    def plugged(self) -> bool:
+        return self._master is not None
+
+    def plug(self) -> None:
+        """A new pty, raw, with the link pointing at its host end. Needs a running event loop."""
+        if self._master is not None:
+            return
+        loop = asyncio.get_running_loop()
+        master, slave = os.openpty()
+        try:
+            # Raw: no echo, no line discipline, 8-bit clean, as a serial port opened by pyserial.
+            tty.setraw(slave)
+            os.set_blocking(master, False)
+            name = os.ttyname(slave)
+            _point(self.link, name)
+            loop.add_reader(master, self._readable)
+        except BaseException:
+            os.close(master)
+            os.close(slave)
+            raise
+        self._master, self._slave, self.host_name = master, slave, name
+
+    def unplug(self) -> None:
+        """Close both ends (the host sees EIO) and remove the link if it is still ours."""
+        master, slave, name = self._master, self._slave, self.host_name
+        self._master = self._slave = None
+        if master is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop may already be closing
+            asyncio.get_running_loop().remove_reader(master)
+        for fd in (master, slave):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        with contextlib.suppress(OSError):
+            if self.link.is_symlink() and os.readlink(self.link) == name:
+                self.link.unlink()
+
+    def write(self, data: bytes) -> int:
+        """Write toward the host. What the pty cannot take now is dropped, as a UART FIFO would."""
+        master = self._master
+        if master is None:
+            self.dropped_bytes += len(data)
+            return 0
+        try:
+            written = os.write(master, data)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            written = 0
+        self.dropped_bytes += len(data) - written
+        return written
+
+    def _readable(self) -> None:
+        master = self._master
+        if master is None:
+            return
+        try:
+            data = os.read(master, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # EIO while the host end is being torn down; the endpoint holds it open otherwise
+        if data:
+            self._on_data(data, time.monotonic())
+
+    async def close(self) -> None:
+        self.unplug()
+
+    async def __aenter__(self) -> Self:
+        self.plug()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def _point(link: Path, target: str) -> None:
+    """Make ``link`` a symlink to ``target``, replacing a stale symlink but nothing else."""
+    if link.exists() and not link.is_symlink():
+        raise ConfigError(f"{link} exists and is not a symlink; refusing to replace it with a simulated device")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)  # atomic: a driver never sees the path missing while it is replaced
+
+
+class PtyDevice:
+    """Base of the simulated serial devices: a pty endpoint, a fault schedule and a trace.
+
+    Subclasses implement ``_on_bytes`` (what the host wrote) and ``strike`` (a fault, now), and may
+    extend ``open``/``close``. Faults are given in seconds after ``open()``; each kind a subclass
+    does not simulate is refused at construction (``ConfigError`` naming the kinds it does).
+    """
+
+    kind = "serial device"
+    fault_kinds: frozenset[FaultKind] = frozenset(FaultKind)
+
+    def __init__(self, link: Path, *, faults: Sequence[Fault] = (), trace: TraceSink | None = None) -> None:
+        refused = sorted({f.kind.value for f in faults} - {k.value for k in self.fault_kinds})
+        if refused:
+            allowed = ", ".join(sorted(k.value for k in self.fault_kinds))
+            raise ConfigError(f"the simulated {self.kind} has no fault {refused[0]!r}; allowed: {allowed}")
+        self.endpoint = PtyEndpoint(link, self._on_bytes)
+        self.faults = tuple(sorted(faults, key=lambda f: f.at_s))
+        self.active: set[FaultKind] = set()
+        self._trace = trace
+        self._pending: list[tuple[Fault, asyncio.TimerHandle]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.started_at = 0.0
+        self.history: list[tuple[float, str]] = []
+        """What happened to the device (faults, unplug, replug ...), with monotonic times."""
+        self._waiters: list[tuple[str, asyncio.Future[float]]] = []
+
+    @property
+    def link(self) -> Path:
+        return self.endpoint.link
+
+    @property
+    def host_name(self) -> str | None:
+        return self.endpoint.host_name
+
+    async def open(self) -> None:
+        if self.endpoint.plugged:
+            return
+        loop = asyncio.get_running_loop()
+        self.started_at = time.monotonic()
+        self.endpoint.plug()
+        self.note("plugged", host=self.endpoint.host_name)
+        for fault in self.faults:
+            handle = loop.call_at(loop.time() + fault.at_s, self._strike_scheduled, fault)
+            self._pending.append((fault, handle))
+
+    async def close(self) -> None:
+        for _, handle in self._pending:
+            handle.cancel()
+        self._pending.clear()
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        self.endpoint.unplug()
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.cancel()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def strike(self, kind: FaultKind) -> None:
+        """Make fault ``kind`` happen now."""
+        raise NotImplementedError
+
+    def strike_next(self) -> FaultKind | None:
+        """Bring the next scheduled fault forward to now (SIGUSR1 of ``retrotread sim-device``)."""
+        if not self._pending:
+            return None
+        fault, handle = self._pending.pop(0)
+        handle.cancel()
+        self.strike(fault.kind)
+        return fault.kind
+
+    def _strike_scheduled(self, fault: Fault) -> None:
+        self._pending = [(f, h) for f, h in self._pending if f is not fault]
+        self.strike(fault.kind)
+
+    def later(self, delay_s: float, action: Callable[[], None]) -> None:
+        """Run ``action`` after ``delay_s`` unless the device closes first (recoveries of faults)."""
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            self._timers.discard(handle)
+            action()
+
+        handle = loop.call_later(delay_s, run)
+        self._timers.add(handle)
+
+    def unplug(self, why: str) -> None:
+        self.endpoint.unplug()
+        self.note("unplugged", why=why)
+
+    def replug(self, why: str) -> None:
+        self.endpoint.plug()
+        self.note("replugged", why=why, host=self.endpoint.host_name)
+
+    # -- what happened -------------------------------------------------------------------------
+
+    def note(self, what: str, **detail: Any) -> None:
+        """Record something that happened to the device, for tests (``wait_for``) and the trace."""
+        now = time.monotonic()
+        self.history.append((now, what))
+        self.trace({"t": now, "event": what, **detail})
+        for name, waiter in list(self._waiters):
+            if name == what and not waiter.done():
+                waiter.set_result(now)
+
+    def trace(self, record: dict[str, Any]) -> None:
+        if self._trace is not None:
+            self._trace(record)
+
+    async def wait_for(self, what: str, *, after: float = 0.0, within: float = 10.0) -> float:
+        """The monotonic time ``what`` (e.g. ``"replugged"``) happened at or after ``after``."""
+        for t, name in self.history:
+            if name == what and t >= after:
+                return t
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        entry = (what, waiter)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(within):
+                return await waiter
+        finally:
+            self._waiters.remove(entry)
+
+    def _on_bytes(self, data: bytes, t: float) -> None:
+        raise NotImplementedError
+
+
+__all__ = ["PtyDevice", "PtyEndpoint"]
