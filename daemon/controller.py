@@ -213,6 +213,7 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
         self.hub.close()
+        await self.guard.aclose()
         await self._driver.close()
         self.history.close()
 
@@ -354,7 +355,7 @@ class Controller:
             result = session.stats.result(b.t, self.wall() - (self.clock() - b.t), "completed")
             self._finish_set(session, result)
             if self.mode is Mode.REVERSE and (b.started is None or b.started.phase is not Phase.WORK):
-                await self.guard.request(Stop("set-ended"))
+                await self.guard.request(Stop("set-ended"), wait=False)
         if b.started is None:
             self._end_session("completed")
             return
@@ -377,7 +378,7 @@ class Controller:
         sup = self.supervisor
         if not session.belt_wanted or session.paused_at is not None or sup.commanded_to_move:
             return
-        d = await self.guard.request(Start(session.speed))
+        d = await self.guard.request(Start(session.speed), wait=False)
         refusal = d.refusal
         if refusal is None or refusal.rule is Rule.S4 or session.refusal_reported or self.session is not session:
             return
@@ -447,7 +448,7 @@ class Controller:
                     session=session.id,
                 )
             )
-            task = asyncio.get_running_loop().create_task(self.guard.request(Stop("volume-cap", Rule.S14)))
+            task = asyncio.get_running_loop().create_task(self.guard.request(Stop("volume-cap", Rule.S14), wait=False))
             self._background(task)
             self._end_session("capped")
 

@@ -30,6 +30,9 @@ class Driver(abc.ABC):
     """Base class of every driver. Subclasses implement the abstract methods."""
 
     url: str
+    reports_rejections: bool = False
+    """True if the driver yields a REJECTED event itself when the device refuses a command, so the
+    guard does not report the refusal a second time."""
 
     @classmethod
     @abc.abstractmethod

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 
 from drivers.base import Driver
-from drivers.errors import DriverError, NotConnected
+from drivers.errors import DriverError, LinkLost, NotConnected
 from drivers.types import BeltSample, DeviceEvent, DeviceEventKind
 from safety.supervisor import CommandKind, Decision, DriveCommand, Request, SafetyEvent, Supervisor
 
@@ -37,6 +37,7 @@ class Guard:
         self.commands_sent: list[tuple[float, DriveCommand]] = []
         self.last_stop_sent_at: float | None = None
         self.command_errors = 0
+        self._pending: set[asyncio.Task[None]] = set()
 
     @property
     def capabilities(self) -> object:
@@ -51,40 +52,65 @@ class Guard:
         return await self._carry_out(d)
 
     async def observe(self, sample: BeltSample) -> Decision:
-        return await self._carry_out(self.supervisor.observe(sample, self._clock()))
+        return await self._carry_out(self.supervisor.observe(sample, self._clock()), wait=False)
 
     async def device_event(self, event: DeviceEvent) -> Decision:
-        return await self._carry_out(self.supervisor.device_event(event, self._clock()))
+        return await self._carry_out(self.supervisor.device_event(event, self._clock()), wait=False)
 
     async def tick(self) -> Decision:
-        return await self._carry_out(self.supervisor.tick(self._clock()))
+        return await self._carry_out(self.supervisor.tick(self._clock()), wait=False)
 
-    async def request(self, req: Request) -> Decision:
-        return await self._carry_out(self.supervisor.request(req, self._clock()))
+    async def request(self, req: Request, *, wait: bool = True) -> Decision:
+        """A request; with ``wait`` it returns once its commands were handed to the driver (faces);
+        the controller's own loops pass ``wait=False`` so a slow device never holds them up."""
+        return await self._carry_out(self.supervisor.request(req, self._clock()), wait=wait)
+
+    async def aclose(self) -> None:
+        """Cancel motion commands still waiting to be sent (the controller is shutting down)."""
+        tasks = tuple(self._pending)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- carrying out ----------------------------------------------------------------------------
 
-    async def _carry_out(self, decision: Decision) -> Decision:
-        if decision.events:
-            self._publish(decision.events)
-        generation = self._stops
+    async def _carry_out(self, decision: Decision, *, wait: bool = True) -> Decision:
+        """Stops first, at once; then the events; then motion commands, in order, behind a lock.
+
+        ``wait=False`` (samples, device events, ticks) hands motion commands to a task, so a device
+        that is slow to acknowledge a ramp step never holds up the safety loop (S17). Faces wait.
+        """
         for cmd in decision.commands:
             if cmd.kind.is_stop:
                 self._stops += 1
-                generation = self._stops  # what this decision puts after its own stop still goes
                 await self._send(cmd)
+        if decision.events:
+            self._publish(decision.events)
+        motion = [cmd for cmd in decision.commands if not cmd.kind.is_stop]
+        if motion:
+            generation = self._stops  # what this decision puts after its own stop still goes
+            if wait:
+                await self._send_motion(motion, generation)
             else:
-                async with self._motion_lock:
-                    if generation != self._stops:
-                        log.info("dropped %s: a stop went out after it was decided (S5)", cmd.kind.value)
-                        continue
-                    await self._send(cmd)
-                    if generation != self._stops:
-                        # A stop went out while this command was in flight and the device may have
-                        # taken this one after it: the stop must have the last word (S5).
-                        log.warning("%s finished after a stop; stopping again", cmd.kind.value)
-                        await self._send(DriveCommand(CommandKind.ESTOP))
+                task = asyncio.get_running_loop().create_task(self._send_motion(motion, generation))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
         return decision
+
+    async def _send_motion(self, commands: list[DriveCommand], generation: int) -> None:
+        # asyncio.Lock wakes waiters first come, first served: motion keeps its decided order.
+        async with self._motion_lock:
+            for cmd in commands:
+                if generation != self._stops:
+                    log.info("dropped %s: a stop went out after it was decided (S5)", cmd.kind.value)
+                    continue
+                await self._send(cmd)
+                if generation != self._stops:
+                    # A stop went out while this command was in flight and the device may have
+                    # taken this one after it: the stop must have the last word (S5).
+                    log.warning("%s finished after a stop; stopping again", cmd.kind.value)
+                    await self._send(DriveCommand(CommandKind.ESTOP))
 
     async def _send(self, cmd: DriveCommand) -> None:
         now = self._clock()
@@ -103,7 +129,7 @@ class Guard:
                 case CommandKind.SET_INCLINE:
                     assert cmd.incline_pct is not None
                     await self._driver.set_incline(cmd.incline_pct)
-        except NotConnected as exc:
+        except (NotConnected, LinkLost) as exc:
             # The driver reports the link loss itself (S9); a stop is repeated once it is back.
             self.command_errors += 1
             log.warning("%s not sent: %s", cmd.kind.value, exc)
@@ -111,7 +137,7 @@ class Guard:
         except DriverError as exc:
             self.command_errors += 1
             log.warning("%s failed: %s", cmd.kind.value, exc)
-            if not cmd.kind.is_stop:
+            if not cmd.kind.is_stop and not self._driver.reports_rejections:
                 # A refused motion command moves the daemon to the stopped state (S10).
                 event = DeviceEvent(self._clock(), DeviceEventKind.REJECTED, f"{cmd.kind.value}: {exc}")
                 await self._carry_out(self.supervisor.device_event(event, self._clock()))
