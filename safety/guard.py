@@ -38,6 +38,7 @@ class Guard:
         self.last_stop_sent_at: float | None = None
         self.command_errors = 0
         self._pending: set[asyncio.Task[None]] = set()
+        self._speed_decisions = 0  # bumps on every decided speed change: older unsent ones lapse
 
     @property
     def capabilities(self) -> object:
@@ -55,7 +56,12 @@ class Guard:
         return await self._carry_out(self.supervisor.observe(sample, self._clock()), wait=False)
 
     async def device_event(self, event: DeviceEvent) -> Decision:
-        return await self._carry_out(self.supervisor.device_event(event, self._clock()), wait=False)
+        now = self._clock()
+        d = self.supervisor.device_event(event, now)
+        if event.kind is DeviceEventKind.CONNECTED:
+            # A reconnected device may report other ranges (its firmware restarted): arm on them.
+            d += self.supervisor.arm(self._driver.capabilities, now)
+        return await self._carry_out(d, wait=False)
 
     async def tick(self) -> Decision:
         return await self._carry_out(self.supervisor.tick(self._clock()), wait=False)
@@ -90,6 +96,8 @@ class Guard:
         motion = [cmd for cmd in decision.commands if not cmd.kind.is_stop]
         if motion:
             generation = self._stops  # what this decision puts after its own stop still goes
+            if any(cmd.kind is CommandKind.SET_SPEED for cmd in motion):
+                self._speed_decisions += 1
             if wait:
                 await self._send_motion(motion, generation)
             else:
@@ -99,11 +107,16 @@ class Guard:
         return decision
 
     async def _send_motion(self, commands: list[DriveCommand], generation: int) -> None:
+        speed_decision = self._speed_decisions
         # asyncio.Lock wakes waiters first come, first served: motion keeps its decided order.
         async with self._motion_lock:
             for cmd in commands:
                 if generation != self._stops:
                     log.info("dropped %s: a stop went out after it was decided (S5)", cmd.kind.value)
+                    continue
+                if cmd.kind is CommandKind.SET_SPEED and speed_decision != self._speed_decisions:
+                    # A newer speed was decided while this one waited (a ramp on a slow link): only
+                    # the newest matters, and every step the supervisor decides is inside the ramp.
                     continue
                 await self._send(cmd)
                 if generation != self._stops:

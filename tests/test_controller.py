@@ -125,3 +125,21 @@ async def test_s5_the_stop_skips_motion_in_flight_drops_what_was_queued_and_has_
         assert after.count("speed") <= 1  # only the step already in flight, never the queued one
         speeds = [v for _, k, v in sim(c).commands if k == "speed"]
         assert all(v is not None and v > 0.85 for v in speeds)  # the queued 0.8 mph never reached the device
+
+
+async def test_s4_a_slow_link_gets_the_newest_ramp_step_not_a_backlog() -> None:
+    drv = SlowStart()
+    async with controller(driver=drv) as (c, sub):
+        await wait_until(lambda: (c.supervisor.last_motion_age(c.clock()) is None and c.samples_seen > 60), sub)
+        assert (await c.start_belt(Speed.from_mph(1.2))).accepted
+        await wait_until(lambda: drv.in_flight.is_set(), sub)  # the first ramp step is stuck on the link
+        decided = len(c.guard.commands_sent)
+        # Meanwhile the ramp goes on deciding steps, each waiting behind the stuck one.
+        await wait_until(lambda: c.supervisor.setpoint.mph > 1.1, sub)
+        drv.release.set()
+        sup = c.supervisor  # the top of the envelope on this 0.1 km/h grid is 1.18 mph
+        await wait_until(lambda: sup.setpoint == sup.target and not c.guard._pending, sub)
+        speeds = [v for _, k, v in sim(c).commands if k == "speed"]
+        assert len(speeds) <= 3  # the stuck step, the newest waiting one, and at most one more
+        assert speeds[-1] == pytest.approx(c.supervisor.setpoint.mph, abs=0.01)
+        assert len(c.guard.commands_sent) - decided == len(speeds)
