@@ -56,6 +56,7 @@ import json
 import logging
 import os
 import re
+import socket
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -94,6 +95,9 @@ INCOMING_WAITING = 1024  # messages aiomqtt holds for us before it discards new 
 
 COMMANDS = ("estop", "reset", "start", "speed", "stop", "incline", "session")
 OPEN_COMMANDS = frozenset({"estop", "stop"})  # S16: a stop never needs a token
+# paho leaves Nagle's algorithm on: a small packet written while the previous one is unacknowledged
+# then waits for the peer's delayed ACK (40 ms on Linux). Telemetry and results are small packets.
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _UNSUPPORTED_PROTOCOL = (132, 1)  # CONNACK "unsupported protocol version" in MQTT 5, and in 3.1.1
 
@@ -426,6 +430,11 @@ class MqttBridge:
     def connected(self) -> bool:
         return self._client is not None
 
+    @property
+    def updates_dropped(self) -> int:
+        """Hub updates dropped because this face fell behind (the hub drops a slow face's oldest)."""
+        return self._sub.dropped if self._sub is not None else 0
+
     async def wait_connected(self, count: int = 1, within: float | None = None) -> None:
         """Until the bridge has connected ``count`` times in all and is connected and announced now."""
         async with asyncio.timeout(within):
@@ -462,6 +471,7 @@ class MqttBridge:
             timeout=self._timeout_s,
             tls_context=self._tls,
             max_queued_incoming_messages=INCOMING_WAITING,
+            socket_options=NO_DELAY,
         )
 
     async def _stay_connected(self) -> None:
@@ -738,6 +748,7 @@ async def forget(
         clean_session=True,
         timeout=timeout_s,
         tls_context=broker.tls_context(),
+        socket_options=NO_DELAY,
     )
     try:
         async with client:

@@ -18,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 from daemon.auth import load_or_create_token, read_token, rotate_token
 from daemon.config import Settings, load_settings, parse_listen
@@ -81,11 +82,17 @@ def _bind(listen: str) -> socket.socket:
     return sock
 
 
-async def serve(settings: Settings, *, banner: str | None = None) -> None:
-    """Run the daemon until SIGTERM/SIGINT: driver, safety, session timer, HTTP."""
+async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT: driver, safety, session timer, HTTP, MQTT."""
     import uvicorn
 
     from api.app import create_app
+    from api.mqtt import MqttBridge, parse_broker_url
+
+    url = mqtt_url if mqtt_url is not None else settings.mqtt.url
+    use_mqtt = bool(url) and url.strip().lower() != "none"
+    if use_mqtt:
+        parse_broker_url(url).tls_context()  # a bad URL or CA fails here, in one line, before the belt
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -124,16 +131,32 @@ async def serve(settings: Settings, *, banner: str | None = None) -> None:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
-        if banner:
-            print(banner, flush=True)
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-            if stopping:
-                await asyncio.wait(stopping, timeout=1.0)
-            notifier.close()
+        # The bridge leaves after the S15 stop latched (its last state says so) and before the
+        # controller closes; it never waits for the broker, so it cannot delay the belt.
+        async with contextlib.AsyncExitStack() as faces:
+            if use_mqtt:
+                await faces.enter_async_context(MqttBridge(controller, url, token=token))
+            if banner:
+                print(banner, flush=True)
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+                if stopping:
+                    await asyncio.wait(stopping, timeout=1.0)
+                notifier.close()
+
+
+def _redact(url: str) -> str:
+    """A broker URL without its password, for printing."""
+    if not url or url.strip().lower() == "none":
+        return ""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 def _settings_from(args: argparse.Namespace, **defaults: Any) -> Settings:
@@ -152,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         serve(
             settings,
             banner=f"retrotread: {settings.daemon.driver} in {settings.daemon.mode} mode, "
-            f"http://{settings.http.listen}/",
+            f"http://{settings.http.listen}/, mqtt {_redact(settings.mqtt.url) or 'off (--mqtt URL to publish)'}",
         )
     )
     return 0
@@ -171,11 +194,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  session:    retrotread session start 3x20s/10s --url {url}",
             f"  watch:      retrotread status --watch --url {url}   (space = emergency stop)",
             f"  stop:       retrotread estop --url {url}",
+            f"  dashboard:  {url}/",
             f"  API docs:   {url}/docs",
-            "Ctrl-C stops the belt and exits.",
         ]
     )
-    asyncio.run(serve(settings, banner=banner))
+    asyncio.run(_demo(settings, banner))
+    return 0
+
+
+async def _demo(settings: Settings, banner: str) -> None:
+    from api.broker import demo_broker, subscribe_hint
+
+    async with demo_broker(settings.mqtt.url or None) as choice:
+        lines = [banner, f"  {choice.note}"]
+        if choice.url:
+            lines.append(f"  mqtt:       {subscribe_hint(choice.url, settings.daemon.id)}")
+        lines.append("Ctrl-C stops the belt and exits.")
+        await serve(settings, banner="\n".join(lines), mqtt_url=choice.url or "none")
+
+
+def cmd_mqtt(args: argparse.Namespace) -> int:
+    from api.mqtt import forget, parse_broker_url
+
+    settings = load_settings(
+        Path(args.config) if args.config else None, daemon={"id": args.id}, mqtt={"url": args.mqtt}
+    )
+    url = settings.mqtt.url
+    if not url or url.strip().lower() == "none":
+        raise CliError("mqtt forget needs a broker: --mqtt URL or mqtt.url in the config")
+    asyncio.run(forget(url, settings.daemon.id))
+    print(
+        f"removed treadmill {settings.daemon.id} (Home Assistant device, retained state/timer/status) "
+        f"from {parse_broker_url(url).where}"
+    )
     return 0
 
 
@@ -630,6 +681,13 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("scan", help="serial ports and Bluetooth FTMS treadmills")
     sp.add_argument("--timeout", type=float, default=5.0, help="seconds to listen for Bluetooth adverts")
     sp.set_defaults(func=cmd_scan)
+
+    sp = sub.add_parser("mqtt", help="MQTT housekeeping: forget removes a treadmill from the broker and Home Assistant")
+    sp.add_argument("action", choices=["forget"])
+    sp.add_argument("--config")
+    sp.add_argument("--mqtt", help="broker URL (default: mqtt.url from the config)")
+    sp.add_argument("--id", help="treadmill id (default: daemon.id from the config)")
+    sp.set_defaults(func=cmd_mqtt)
 
     sp = sub.add_parser("doctor", help="check config, devices, broker, token; say how to fix each")
     sp.add_argument("--config")

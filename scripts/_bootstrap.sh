@@ -37,10 +37,11 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
   fi
 fi
-# Reinstall when pyproject.toml changed since the last install.
-stamp=".venv/.retrotread-installed"
+# Reinstall when pyproject.toml changed since the last install of these extras.
+extras="${RETROTREAD_EXTRAS:-test}"
+stamp=".venv/.installed-${extras//,/-}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[${RETROTREAD_EXTRAS:-test}]"
+  .venv/bin/python -m pip install -q -e ".[${extras}]"
   touch "$stamp"
 fi
