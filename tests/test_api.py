@@ -196,8 +196,13 @@ async def test_healthz_and_metrics() -> None:
         resp = await r.client.get("/metrics")
         assert resp.headers["content-type"].startswith("text/plain")
         text = resp.text
-        for name in ("retrotread_belt_speed_mph", "retrotread_samples_total", "retrotread_sample_age_seconds",
-                     "retrotread_driver_reconnects_total", "retrotread_sessions_total"):
+        for name in (
+            "retrotread_belt_speed_mph",
+            "retrotread_samples_total",
+            "retrotread_sample_age_seconds",
+            "retrotread_driver_reconnects_total",
+            "retrotread_sessions_total",
+        ):
             assert name in text
         assert 'retrotread_emergency_stops_total{rule="S5",treadmill="test"} 1.0' in text
 

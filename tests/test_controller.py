@@ -130,7 +130,7 @@ async def test_s5_the_stop_skips_motion_in_flight_drops_what_was_queued_and_has_
 async def test_s4_a_slow_link_gets_the_newest_ramp_step_not_a_backlog() -> None:
     drv = SlowStart()
     async with controller(driver=drv) as (c, sub):
-        await wait_until(lambda: (c.supervisor.last_motion_age(c.clock()) is None and c.samples_seen > 60), sub)
+        await wait_until(lambda: c.supervisor.last_motion_age(c.clock()) is None and c.samples_seen > 60, sub)
         assert (await c.start_belt(Speed.from_mph(1.2))).accepted
         await wait_until(lambda: drv.in_flight.is_set(), sub)  # the first ramp step is stuck on the link
         decided = len(c.guard.commands_sent)
