@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 TICK_HZ = 20.0  # the safety loop (S17 asks for at least 10)
 STATE_HEARTBEAT_S = 5.0  # state is published on change and at least this often
+STATE_MIN_INTERVAL_S = 0.5  # ... and at most this often unless something forces it
 CHECKPOINT_S = 2.0  # the running set is written to history this often
 SHUTDOWN_STOP_S = 1.0  # S15: the stop on SIGTERM is bounded to this
 
@@ -523,16 +524,38 @@ class Controller:
             paused=v.paused,
         )
 
+    def _state_key(self) -> tuple[object, ...]:
+        """What makes the published state different; the belt's continuous numbers are coarsened
+        because every sample goes out as telemetry anyway."""
+        sup = self.supervisor
+        sample = self._sample
+        belt: tuple[object, ...] = ()
+        if sample is not None:
+            mph = sample.speed.mph
+            dist = sample.distance_m
+            belt = (round(mph, 1), mph > STANDSTILL_MPH, sample.incline_pct, None if dist is None else round(dist))
+        session = self.session
+        seg = session.timer.current if session is not None else None
+        timer = (session.id, seg, session.paused_at is not None) if session is not None else None
+        return (sup.link_up and self._driver.connected, sup.armed, belt, sup.target, sup.latch, timer)
+
     def _publish_state(self, force: bool = False) -> None:
         now = self.clock()
-        snap = self.snapshot()
-        key = snap.model_copy(update={"ts": "", "seq": 0, "session": None})
-        if not force and key == self._last_state_key and now - self._last_state_at < STATE_HEARTBEAT_S:
-            return
+        if not force:
+            # At most STATE_MIN_INTERVAL_S apart unless forced (a latch, a reconnect, a session's
+            # end force it), and only on change or for the heartbeat: the snapshot is not free.
+            since = now - self._last_state_at
+            if since < STATE_MIN_INTERVAL_S:
+                return
+            key = self._state_key()
+            if key == self._last_state_key and since < STATE_HEARTBEAT_S:
+                return
+        else:
+            key = self._state_key()
         self._seq += 1
         self._last_state_key = key
         self._last_state_at = now
-        self.hub.publish("state", snap.model_copy(update={"seq": self._seq}))
+        self.hub.publish("state", self.snapshot().model_copy(update={"seq": self._seq}))
 
     def _publish_timer(self, session: _Session | None = None) -> None:
         view = self.session_view(session)
