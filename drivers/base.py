@@ -17,9 +17,10 @@ A driver decides nothing about safety and does no unit conversion of its own bey
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from urllib.parse import SplitResult
 
 from drivers.types import Capabilities, Update
@@ -87,3 +88,22 @@ class Driver(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def drain(updates: asyncio.Queue[Update | None]) -> AsyncIterator[Update]:
+    """A driver's ``samples()``: what its task puts in the queue, until the None ``close()`` puts."""
+    while (item := await updates.get()) is not None:
+        yield item
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """End a driver's background task on ``close()``; None (never opened, closed twice) does nothing."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the caller is being cancelled too: never swallow that

@@ -13,7 +13,6 @@ Samples are taken on monotonic deadlines (``t0 + k / rate_hz``), never by summin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import random
@@ -22,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import IO, Self
 from urllib.parse import SplitResult
 
-from drivers.base import Driver
+from drivers.base import Driver, cancel_and_wait, drain
 from drivers.errors import CommandRejected, ConfigError, NotConnected, Unsupported
 from drivers.registry import float_option
 from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
@@ -145,22 +144,15 @@ class SimBeltDriver(Driver):
 
     async def close(self) -> None:
         ticker, self._ticker = self._ticker, None
-        if ticker is not None:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+        await cancel_and_wait(ticker)
         self._connected = False
         self._queue.put_nowait(None)
         if self._trace is not None:
             self._trace.close()
             self._trace = None
 
-    async def samples(self) -> AsyncIterator[Update]:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            yield item
+    def samples(self) -> AsyncIterator[Update]:
+        return drain(self._queue)
 
     # -- the device --------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from enum import Enum
 from typing import Self
 from urllib.parse import SplitResult
 
-from drivers.base import Driver
+from drivers.base import Driver, cancel_and_wait, drain
 from drivers.csafe.codec import (
     EXTENDED_START,
     STANDARD_START,
@@ -283,21 +283,14 @@ class CsafeDriver(Driver):
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        await cancel_and_wait(runner)
         self._connected = False
         self._forget(NotConnected(f"{self.url} was closed"))
         await self._link.close()
         self._updates.put_nowait(None)
 
-    async def samples(self) -> AsyncIterator[Update]:
-        while True:
-            item = await self._updates.get()
-            if item is None:
-                return
-            yield item
+    def samples(self) -> AsyncIterator[Update]:
+        return drain(self._updates)
 
     # -- commands ------------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import BaseBleakScanner
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 
-from drivers.base import Driver
+from drivers.base import Driver, cancel_and_wait, drain
 from drivers.errors import (
     CommandRejected,
     ConfigError,
@@ -338,12 +338,8 @@ class FtmsDriver(Driver):
     def connected(self) -> bool:
         return self._link_up
 
-    async def samples(self) -> AsyncIterator[Update]:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            yield item
+    def samples(self) -> AsyncIterator[Update]:
+        return drain(self._queue)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -360,14 +356,7 @@ class FtmsDriver(Driver):
     async def close(self) -> None:
         self._closing = True
         task, self._reconnector = self._reconnector, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # we are being cancelled ourselves: never swallow that
+        await cancel_and_wait(task)
         client, self._client = self._client, None
         self._link_up = False
         self._in_control = False

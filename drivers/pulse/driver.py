@@ -25,14 +25,13 @@ anything about safety.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Self
 from urllib.parse import SplitResult
 
-from drivers.base import Driver
+from drivers.base import Driver, cancel_and_wait, drain
 from drivers.errors import ConfigError, LinkLost, NotConnected, TreadError, Unsupported
 from drivers.pulse.codec import BadLine, Comment, PulseReading, PulseSpeedometer, PulseStream
 from drivers.registry import float_option
@@ -135,20 +134,13 @@ class PulseDriver(Driver):
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        await cancel_and_wait(runner)
         self._connected = False
         await self._link.close()
         self._updates.put_nowait(None)
 
-    async def samples(self) -> AsyncIterator[Update]:
-        while True:
-            item = await self._updates.get()
-            if item is None:
-                return
-            yield item
+    def samples(self) -> AsyncIterator[Update]:
+        return drain(self._updates)
 
     # -- commands: none ----------------------------------------------------------------------
 
