@@ -25,8 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from api.metrics import render as render_metrics
-from daemon.controller import Controller, SessionError
-from daemon.plans import PlanError, custom_plan, parse_plan
+from daemon.controller import SESSION_ACTIONS, Controller, SessionError
+from daemon.plans import PlanError, plan_from
 from daemon.snapshot import SessionRecord, SessionView, StateSnapshot
 from drivers.units import Speed
 from safety.supervisor import Decision
@@ -198,12 +198,7 @@ def create_app(
     @api.post("/session", status_code=201, dependencies=guarded, response_model=SessionView)
     async def session_start(body: SessionBody, c: Ctl) -> SessionView:
         try:
-            if body.plan is not None:
-                plan = parse_plan(body.plan)
-            elif body.sets is not None and body.work_s is not None:
-                plan = custom_plan(body.sets, body.work_s, body.rest_s or 0.0, body.countdown_s)
-            else:
-                raise PlanError("give either 'plan' (a preset or e.g. 3x60s/60s) or 'sets' and 'work_s'")
+            plan = plan_from(body.plan, body.sets, body.work_s, body.rest_s, body.countdown_s)
         except PlanError as exc:
             # The same shape as every other malformed body (FastAPI's validation error schema).
             # The message already names the plan; the location stays the body.
@@ -213,16 +208,9 @@ def create_app(
 
     @api.post("/session/{action}", status_code=200, dependencies=guarded, response_model=SessionView | None)
     async def session_action(action: str, c: Ctl) -> SessionView | None:
-        match action:
-            case "pause":
-                return await c.pause_session()
-            case "resume":
-                return await c.resume_session()
-            case "skip":
-                return await c.skip_phase()
-            case "abort":
-                return await c.abort_session()
-        raise HTTPException(404, f"unknown session action {action!r}; use pause, resume, skip or abort")
+        if action not in SESSION_ACTIONS:
+            raise HTTPException(404, f"unknown session action {action!r}; use {', '.join(SESSION_ACTIONS)}")
+        return await c.session_action(action)
 
     @api.get("/history", dependencies=readable, response_model=list[SessionRecord])
     async def history(c: Ctl, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[SessionRecord]:

@@ -72,7 +72,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from api.discovery import discovery_payload, discovery_topic
 from daemon.controller import Controller, SessionError
 from daemon.hub import Kind, Subscription
-from daemon.plans import PlanError, custom_plan, parse_plan
+from daemon.plans import PlanError, plan_from
 from daemon.snapshot import SessionView
 from drivers.errors import ConfigError, TreadError
 from drivers.units import Speed
@@ -696,25 +696,9 @@ class MqttBridge:
         if body.action is not None:
             if starts:
                 raise _Refused(f"give either 'action' or a plan to start, not both (got {', '.join(starts)})")
-            match body.action:
-                case "pause":
-                    return await c.pause_session()
-                case "resume":
-                    return await c.resume_session()
-                case "skip":
-                    return await c.skip_phase()
-                case "abort":
-                    return await c.abort_session()
+            return await c.session_action(body.action)
         try:
-            if body.plan is not None:
-                plan = parse_plan(body.plan)
-            elif body.sets is not None and body.work_s is not None:
-                plan = custom_plan(body.sets, body.work_s, body.rest_s or 0.0, body.countdown_s)
-            else:
-                raise PlanError(
-                    "give 'plan' (a preset or e.g. 3x60s/60s), or 'sets' and 'work_s', "
-                    "or 'action': pause, resume, skip or abort"
-                )
+            plan = plan_from(body.plan, body.sets, body.work_s, body.rest_s, body.countdown_s)
         except PlanError as exc:
             raise _Refused(str(exc)) from None
         speed = Speed.from_mph(body.speed_mph) if body.speed_mph is not None else None

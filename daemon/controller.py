@@ -63,6 +63,7 @@ STATE_HEARTBEAT_S = 5.0  # state is published on change and at least this often
 STATE_MIN_INTERVAL_S = 0.5  # ... and at most this often unless something forces it
 CHECKPOINT_S = 2.0  # the running set is written to history this often
 SHUTDOWN_STOP_S = 1.0  # S15: the stop on SIGTERM is bounded to this
+SESSION_ACTIONS = ("pause", "resume", "skip", "abort")
 
 
 class SessionError(RuntimeError):
@@ -605,6 +606,19 @@ class Controller:
         view = self.session_view(session)
         assert view is not None
         return view
+
+    async def session_action(self, action: str) -> SessionView | None:
+        """pause, resume, skip or abort, by name (the faces' one entry point)."""
+        match action:
+            case "pause":
+                return await self.pause_session()
+            case "resume":
+                return await self.resume_session()
+            case "skip":
+                return await self.skip_phase()
+            case "abort":
+                return await self.abort_session()
+        raise SessionError(f"unknown session action {action!r}; use pause, resume, skip or abort")
 
     def _require_session(self) -> _Session:
         if self.session is None:

@@ -102,6 +102,21 @@ def parse_plan(text: str) -> Plan:
     return plan
 
 
+def plan_from(
+    plan: str | None = None,
+    sets: int | None = None,
+    work_s: float | None = None,
+    rest_s: float | None = None,
+    countdown_s: float | None = None,
+) -> Plan:
+    """The plan a request names: a preset or custom text, or sets and work seconds (HTTP, MQTT)."""
+    if plan is not None:
+        return parse_plan(plan)
+    if sets is not None and work_s is not None:
+        return custom_plan(sets, work_s, rest_s or 0.0, countdown_s)
+    raise PlanError("give either 'plan' (a preset or e.g. 3x60s/60s) or 'sets' and 'work_s'")
+
+
 def custom_plan(
     sets: int, work_s: float, rest_s: float, countdown_s: float | None = None, cap_s: float | None = None
 ) -> Plan:
