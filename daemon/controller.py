@@ -159,7 +159,6 @@ class Controller:
         self.supervisor = Supervisor(self.safety)
         self.guard = Guard(driver, self.supervisor, clock, self._on_safety_events)
         self.session: _Session | None = None
-        self.last_session: _Session | None = None
         self.ready = asyncio.Event()
         self._poke = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -426,7 +425,6 @@ class Controller:
         self._publish_timer(session)  # the final phase (done or aborted) before the event that ends it
         kind = "session_completed" if outcome == "completed" else "session_ended"
         self._publish_event(Event(kind=kind, reason=outcome, ts=iso(self.wall()), session=session.id))
-        self.last_session = session
         self.session = None
         self._poke.set()
         self._publish_state(force=True)

@@ -109,7 +109,3 @@ class SessionRecord(_Frozen):
     sets_planned: int
     sets: tuple[SetResult, ...]
     events: tuple[Event, ...] = ()
-
-    @property
-    def sets_done(self) -> int:
-        return sum(1 for s in self.sets if s.outcome == "completed")

@@ -77,7 +77,6 @@ class SetTimer:
         self._shift = 0.0  # time spent paused, minus time skipped
         self._paused_at: float | None = None
         self._final: Phase | None = None
-        self._final_t: float | None = None
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -142,7 +141,7 @@ class SetTimer:
     def _next(self, t: float, cause: str) -> Boundary:
         ended = self.segments[self._index]
         if self._index + 1 >= len(self.segments):
-            self._final, self._final_t = Phase.DONE, t
+            self._final = Phase.DONE
             return Boundary(t, ended, None, cause)
         self._index += 1
         return Boundary(t, ended, self.segments[self._index], cause)
@@ -176,6 +175,6 @@ class SetTimer:
         if self.finished:
             raise TimerError("the session has ended")
         seg = self.segments[self._index]
-        self._final, self._final_t = Phase.ABORTED, now
+        self._final = Phase.ABORTED
         self._paused_at = None
         return Boundary(now, seg, None, "abort")

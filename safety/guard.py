@@ -40,10 +40,6 @@ class Guard:
         self._pending: set[asyncio.Task[None]] = set()
         self._speed_decisions = 0  # bumps on every decided speed change: older unsent ones lapse
 
-    @property
-    def capabilities(self) -> object:
-        return self._driver.capabilities
-
     # -- inputs ------------------------------------------------------------------------------
 
     async def boot(self) -> Decision:

@@ -603,14 +603,6 @@ class Supervisor:
 
     # ------------------------------------------------------------------ views
 
-    @property
-    def last_sample(self) -> BeltSample | None:
-        return self._last_sample
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping is not None
-
     def last_motion_age(self, now: float) -> float | None:
         return None if self._last_motion_t is None else now - self._last_motion_t
 

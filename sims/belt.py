@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from drivers.units import Speed
+from drivers.units import MPS_PER_MPH, Speed
 
-MPS_PER_MPH = 0.44704
+RUNAWAY_MPS2 = 0.5 * MPS_PER_MPH
+"""A runaway motor (the ``runaway`` fault) gains half a mph per second past its command."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,15 @@ class Belt:
     gait_hz: float = 1.7
     gait_share: float = 0.06
     _pushed: Speed | None = field(default=None, repr=False)
+
+    def run_away(self) -> None:
+        """The motor accelerates past its command until something stops it."""
+        self.runaway_mps2 = RUNAWAY_MPS2
+
+    def stop_motor(self) -> None:
+        """A stop command: the motor's goal is 0, and a runaway (a wrong command) ends with it."""
+        self.command_mps = 0.0
+        self.runaway_mps2 = 0.0
 
     def push_now(self, speed: Speed | None) -> None:
         """Override the push profile from now on (``None`` returns to the profile)."""

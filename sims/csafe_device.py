@@ -65,8 +65,7 @@ from drivers.csafe.codec import (
 from drivers.errors import CodecError
 from drivers.units import Speed
 from sims.belt import Belt
-from sims.driver import REBOOT_OFFLINE_S, REBOOT_RESUME_S, RUNAWAY_MPS2, UNPLUG_S
-from sims.faults import Fault, FaultKind
+from sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind
 from sims.pty import PtyDevice, TraceSink
 
 VERSION = struct.pack("<BBBHH", 0x52, 3, 1, 1, 0)  # manufacturer "R", class 3, model 1, v1.0
@@ -247,7 +246,7 @@ class CsafeDevice(PtyDevice):
         match kind:
             case FaultKind.RUNAWAY:
                 self.active.add(kind)
-                belt.runaway_mps2 = RUNAWAY_MPS2
+                belt.run_away()
             case FaultKind.STALL | FaultKind.GARBAGE | FaultKind.IGNORE:
                 self.active.add(kind)
             case FaultKind.KEY:
@@ -421,8 +420,7 @@ class CsafeDevice(PtyDevice):
 
     def _halt(self) -> None:
         self._target_mps = 0.0
-        self.belt.command_mps = 0.0
-        self.belt.runaway_mps2 = 0.0  # the runaway is a wrong command; a stop overrides it
+        self.belt.stop_motor()
         self.active.discard(FaultKind.RUNAWAY)
 
     def _enter(self, state: MachineState, now: float) -> None:

@@ -27,13 +27,8 @@ from drivers.registry import float_option
 from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
 from drivers.units import Speed
 from sims.belt import Belt, PushSegment, parse_push
-from sims.faults import Fault, FaultKind, parse_faults
+from sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind, parse_faults
 
-# How long the simulated faults last, in seconds: long enough for the daemon to see them.
-UNPLUG_S = 2.0
-REBOOT_OFFLINE_S = 1.0
-REBOOT_RESUME_S = 0.3  # after a reboot the device resumes the belt this long after it is back
-RUNAWAY_MPS2 = 0.5 * 0.44704
 IGNORE_TIMEOUT_S = 0.05  # a real device would be given 1 s; the sim need not make tests wait
 
 
@@ -184,7 +179,7 @@ class SimBeltDriver(Driver):
         if self._garbled:
             # What a decoder makes of corrupt bytes that slipped through: nothing believable.
             return BeltSample(now, Speed(math.nan), None, None)
-        mph = belt.speed_mps / 0.44704
+        mph = Speed(belt.speed_mps).mph
         if self.noise_mph and mph > 0:
             mph = max(0.0, mph + self._rng.gauss(0.0, self.noise_mph))
         return BeltSample(now, Speed.from_mph(mph), belt.incline_pct, belt.distance_m)
@@ -195,7 +190,7 @@ class SimBeltDriver(Driver):
         self._log(now, f"fault:{fault.kind.value}", None)
         match fault.kind:
             case FaultKind.RUNAWAY:
-                belt.runaway_mps2 = RUNAWAY_MPS2
+                belt.run_away()
             case FaultKind.STALL:
                 self._stalled = True
             case FaultKind.GARBAGE:
@@ -233,7 +228,7 @@ class SimBeltDriver(Driver):
         elif what == "reboot-resume":
             # The device restores its last program and starts the belt with nobody asking (S11).
             belt.command_mps = self._resume_mps
-            self._log(now, "device:resume", self._resume_mps / 0.44704)
+            self._log(now, "device:resume", Speed(self._resume_mps).mph)
 
     def _drop_link(self, now: float, why: str) -> None:
         self._connected = False
@@ -282,12 +277,11 @@ class SimBeltDriver(Driver):
 
     async def stop(self) -> None:
         belt = await self._command("stop", 0.0)
-        belt.command_mps = 0.0
+        belt.stop_motor()
 
     async def emergency_stop(self) -> None:
         belt = await self._command("estop", 0.0)
-        belt.command_mps = 0.0
-        belt.runaway_mps2 = 0.0  # the runaway fault is a wrong command; a stop overrides it
+        belt.stop_motor()
 
     # -- for tests and demos ---------------------------------------------------------------------
 

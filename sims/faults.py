@@ -11,6 +11,15 @@ from enum import Enum
 
 from drivers.errors import ConfigError
 
+# How long the link-level faults last, in seconds, in every simulator: long enough for the daemon
+# to see them, short enough for a test.
+UNPLUG_S = 2.0
+"""``unplug``: the cable is out this long, then back."""
+REBOOT_OFFLINE_S = 1.0
+"""``reboot``: the device is gone this long while it restarts."""
+REBOOT_RESUME_S = 0.3
+"""``reboot``: this long after it is back, the device resumes the belt on its own (S11)."""
+
 
 class FaultKind(Enum):
     RUNAWAY = "runaway"  # the belt accelerates past its command

@@ -80,8 +80,8 @@ from drivers.ftms.codec import (
     encode_treadmill_data,
     split_treadmill_data,
 )
-from sims.belt import MPS_PER_MPH, Belt
-from sims.faults import Fault, FaultKind
+from sims.belt import Belt
+from sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind
 
 __all__ = [
     "ADDRESS",
@@ -97,7 +97,6 @@ __all__ = [
 
 ADDRESS: Final = "C0:FF:EE:18:26:01"  # a static random address (top bits 11): no real vendor owns it
 NAME: Final = "RetroTread SIM"
-RUNAWAY_MPS2: Final = 0.5 * MPS_PER_MPH  # as sims.driver: a runaway gains half a mph per second
 ATT_MTU: Final = 23  # the default ATT MTU: notifications carry at most 20 bytes (split records)
 
 # ATT error codes (Bluetooth Core Vol 3 Part F 3.4.1.1, and the common profile codes of CSS Part B).
@@ -151,9 +150,9 @@ class SimMachine:
     faults: tuple[Fault, ...] = ()
     lose_control_at: float | None = None
     response_delay_s: float = 0.02  # a connection interval or so
-    unplug_s: float = 2.0
-    reboot_offline_s: float = 1.0
-    reboot_resume_s: float = 0.3
+    unplug_s: float = UNPLUG_S
+    reboot_offline_s: float = REBOOT_OFFLINE_S
+    reboot_resume_s: float = REBOOT_RESUME_S
     trace_path: str | None = None
     address: str = ADDRESS
     name: str = NAME
@@ -473,8 +472,7 @@ class FtmsPeripheral:
     def _halt(self) -> None:
         self._running = False
         self._started_at = None
-        self.belt.command_mps = 0.0
-        self.belt.runaway_mps2 = 0.0  # a runaway is a wrong command; a stop overrides it
+        self.belt.stop_motor()
 
     def _training_status(self) -> TrainingStatus:
         return TrainingStatus(TrainingStatusCode.MANUAL_MODE if self._running else TrainingStatusCode.IDLE)
@@ -535,7 +533,7 @@ class FtmsPeripheral:
         self._note("fault", kind.value)
         match kind:
             case FaultKind.RUNAWAY:
-                belt.runaway_mps2 = RUNAWAY_MPS2
+                belt.run_away()
             case FaultKind.STALL:
                 self._stalled = True
             case FaultKind.GARBAGE:

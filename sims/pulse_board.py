@@ -33,8 +33,7 @@ from pathlib import Path
 from drivers.pulse.codec import encode_reading
 from drivers.units import Speed
 from sims.belt import Belt, PushSegment
-from sims.driver import REBOOT_OFFLINE_S, UNPLUG_S
-from sims.faults import Fault, FaultKind
+from sims.faults import REBOOT_OFFLINE_S, UNPLUG_S, Fault, FaultKind
 from sims.pty import PtyDevice, TraceSink
 
 DEFAULT_PUSH = (PushSegment(0.0, Speed.from_mph(1.5)),)

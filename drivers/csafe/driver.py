@@ -38,13 +38,12 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Self
 from urllib.parse import SplitResult
 
-from drivers.base import Driver, cancel_and_wait, drain
 from drivers.csafe.codec import (
     EXTENDED_START,
     STANDARD_START,
@@ -86,7 +85,8 @@ from drivers.errors import (
     Unsupported,
 )
 from drivers.registry import float_option
-from drivers.serial_link import Backoff, LogLimiter, SerialLink
+from drivers.serial_driver import SerialDriver
+from drivers.serial_link import Backoff, LogLimiter
 from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
 from drivers.units import Rounding, Speed, SpeedUnit
 
@@ -161,8 +161,10 @@ class _Counters:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-class CsafeDriver(Driver):
+class CsafeDriver(SerialDriver):
     """A CSAFE console on a serial port (see the module docstring)."""
+
+    task_name = "csafe"
 
     reports_rejections = True  # a refused frame is yielded as a REJECTED event (S10)
 
@@ -179,7 +181,6 @@ class CsafeDriver(Driver):
         backoff: Backoff | None = None,
     ) -> None:
         self.url = f"csafe://{path}"
-        self.path = path
         self.poll_hz = poll_hz
         self._unit = int(unit_for(speed_unit))
         self._stop_commands = stop_commands(self._unit)  # csafe.md "Stopping": SetSpeed 0 + GoFinished
@@ -197,15 +198,11 @@ class CsafeDriver(Driver):
             incline_increment_pct=0.1,
             nominal_period_s=1.0 / poll_hz,
         )
-        self._backoff = backoff or Backoff()
-        self._link = SerialLink(path, baudrate=baudrate, on_data=self._on_bytes, on_lost=self._on_link_lost)
+        super().__init__(path, baudrate=baudrate, backoff=backoff)
         self._decoder = FrameDecoder()
         self._in_flight: deque[_Frame] = deque()
         self._queue: deque[_Frame] = deque()
-        self._updates: asyncio.Queue[Update | None] = asyncio.Queue()
         self._wake = asyncio.Event()
-        self._runner: asyncio.Task[None] | None = None
-        self._connected = False
         self._timeouts_in_a_row = 0
         self._state: MachineState | None = None
         self._stop_sent = True  # the first frame on every link is a stop (S9)
@@ -267,30 +264,8 @@ class CsafeDriver(Driver):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Open the port and hear the console answer the stop that goes first (S9)."""
-        if self._runner is not None:
-            return
-        self._updates = asyncio.Queue()  # reusable: a stream ended by close() starts afresh
-        await self._link.open()
-        try:
-            await self._greet()
-        except BaseException:
-            await self._link.close()
-            raise
-        self._connected = True
-        self._runner = asyncio.create_task(self._run(), name=f"csafe {self.path}")
-
-    async def close(self) -> None:
-        runner, self._runner = self._runner, None
-        await cancel_and_wait(runner)
-        self._connected = False
+    def _closing(self) -> None:
         self._forget(NotConnected(f"{self.url} was closed"))
-        await self._link.close()
-        self._updates.put_nowait(None)
-
-    def samples(self) -> AsyncIterator[Update]:
-        return drain(self._updates)
 
     # -- commands ------------------------------------------------------------------------------
 

@@ -27,16 +27,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Self
 from urllib.parse import SplitResult
 
-from drivers.base import Driver, cancel_and_wait, drain
 from drivers.errors import ConfigError, LinkLost, NotConnected, TreadError, Unsupported
 from drivers.pulse.codec import BadLine, Comment, PulseReading, PulseSpeedometer, PulseStream
 from drivers.registry import float_option
-from drivers.serial_link import Backoff, LogLimiter, SerialLink
-from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from drivers.serial_driver import SerialDriver
+from drivers.serial_link import Backoff, LogLimiter
+from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind
 from drivers.units import Speed
 
 log = logging.getLogger(__name__)
@@ -47,8 +46,10 @@ BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400)
 _OPTIONS = frozenset({"m_per_pulse", "window_s", "baud"})
 
 
-class PulseDriver(Driver):
+class PulseDriver(SerialDriver):
     """A pulse board on a serial port (see the module docstring)."""
+
+    task_name = "pulse"
 
     def __init__(
         self,
@@ -60,7 +61,6 @@ class PulseDriver(Driver):
         backoff: Backoff | None = None,
     ) -> None:
         self.url = f"pulse://{path}"
-        self.path = path
         self.m_per_pulse = m_per_pulse
         self.window_s = window_s
         self._meter = PulseSpeedometer(m_per_pulse, window_s)
@@ -71,12 +71,8 @@ class PulseDriver(Driver):
             speed_max=Speed.from_mph(10.0),
             nominal_period_s=0.2,  # pulse.md: at least 5 lines a second
         )
-        self._backoff = backoff or Backoff()
-        self._link = SerialLink(path, baudrate=baudrate, on_data=self._on_bytes, on_lost=self._on_link_lost)
-        self._updates: asyncio.Queue[Update | None] = asyncio.Queue()
+        super().__init__(path, baudrate=baudrate, backoff=backoff)
         self._heard = asyncio.Event()  # set by every line; the runner's watchdog waits on it
-        self._runner: asyncio.Task[None] | None = None
-        self._connected = False
         self._announce = False  # the next line starts a reconnected link: say CONNECTED first
         self._noisy = LogLimiter(log)
 
@@ -118,30 +114,6 @@ class PulseDriver(Driver):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Open the port and wait for the board's first line."""
-        if self._runner is not None:
-            return
-        self._updates = asyncio.Queue()  # reusable: a stream ended by close() starts afresh
-        await self._link.open()
-        try:
-            await self._first_line()
-        except BaseException:
-            await self._link.close()
-            raise
-        self._connected = True
-        self._runner = asyncio.create_task(self._run(), name=f"pulse {self.path}")
-
-    async def close(self) -> None:
-        runner, self._runner = self._runner, None
-        await cancel_and_wait(runner)
-        self._connected = False
-        await self._link.close()
-        self._updates.put_nowait(None)
-
-    def samples(self) -> AsyncIterator[Update]:
-        return drain(self._updates)
-
     # -- commands: none ----------------------------------------------------------------------
 
     async def start(self, speed: Speed) -> None:
@@ -161,7 +133,7 @@ class PulseDriver(Driver):
 
     # -- the link ------------------------------------------------------------------------------
 
-    async def _first_line(self) -> None:
+    async def _greet(self) -> None:
         self._stream = PulseStream()  # a partial line of the old link means nothing on this one
         self._heard.clear()
         try:
@@ -205,7 +177,7 @@ class PulseDriver(Driver):
             try:
                 await self._link.open()
                 self._announce = True
-                await self._first_line()
+                await self._greet()
                 break
             except TreadError as exc:
                 self._announce = False
