@@ -127,11 +127,7 @@ class SupervisorMachine(RuleBasedStateMachine):
     @rule(dt=st.floats(0.0, 0.3), mph=belt_mph, samples=st.integers(1, 15))
     def belt_runs(self, dt: float, mph: float, samples: int) -> None:
         for _ in range(samples):
-            self.t += dt
-            latched = self.sup.latch is not None
-            self.check(self.sup.observe(BeltSample(self.t, Speed.from_mph(mph)), self.t), latched)
-            latched = self.sup.latch is not None
-            self.check(self.sup.tick(self.t), latched)
+            self._step(dt, mph)
 
     @rule(seconds=st.floats(1.0, 3.0))
     def belt_stands_still(self, seconds: float) -> None:
@@ -145,11 +141,15 @@ class SupervisorMachine(RuleBasedStateMachine):
     def _follow(self, seconds: float, mph: Callable[[], float]) -> None:
         end = self.t + seconds
         while self.t < end:
-            self.t += 0.1
-            latched = self.sup.latch is not None
-            self.check(self.sup.observe(BeltSample(self.t, Speed.from_mph(mph())), self.t), latched)
-            latched = self.sup.latch is not None
-            self.check(self.sup.tick(self.t), latched)
+            self._step(0.1, mph())
+
+    def _step(self, dt: float, mph: float) -> None:
+        """One sample and one tick, ``dt`` later, with the invariants checked after each."""
+        self.t += dt
+        latched = self.sup.latch is not None
+        self.check(self.sup.observe(BeltSample(self.t, Speed.from_mph(mph)), self.t), latched)
+        latched = self.sup.latch is not None
+        self.check(self.sup.tick(self.t), latched)
 
     @rule(mph=st.floats(0.7, 1.3), run_s=st.floats(0.5, 8.0), lag=st.floats(0.0, 0.08))
     def a_person_starts_a_set(self, mph: float, run_s: float, lag: float) -> None:
