@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 
 from drivers.base import Driver, cancel_and_wait, drain
 from drivers.errors import LinkLost
 from drivers.serial_link import Backoff, SerialLink
-from drivers.types import Update
+from drivers.types import DeviceEvent, DeviceEventKind, Update
+
+log = logging.getLogger(__name__)
 
 
 class SerialDriver(Driver):
@@ -61,13 +65,43 @@ class SerialDriver(Driver):
     def _closing(self) -> None:
         """After the task ended, before the link closes: fail what still waits on the device."""
 
+    async def _run(self) -> None:
+        """The task that owns the line: talk until the link is lost, say so, get it back, again."""
+        try:
+            while True:
+                why = await self._converse()
+                self._lose(why)
+                await self._link.close()
+                await self._reconnect()
+        except Exception as exc:
+            # A bug of ours: end the stream rather than fall silent, so the daemon latches (S9).
+            log.exception("%s: the %s driver failed", self.path, self.task_name)
+            self._lose(f"driver failed: {exc}")
+            self._updates.put_nowait(None)
+
+    def _lose(self, why: str) -> None:
+        """The link is gone: say so once (S9)."""
+        was = self._connected
+        self._connected = False
+        self._lost(why)
+        if was:
+            log.warning("%s: link lost: %s", self.path, why)
+            self._updates.put_nowait(DeviceEvent(time.monotonic(), DeviceEventKind.DISCONNECTED, why))
+
+    def _lost(self, why: str) -> None:
+        """What else a lost link ends (commands in flight, waiters); called before it is reported."""
+
     @abc.abstractmethod
     async def _greet(self) -> None:
         """Hear the device on a freshly opened link (raise to fail the open)."""
 
     @abc.abstractmethod
-    async def _run(self) -> None:
-        """The task that owns the line while the driver is open."""
+    async def _converse(self) -> str:
+        """Work the line until the link is lost; return why."""
+
+    @abc.abstractmethod
+    async def _reconnect(self) -> None:
+        """Get the link back (with backoff) and greet the device again."""
 
     @abc.abstractmethod
     def _on_bytes(self, data: bytes, t: float) -> None: ...

@@ -341,19 +341,6 @@ class CsafeDriver(SerialDriver):
 
     # -- the line ------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        try:
-            while True:
-                why = await self._converse()
-                self._lose(why)
-                await self._link.close()
-                await self._reconnect()
-        except Exception as exc:
-            # A bug of ours: end the stream rather than fall silent, so the daemon latches (S9).
-            log.exception("%s: the CSAFE driver failed", self.path)
-            self._lose(f"driver failed: {exc}")
-            self._updates.put_nowait(None)
-
     async def _reconnect(self) -> None:
         backoff = self._backoff
         backoff.reset()
@@ -451,15 +438,10 @@ class CsafeDriver(SerialDriver):
             )
             frame.settle(CommandRejected(f"{self.url}: no answer to {frame.label} within {ANSWER_TIMEOUT_S:g} s"))
 
-    def _lose(self, why: str) -> None:
-        """The link is gone: say so once, forget everything in flight or queued (S9)."""
-        was = self._connected
-        self._connected = False
+    def _lost(self, why: str) -> None:
+        # Nothing in flight or queued survives the link (S9: never replayed).
         self._forget(LinkLost(f"{self.url}: {why}"))
         self._wake.set()
-        if was:
-            log.warning("%s: link lost: %s", self.path, why)
-            self._emit(DeviceEvent(time.monotonic(), DeviceEventKind.DISCONNECTED, why))
 
     def _forget(self, error: DriverError) -> None:
         for frame in (*self._in_flight, *self._queue):

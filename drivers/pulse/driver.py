@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Self
 from urllib.parse import SplitResult
 
@@ -145,20 +144,7 @@ class PulseDriver(SerialDriver):
                 f"retrotread sketch at {self._link.baudrate} baud?"
             ) from None
 
-    async def _run(self) -> None:
-        try:
-            while True:
-                why = await self._listen()
-                self._lose(why)
-                await self._link.close()
-                await self._reconnect()
-        except Exception as exc:
-            # A bug of ours: end the stream rather than fall silent, so the daemon hears of it.
-            log.exception("%s: the pulse driver failed", self.path)
-            self._lose(f"driver failed: {exc}")
-            self._updates.put_nowait(None)
-
-    async def _listen(self) -> str:
+    async def _converse(self) -> str:
         while True:
             self._heard.clear()
             if not self._link.is_open or not self._connected:
@@ -190,13 +176,8 @@ class PulseDriver(SerialDriver):
             await asyncio.sleep(backoff.next())
         log.warning("%s: pulse board is back", self.path)
 
-    def _lose(self, why: str) -> None:
-        was = self._connected
-        self._connected = False
-        self._heard.set()
-        if was:
-            log.warning("%s: link lost: %s", self.path, why)
-            self._updates.put_nowait(DeviceEvent(time.monotonic(), DeviceEventKind.DISCONNECTED, why))
+    def _lost(self, why: str) -> None:
+        self._heard.set()  # wake the listener: the line it waits on is gone
 
     def _on_link_lost(self, exc: LinkLost) -> None:
         # Straight from the transport's callback, so the daemon hears of it at once (S9).
