@@ -24,12 +24,12 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-from api.metrics import render as render_metrics
-from daemon.controller import SESSION_ACTIONS, Controller, SessionError
-from daemon.plans import PlanError, plan_from
-from daemon.snapshot import SessionRecord, SessionView, StateSnapshot
-from drivers.units import Speed
-from safety.supervisor import Decision
+from retrotread.api.metrics import render as render_metrics
+from retrotread.daemon.controller import SESSION_ACTIONS, Controller, SessionError
+from retrotread.daemon.plans import PlanError, plan_from
+from retrotread.daemon.snapshot import SessionRecord, SessionView, StateSnapshot
+from retrotread.drivers.units import Speed
+from retrotread.safety.supervisor import Decision
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def create_app(
 
     app.include_router(api)
 
-    static = Path(__file__).with_name("static")
+    static = Path(__file__).resolve().with_name("static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def dashboard() -> HTMLResponse:

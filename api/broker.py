@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from api.mqtt import parse_broker_url
+from retrotread.api.mqtt import parse_broker_url
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import json
 from importlib import metadata
 from typing import Any
 
-from daemon.snapshot import StateSnapshot
+from retrotread.daemon.snapshot import StateSnapshot
 
 PACKAGE = "retrotread"
 PHASES = ("countdown", "work", "rest", "done", "aborted")

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from daemon.controller import Controller
+from retrotread.daemon.controller import Controller
 
 
 class TreadmillCollector(Collector):

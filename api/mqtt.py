@@ -69,14 +69,14 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from api.discovery import discovery_payload, discovery_topic
-from daemon.controller import Controller, SessionError
-from daemon.hub import Kind, Subscription
-from daemon.plans import PlanError, plan_from
-from daemon.snapshot import SessionView
-from drivers.errors import ConfigError, TreadError
-from drivers.units import Speed
-from safety.supervisor import Decision
+from retrotread.api.discovery import discovery_payload, discovery_topic
+from retrotread.daemon.controller import Controller, SessionError
+from retrotread.daemon.hub import Kind, Subscription
+from retrotread.daemon.plans import PlanError, plan_from
+from retrotread.daemon.snapshot import SessionView
+from retrotread.drivers.errors import ConfigError, TreadError
+from retrotread.drivers.units import Speed
+from retrotread.safety.supervisor import Decision
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python bench/decode.py` from a checkout, installed or not
 
-from drivers.ftms.codec import (  # noqa: E402 - needs the path above
+from retrotread.drivers.ftms.codec import (  # noqa: E402 - needs the path above
     TreadmillData,
     decode_treadmill_data,
     encode_treadmill_data,
@@ -184,7 +184,7 @@ def main() -> None:
             durations[i].append(_trial(decode, packets))
 
     per_trial = PASSES * len(packets)
-    ours = {"function": "drivers.ftms.codec.decode_treadmill_data", **_summary(durations[0], per_trial)}
+    ours = {"function": "retrotread.drivers.ftms.codec.decode_treadmill_data", **_summary(durations[0], per_trial)}
     result: dict[str, Any] = {
         "figure": "B5",
         "what": "FTMS Treadmill Data packets decoded per second",

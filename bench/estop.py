@@ -41,8 +41,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.controller import Controller
-from drivers.registry import open_driver
+from retrotread.daemon.controller import Controller
+from retrotread.drivers.registry import open_driver
 
 STOP_FRAME = bytes.fromhex("f1 25 03 00 00 11 86 b1 f2")  # SetSpeed 0 + GoFinished, as CsafeDriver writes it
 POLL_PERIOD_S = 0.1
@@ -51,7 +51,7 @@ POLL_PERIOD_S = 0.1
 _CONSOLE = r"""
 import asyncio, json, signal, sys
 from pathlib import Path
-from sims.serial_serve import serve_csafe
+from retrotread.sims.serial_serve import serve_csafe
 
 async def main() -> None:
     done = asyncio.Event()
@@ -202,7 +202,7 @@ async def http_pty(trials: int, where: Path) -> dict[str, Any]:
     import httpx
     import uvicorn
 
-    from api.app import create_app
+    from retrotread.api.app import create_app
 
     link = where / "ttyB1h"
     async with console_process(link) as stops:

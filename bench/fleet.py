@@ -40,9 +40,9 @@ if str(BENCH) not in sys.path:
 import aiomqtt  # noqa: E402
 from telemetry import host_port, instrument, machine, now, percentile, private_mosquitto  # noqa: E402
 
-from api.mqtt import NO_DELAY, MqttBridge  # noqa: E402
-from daemon.controller import Controller  # noqa: E402
-from drivers import open_driver  # noqa: E402
+from retrotread.api.mqtt import NO_DELAY, MqttBridge  # noqa: E402
+from retrotread.daemon.controller import Controller  # noqa: E402
+from retrotread.drivers import open_driver  # noqa: E402
 
 TARGET_N = 100
 TARGET_P99_MS = 50.0

@@ -42,10 +42,10 @@ if str(ROOT) not in sys.path:
 
 import aiomqtt  # noqa: E402
 
-from api.mqtt import NO_DELAY, MqttBridge  # noqa: E402
-from daemon.controller import Controller  # noqa: E402
-from drivers import open_driver  # noqa: E402
-from drivers.units import Speed  # noqa: E402
+from retrotread.api.mqtt import NO_DELAY, MqttBridge  # noqa: E402
+from retrotread.daemon.controller import Controller  # noqa: E402
+from retrotread.drivers import open_driver  # noqa: E402
+from retrotread.drivers.units import Speed  # noqa: E402
 
 TARGET_P99_MS = 5.0
 WARMUP = 50
@@ -134,7 +134,7 @@ async def broker_url(args: argparse.Namespace, stack: contextlib.AsyncExitStack)
 
 
 def host_port(url: str) -> tuple[str, int]:
-    from api.mqtt import parse_broker_url
+    from retrotread.api.mqtt import parse_broker_url
 
     b = parse_broker_url(url)
     return b.host, b.port

@@ -19,10 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, pct
 
-from daemon.controller import Controller
-from daemon.plans import parse_plan
-from drivers import open_driver
-from safety import Mode, SafetyConfig
+from retrotread.daemon.controller import Controller
+from retrotread.daemon.plans import parse_plan
+from retrotread.drivers import open_driver
+from retrotread.safety import Mode, SafetyConfig
 
 
 async def one_run(plan_text: str) -> tuple[list[float], list[float]]:

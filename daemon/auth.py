@@ -11,7 +11,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from drivers.errors import ConfigError
+from retrotread.drivers.errors import ConfigError
 
 TOKEN_FILE = "token"
 

@@ -15,8 +15,8 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from drivers.errors import ConfigError
-from safety.envelope import REVERSE_MAX_MPH, REVERSE_MIN_MPH, Envelope, EnvelopeError
+from retrotread.drivers.errors import ConfigError
+from retrotread.safety.envelope import REVERSE_MAX_MPH, REVERSE_MIN_MPH, Envelope, EnvelopeError
 
 DEFAULT_CONFIG = Path("/etc/retrotread/retrotread.toml")
 

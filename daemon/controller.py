@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from daemon.history import History, MemoryHistory
-from daemon.hub import Hub
-from daemon.plans import Plan
-from daemon.snapshot import (
+from retrotread.daemon.history import History, MemoryHistory
+from retrotread.daemon.hub import Hub
+from retrotread.daemon.plans import Plan
+from retrotread.daemon.snapshot import (
     BeltView,
     Event,
     Outcome,
@@ -33,14 +33,14 @@ from daemon.snapshot import (
     Telemetry,
     iso,
 )
-from daemon.timer import Boundary, Phase, SetTimer, TimerError
-from drivers.base import Driver
-from drivers.errors import DriverError
-from drivers.types import BeltSample, DeviceEvent, DeviceEventKind
-from drivers.units import Speed
-from safety.guard import Guard
-from safety.rules import Rule
-from safety.supervisor import (
+from retrotread.daemon.timer import Boundary, Phase, SetTimer, TimerError
+from retrotread.drivers.base import Driver
+from retrotread.drivers.errors import DriverError
+from retrotread.drivers.types import BeltSample, DeviceEvent, DeviceEventKind
+from retrotread.drivers.units import Speed
+from retrotread.safety.guard import Guard
+from retrotread.safety.rules import Rule
+from retrotread.safety.supervisor import (
     STANDSTILL_MPH,
     Decision,
     EStop,

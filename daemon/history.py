@@ -12,8 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from daemon.snapshot import Event, Outcome, SessionRecord, SetResult
-from drivers.errors import ConfigError
+from retrotread.daemon.snapshot import Event, Outcome, SessionRecord, SetResult
+from retrotread.drivers.errors import ConfigError
 
 
 class History(Protocol):

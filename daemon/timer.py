@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from daemon.plans import Plan
+from retrotread.daemon.plans import Plan
 
 
 class Phase(StrEnum):

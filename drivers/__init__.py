@@ -4,8 +4,8 @@ Units and samples, the ``Driver`` interface, the URL registry, and one sub-packa
 (``csafe``, ``ftms``, ``pulse``), each with a sans-IO codec. Imports nothing else of ours.
 """
 
-from drivers.base import Driver
-from drivers.errors import (
+from retrotread.drivers.base import Driver
+from retrotread.drivers.errors import (
     CodecError,
     CommandRejected,
     ConfigError,
@@ -18,9 +18,9 @@ from drivers.errors import (
     TreadError,
     Unsupported,
 )
-from drivers.registry import BACKENDS, open_driver
-from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
-from drivers.units import KMH_PER_MPH, Rounding, Speed, SpeedUnit
+from retrotread.drivers.registry import BACKENDS, open_driver
+from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from retrotread.drivers.units import KMH_PER_MPH, Rounding, Speed, SpeedUnit
 
 __all__ = [
     "BACKENDS",

@@ -23,8 +23,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import SplitResult
 
-from drivers.types import Capabilities, Update
-from drivers.units import Speed
+from retrotread.drivers.types import Capabilities, Update
+from retrotread.drivers.units import Speed
 
 
 class Driver(abc.ABC):

@@ -10,15 +10,15 @@ from __future__ import annotations
 import importlib
 from urllib.parse import parse_qsl, urlsplit
 
-from drivers.base import Driver
-from drivers.errors import ConfigError
+from retrotread.drivers.base import Driver
+from retrotread.drivers.errors import ConfigError
 
 BACKENDS: dict[str, tuple[str, str]] = {
-    "sim": ("sims.driver", "SimBeltDriver"),
-    "csafe": ("drivers.csafe.driver", "CsafeDriver"),
-    "pulse": ("drivers.pulse.driver", "PulseDriver"),
-    "ftms": ("drivers.ftms.driver", "FtmsDriver"),
-    "ftms+sim": ("sims.ftms", "SimFtmsDriver"),
+    "sim": ("retrotread.sims.driver", "SimBeltDriver"),
+    "csafe": ("retrotread.drivers.csafe.driver", "CsafeDriver"),
+    "pulse": ("retrotread.drivers.pulse.driver", "PulseDriver"),
+    "ftms": ("retrotread.drivers.ftms.driver", "FtmsDriver"),
+    "ftms+sim": ("retrotread.sims.ftms", "SimFtmsDriver"),
 }
 
 

@@ -14,10 +14,10 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from drivers.base import Driver, cancel_and_wait, drain
-from drivers.errors import LinkLost
-from drivers.serial_link import Backoff, SerialLink
-from drivers.types import DeviceEvent, DeviceEventKind, Update
+from retrotread.drivers.base import Driver, cancel_and_wait, drain
+from retrotread.drivers.errors import LinkLost
+from retrotread.drivers.serial_link import Backoff, SerialLink
+from retrotread.drivers.types import DeviceEvent, DeviceEventKind, Update
 
 log = logging.getLogger(__name__)
 

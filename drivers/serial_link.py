@@ -31,7 +31,7 @@ from typing import Any, Self
 import serial
 import serial_asyncio_fast
 
-from drivers.errors import ConfigError, DeviceAccessError, DriverError, LinkLost, NotConnected
+from retrotread.drivers.errors import ConfigError, DeviceAccessError, DriverError, LinkLost, NotConnected
 
 log = logging.getLogger(__name__)
 

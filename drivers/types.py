@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from drivers.units import Speed
+from retrotread.drivers.units import Speed
 
 
 @dataclass(frozen=True, slots=True)

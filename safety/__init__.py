@@ -2,10 +2,10 @@
 that is the only way to a driver's motion commands. Imports only ``drivers``' types; no I/O in
 the supervisor, no clock of its own anywhere here (S17)."""
 
-from safety.envelope import Envelope, EnvelopeError, Grid
-from safety.guard import Guard
-from safety.rules import Rule
-from safety.supervisor import (
+from retrotread.safety.envelope import Envelope, EnvelopeError, Grid
+from retrotread.safety.guard import Guard
+from retrotread.safety.rules import Rule
+from retrotread.safety.supervisor import (
     CommandKind,
     Decision,
     DriveCommand,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from drivers.types import Capabilities
-from drivers.units import Rounding, Speed, steps
+from retrotread.drivers.types import Capabilities
+from retrotread.drivers.units import Rounding, Speed, steps
 
 REVERSE_MIN_MPH = 0.8
 REVERSE_MAX_MPH = 1.2

@@ -14,10 +14,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from drivers.base import Driver
-from drivers.errors import DriverError, LinkLost, NotConnected
-from drivers.types import BeltSample, DeviceEvent, DeviceEventKind
-from safety.supervisor import CommandKind, Decision, DriveCommand, Request, SafetyEvent, Supervisor
+from retrotread.drivers.base import Driver
+from retrotread.drivers.errors import DriverError, LinkLost, NotConnected
+from retrotread.drivers.types import BeltSample, DeviceEvent, DeviceEventKind
+from retrotread.safety.supervisor import CommandKind, Decision, DriveCommand, Request, SafetyEvent, Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind
-from drivers.units import Rounding, Speed
-from safety.envelope import Envelope, Grid
-from safety.rules import Rule
+from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind
+from retrotread.drivers.units import Rounding, Speed
+from retrotread.safety.envelope import Envelope, Grid
+from retrotread.safety.rules import Rule
 
 # --- our numbers (safety.md marks them "(ours)") ---------------------------------------------
 STANDSTILL_MPH = 0.05  # a belt slower than this is standing still

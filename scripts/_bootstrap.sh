@@ -37,11 +37,14 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
   fi
 fi
-# Reinstall when pyproject.toml changed since the last install of these extras.
+# The card's folders install as retrotread.* through a strict editable install: a tree of links
+# under build/ that mypy and the tests see as real files. A module added or removed needs a new
+# link, so reinstall when pyproject.toml or the set of package files changed since the last install.
 extras="${RETROTREAD_EXTRAS:-test}"
 stamp=".venv/.installed-${extras//,/-}"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+want="$( { sha256sum pyproject.toml; find api daemon drivers safety sims -type f \( -name '*.py' -o -name py.typed -o -path 'api/static/*' \) | LC_ALL=C sort; } | sha256sum)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[${extras}]"
-  touch "$stamp"
+  .venv/bin/python -m pip install -q -e ".[${extras}]" --config-settings editable_mode=strict
+  echo "$want" > "$stamp"
 fi

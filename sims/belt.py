@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from drivers.units import MPS_PER_MPH, Speed
+from retrotread.drivers.units import MPS_PER_MPH, Speed
 
 RUNAWAY_MPS2 = 0.5 * MPS_PER_MPH
 """A runaway motor (the ``runaway`` fault) gains half a mph per second past its command."""

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivers.csafe.codec import (
+from retrotread.drivers.csafe.codec import (
     Answer,
     BadFrame,
     Command,
@@ -62,11 +62,11 @@ from drivers.csafe.codec import (
     encode_grade,
     encode_speed,
 )
-from drivers.errors import CodecError
-from drivers.units import Speed
-from sims.belt import Belt
-from sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind
-from sims.pty import PtyDevice, TraceSink
+from retrotread.drivers.errors import CodecError
+from retrotread.drivers.units import Speed
+from retrotread.sims.belt import Belt
+from retrotread.sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind
+from retrotread.sims.pty import PtyDevice, TraceSink
 
 VERSION = struct.pack("<BBBHH", 0x52, 3, 1, 1, 0)  # manufacturer "R", class 3, model 1, v1.0
 _GETS = frozenset(

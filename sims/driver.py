@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator
 from typing import IO, Self
 from urllib.parse import SplitResult
 
-from drivers.base import Driver, cancel_and_wait, drain
-from drivers.errors import CommandRejected, ConfigError, NotConnected, Unsupported
-from drivers.registry import float_option
-from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
-from drivers.units import Speed
-from sims.belt import Belt, PushSegment, parse_push
-from sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind, parse_faults
+from retrotread.drivers.base import Driver, cancel_and_wait, drain
+from retrotread.drivers.errors import CommandRejected, ConfigError, NotConnected, Unsupported
+from retrotread.drivers.registry import float_option
+from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from retrotread.drivers.units import Speed
+from retrotread.sims.belt import Belt, PushSegment, parse_push
+from retrotread.sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind, parse_faults
 
 IGNORE_TIMEOUT_S = 0.05  # a real device would be given 1 s; the sim need not make tests wait
 

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
-from drivers.errors import ConfigError
+from retrotread.drivers.errors import ConfigError
 
 # How long the link-level faults last, in seconds, in every simulator: long enough for the daemon
 # to see them, short enough for a test.

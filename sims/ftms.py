@@ -36,12 +36,12 @@ from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
 from bleak.uuids import normalize_uuid_16
 
-from drivers.errors import ConfigError
-from drivers.ftms.codec import FTMS_SERVICE_UUID
-from drivers.ftms.driver import CONNECT_TIMEOUT_S, RESPONSE_TIMEOUT_S, FtmsDriver
-from drivers.registry import float_option
-from sims.faults import parse_faults
-from sims.ftms_peripheral import (
+from retrotread.drivers.errors import ConfigError
+from retrotread.drivers.ftms.codec import FTMS_SERVICE_UUID
+from retrotread.drivers.ftms.driver import CONNECT_TIMEOUT_S, RESPONSE_TIMEOUT_S, FtmsDriver
+from retrotread.drivers.registry import float_option
+from retrotread.sims.faults import parse_faults
+from retrotread.sims.ftms_peripheral import (
     ATT_MTU,
     AttError,
     CharacteristicSpec,

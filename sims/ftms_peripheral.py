@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import IO, Any, Final, Literal, Protocol
 
-from drivers.ftms.codec import (
+from retrotread.drivers.ftms.codec import (
     CONTROL_POINT_UUID,
     FEATURE_UUID,
     MACHINE_STATUS_UUID,
@@ -80,8 +80,8 @@ from drivers.ftms.codec import (
     encode_treadmill_data,
     split_treadmill_data,
 )
-from sims.belt import Belt
-from sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind
+from retrotread.sims.belt import Belt
+from retrotread.sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind
 
 __all__ = [
     "ADDRESS",

@@ -31,8 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from drivers.errors import ConfigError
-from sims.faults import Fault, FaultKind
+from retrotread.drivers.errors import ConfigError
+from retrotread.sims.faults import Fault, FaultKind
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from drivers.pulse.codec import encode_reading
-from drivers.units import Speed
-from sims.belt import Belt, PushSegment
-from sims.faults import REBOOT_OFFLINE_S, UNPLUG_S, Fault, FaultKind
-from sims.pty import PtyDevice, TraceSink
+from retrotread.drivers.pulse.codec import encode_reading
+from retrotread.drivers.units import Speed
+from retrotread.sims.belt import Belt, PushSegment
+from retrotread.sims.faults import REBOOT_OFFLINE_S, UNPLUG_S, Fault, FaultKind
+from retrotread.sims.pty import PtyDevice, TraceSink
 
 DEFAULT_PUSH = (PushSegment(0.0, Speed.from_mph(1.5)),)
 COMMENT = b"# retrotread-sim pulse board"

@@ -26,13 +26,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from drivers.csafe.codec import Unit
-from drivers.errors import ConfigError
-from sims.belt import PushSegment, parse_push
-from sims.csafe_device import CsafeDevice
-from sims.faults import Fault, parse_faults
-from sims.pty import PtyDevice, TraceSink
-from sims.pulse_board import DEFAULT_PUSH, PulseBoard
+from retrotread.drivers.csafe.codec import Unit
+from retrotread.drivers.errors import ConfigError
+from retrotread.sims.belt import PushSegment, parse_push
+from retrotread.sims.csafe_device import CsafeDevice
+from retrotread.sims.faults import Fault, parse_faults
+from retrotread.sims.pty import PtyDevice, TraceSink
+from retrotread.sims.pulse_board import DEFAULT_PUSH, PulseBoard
 
 TRACE_ENV = "RETROTREAD_SIM_TRACE"
 

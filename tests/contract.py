@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from drivers import BeltSample, DeviceEvent, Driver, Speed, Unsupported, open_driver
+from retrotread.drivers import BeltSample, DeviceEvent, Driver, Speed, Unsupported, open_driver
 
 WITHIN = 10.0
 

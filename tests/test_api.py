@@ -20,11 +20,11 @@ import pytest
 import uvicorn
 from conftest import wait_until
 
-from api.app import create_app
-from daemon.controller import Controller
-from daemon.hub import Subscription
-from drivers import open_driver
-from safety import Mode, SafetyConfig
+from retrotread.api.app import create_app
+from retrotread.daemon.controller import Controller
+from retrotread.daemon.hub import Subscription
+from retrotread.drivers import open_driver
+from retrotread.safety import Mode, SafetyConfig
 
 SESSION_KEYS = {"id", "plan", "phase", "set", "sets", "remaining_s", "elapsed_s", "ends_at"}
 STATE_KEYS = {"id", "mode", "driver", "connected", "belt", "target_mph", "envelope_mph", "stop", "session", "ts", "seq"}

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from conftest import wait_until
 
-from daemon.controller import Controller, SessionError
-from daemon.hub import Subscription
-from daemon.plans import parse_plan
-from drivers import Speed, open_driver
-from safety import Mode, Rule, SafetyConfig, SetSpeed
-from sims.driver import SimBeltDriver
+from retrotread.daemon.controller import Controller, SessionError
+from retrotread.daemon.hub import Subscription
+from retrotread.daemon.plans import parse_plan
+from retrotread.drivers import Speed, open_driver
+from retrotread.safety import Mode, Rule, SafetyConfig, SetSpeed
+from retrotread.sims.driver import SimBeltDriver
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from drivers.csafe.codec import (
+from retrotread.drivers.csafe.codec import (
     MAX_FRAME_BYTES,
     NEED_MORE,
     Answer,
@@ -60,8 +60,8 @@ from drivers.csafe.codec import (
     stop_commands,
     unit_for,
 )
-from drivers.errors import CodecError, LocalProtocolError, RemoteProtocolError
-from drivers.units import Rounding, Speed, SpeedUnit
+from retrotread.drivers.errors import CodecError, LocalProtocolError, RemoteProtocolError
+from retrotread.drivers.units import Rounding, Speed, SpeedUnit
 
 VECTORS: dict[str, Any] = json.loads((Path(__file__).parent / "vectors" / "csafe.json").read_text(encoding="utf-8"))
 FRAME_VECTORS = VECTORS["frames"]

@@ -22,11 +22,11 @@ import pytest
 from browser import Page, chromium, chromium_path
 from daemon_proc import Daemon, daemon
 
-from api.app import create_app
-from daemon.auth import read_token
-from daemon.controller import Controller
-from drivers import open_driver
-from safety import Mode, SafetyConfig
+from retrotread.api.app import create_app
+from retrotread.daemon.auth import read_token
+from retrotread.daemon.controller import Controller
+from retrotread.drivers import open_driver
+from retrotread.safety import Mode, SafetyConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "api" / "static"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from daemon.doctor import run_checks
+from retrotread.api.doctor import run_checks
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.errors import CodecError, LocalProtocolError, RemoteProtocolError
-from drivers.ftms.codec import (
+from retrotread.drivers.errors import CodecError, LocalProtocolError, RemoteProtocolError
+from retrotread.drivers.ftms.codec import (
     CONTROL_POINT_UUID,
     DESCRIBE_KINDS,
     FEATURE_UUID,
@@ -77,7 +77,7 @@ from drivers.ftms.codec import (
     to_json,
     treadmill_data_json,
 )
-from drivers.units import Rounding, Speed
+from retrotread.drivers.units import Rounding, Speed
 
 VECTORS: dict[str, Any] = json.loads((Path(__file__).parent / "vectors" / "ftms.json").read_text(encoding="utf-8"))
 EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

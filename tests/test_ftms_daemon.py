@@ -22,14 +22,14 @@ import httpx
 import pytest
 from conftest import free_port, wait_until
 
-from api.app import create_app
-from daemon.auth import read_token
-from daemon.controller import Controller
-from daemon.hub import Subscription
-from drivers import Speed, open_driver
-from safety import Mode, SafetyConfig
-from sims.faults import FaultKind
-from sims.ftms import SimFtmsDriver
+from retrotread.api.app import create_app
+from retrotread.daemon.auth import read_token
+from retrotread.daemon.controller import Controller
+from retrotread.daemon.hub import Subscription
+from retrotread.drivers import Speed, open_driver
+from retrotread.safety import Mode, SafetyConfig
+from retrotread.sims.faults import FaultKind
+from retrotread.sims.ftms import SimFtmsDriver
 
 RETROTREAD = str(Path(sys.executable).with_name("retrotread"))
 RAW_JSON = {"content-type": "application/json"}

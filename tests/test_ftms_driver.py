@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from drivers import (
+from retrotread.drivers import (
     BeltSample,
     CommandRejected,
     ConfigError,
@@ -26,12 +26,12 @@ from drivers import (
     Unsupported,
     open_driver,
 )
-from drivers.ftms.codec import CONTROL_POINT_UUID, StopAction
-from drivers.ftms.driver import RESPONSE_TIMEOUT_S, FtmsDriver, _ProcedureSlot
-from safety.envelope import Envelope, Grid
-from sims.faults import FaultKind
-from sims.ftms import SimFtmsDriver
-from sims.ftms_peripheral import ControlPointWrite, FtmsPeripheral, SimMachine
+from retrotread.drivers.ftms.codec import CONTROL_POINT_UUID, StopAction
+from retrotread.drivers.ftms.driver import RESPONSE_TIMEOUT_S, FtmsDriver, _ProcedureSlot
+from retrotread.safety.envelope import Envelope, Grid
+from retrotread.sims.faults import FaultKind
+from retrotread.sims.ftms import SimFtmsDriver
+from retrotread.sims.ftms_peripheral import ControlPointWrite, FtmsPeripheral, SimMachine
 
 WITHIN = 10.0
 

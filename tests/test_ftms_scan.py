@@ -11,12 +11,12 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 from bleak.exc import BleakBluetoothNotAvailableError, BleakBluetoothNotAvailableReason, BleakDBusError
 
-from drivers import DeviceAccessError, NotConnected
-from drivers.ftms.codec import FTMS_SERVICE_UUID
-from drivers.ftms.driver import FtmsDriver
-from drivers.ftms.scan import FoundDevice, find_ftms, scan_ftms
-from sims.ftms import SimFtmsBackend
-from sims.ftms_peripheral import FtmsPeripheral, SimMachine
+from retrotread.drivers import DeviceAccessError, NotConnected
+from retrotread.drivers.ftms.codec import FTMS_SERVICE_UUID
+from retrotread.drivers.ftms.driver import FtmsDriver
+from retrotread.drivers.ftms.scan import FoundDevice, find_ftms, scan_ftms
+from retrotread.sims.ftms import SimFtmsBackend
+from retrotread.sims.ftms_peripheral import FtmsPeripheral, SimMachine
 
 HEART_RATE = "0000180d-0000-1000-8000-00805f9b34fb"
 

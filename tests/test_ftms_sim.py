@@ -20,8 +20,8 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.exc import BleakDeviceNotFoundError, BleakGATTProtocolError
 from contract import DriverContract
 
-from drivers import ConfigError, open_driver
-from drivers.ftms.codec import (
+from retrotread.drivers import ConfigError, open_driver
+from retrotread.drivers.ftms.codec import (
     CONTROL_POINT_UUID,
     FEATURE_UUID,
     SUPPORTED_INCLINATION_RANGE_UUID,
@@ -35,9 +35,9 @@ from drivers.ftms.codec import (
     decode_feature,
     decode_speed_range,
 )
-from sims.faults import Fault, FaultKind
-from sims.ftms import SimFtmsBackend, SimFtmsDriver, machine_from_options
-from sims.ftms_peripheral import FtmsPeripheral, SimMachine, SpeedControl
+from retrotread.sims.faults import Fault, FaultKind
+from retrotread.sims.ftms import SimFtmsBackend, SimFtmsDriver, machine_from_options
+from retrotread.sims.ftms_peripheral import FtmsPeripheral, SimMachine, SpeedControl
 
 # -- the contract ------------------------------------------------------------------------------
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from daemon_proc import daemon, run_cli
 
-from daemon.auth import load_or_create_token, read_token, rotate_token
-from daemon.history import SqliteHistory
-from daemon.snapshot import Event, SetResult
+from retrotread.daemon.auth import load_or_create_token, read_token, rotate_token
+from retrotread.daemon.history import SqliteHistory
+from retrotread.daemon.snapshot import Event, SetResult
 
 
 def a_set(n: int, outcome: str = "completed", work_s: float = 60.0) -> SetResult:

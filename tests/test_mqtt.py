@@ -28,10 +28,10 @@ from conftest import free_port, wait_until
 from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from api.mqtt import NO_DELAY, MqttBridge, forget
-from daemon.controller import Controller
-from drivers import open_driver
-from safety import Mode, SafetyConfig
+from retrotread.api.mqtt import NO_DELAY, MqttBridge, forget
+from retrotread.daemon.controller import Controller
+from retrotread.drivers import open_driver
+from retrotread.safety import Mode, SafetyConfig
 
 STATE_KEYS = {"id", "mode", "driver", "connected", "belt", "target_mph", "envelope_mph", "stop", "session", "ts", "seq"}
 SESSION_KEYS = {"id", "plan", "phase", "set", "sets", "remaining_s", "elapsed_s", "ends_at"}
@@ -509,10 +509,10 @@ async def test_broker_down_at_start_then_up_logs_once_each_way(
                 failed.set()
 
     flag = Flag()
-    logging.getLogger("api.mqtt").addHandler(flag)
+    logging.getLogger("retrotread.api.mqtt").addHandler(flag)
     await broker.stop()
     try:
-        with caplog.at_level(logging.DEBUG, logger="api.mqtt"):
+        with caplog.at_level(logging.DEBUG, logger="retrotread.api.mqtt"):
             async with Controller(open_driver("sim://motorized?rate_hz=20"), treadmill_id="late") as controller:
                 async with MqttBridge(controller, broker.url, backoff_max_s=1.0) as mqtt:
                     async with asyncio.timeout(10):
@@ -521,8 +521,10 @@ async def test_broker_down_at_start_then_up_logs_once_each_way(
                     await broker.start()
                     await mqtt.wait_connected(within=20)
     finally:
-        logging.getLogger("api.mqtt").removeHandler(flag)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "api.mqtt" and r.levelno >= logging.WARNING]
+        logging.getLogger("retrotread.api.mqtt").removeHandler(flag)
+    warnings = [
+        r.getMessage() for r in caplog.records if r.name == "retrotread.api.mqtt" and r.levelno >= logging.WARNING
+    ]
     assert len([m for m in warnings if "retrying" in m]) == 1, warnings
     assert len([m for m in warnings if "connected again" in m]) == 1, warnings
 

@@ -12,10 +12,10 @@ import pytest
 from conftest import free_port
 from mqtt_broker import Mosquitto
 
-from api.broker import demo_broker, subscribe_hint
-from api.mqtt import MqttBridge
-from daemon.controller import Controller
-from drivers import open_driver
+from retrotread.api.broker import demo_broker, subscribe_hint
+from retrotread.api.mqtt import MqttBridge
+from retrotread.daemon.controller import Controller
+from retrotread.drivers import open_driver
 
 
 async def test_none_turns_mqtt_off_and_a_given_url_is_used() -> None:

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from api.discovery import device_config, discovery_payload, discovery_topic
-from api.mqtt import BrokerAddress, Topics, parse_broker_url
-from daemon.snapshot import StateSnapshot, StopView
-from drivers.errors import ConfigError
+from retrotread.api.discovery import device_config, discovery_payload, discovery_topic
+from retrotread.api.mqtt import BrokerAddress, Topics, parse_broker_url
+from retrotread.daemon.snapshot import StateSnapshot, StopView
+from retrotread.drivers.errors import ConfigError
 
 
 def snapshot(mode: str = "reverse", envelope: tuple[float, float] | None = (0.8, 1.2)) -> StateSnapshot:

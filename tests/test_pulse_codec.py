@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.errors import ConfigError
-from drivers.pulse.codec import (
+from retrotread.drivers.errors import ConfigError
+from retrotread.drivers.pulse.codec import (
     COUNTER_MODULUS,
     MAX_LINE_BYTES,
     BadLine,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from contract import DriverContract, next_samples, wait_speed
 
-from drivers import (
+from retrotread.drivers import (
     BeltSample,
     CommandRejected,
     ConfigError,
@@ -36,17 +36,17 @@ from drivers import (
     Unsupported,
     open_driver,
 )
-from drivers.csafe import codec
-from drivers.csafe.codec import CommandCode
-from drivers.csafe.driver import CsafeDriver
-from drivers.pulse.driver import PulseDriver
-from drivers.types import Update
-from drivers.units import Rounding
-from safety.envelope import Envelope, Grid
-from sims.csafe_device import CsafeDevice, ReceivedFrame
-from sims.faults import FaultKind
-from sims.pulse_board import PulseBoard
-from sims.serial_serve import serve_csafe, serve_pulse
+from retrotread.drivers.csafe import codec
+from retrotread.drivers.csafe.codec import CommandCode
+from retrotread.drivers.csafe.driver import CsafeDriver
+from retrotread.drivers.pulse.driver import PulseDriver
+from retrotread.drivers.types import Update
+from retrotread.drivers.units import Rounding
+from retrotread.safety.envelope import Envelope, Grid
+from retrotread.sims.csafe_device import CsafeDevice, ReceivedFrame
+from retrotread.sims.faults import FaultKind
+from retrotread.sims.pulse_board import PulseBoard
+from retrotread.sims.serial_serve import serve_csafe, serve_pulse
 
 WITHIN = 10.0
 
@@ -193,8 +193,8 @@ async def test_a_path_that_is_no_serial_port_is_a_config_error(tmp_path: Path) -
 _OPEN_AS_NOBODY = """
 import asyncio, concurrent.futures.thread, os, sys
 import serial, serial_asyncio_fast  # imported while still root: the interpreter lives under /root
-from drivers import DeviceAccessError, open_driver
-import drivers.csafe.driver
+from retrotread.drivers import DeviceAccessError, open_driver
+import retrotread.drivers.csafe.driver
 
 os.setgroups([])
 os.setgid(65534)

@@ -24,8 +24,8 @@ import httpx
 import pytest
 from conftest import free_port
 
-from daemon.auth import read_token
-from sims.serial_serve import TRACE_ENV
+from retrotread.daemon.auth import read_token
+from retrotread.sims.serial_serve import TRACE_ENV
 
 pytestmark = pytest.mark.slow
 

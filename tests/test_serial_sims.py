@@ -24,16 +24,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from drivers import ConfigError, Speed
-from drivers.csafe import codec
-from drivers.csafe.codec import Command, CommandCode, MachineState, PreviousFrame, Response
-from drivers.pulse.codec import Comment, LineDecoder, PulseReading, parse_line
-from drivers.scan import PortInfo, serial_ports
-from sims.csafe_device import CsafeDevice
-from sims.faults import FaultKind, parse_faults
-from sims.pty import PtyEndpoint
-from sims.pulse_board import COMMENT, PulseBoard
-from sims.serial_serve import TRACE_ENV, run_device, serve_csafe, serve_pulse
+from retrotread.drivers import ConfigError, Speed
+from retrotread.drivers.csafe import codec
+from retrotread.drivers.csafe.codec import Command, CommandCode, MachineState, PreviousFrame, Response
+from retrotread.drivers.pulse.codec import Comment, LineDecoder, PulseReading, parse_line
+from retrotread.drivers.scan import PortInfo, serial_ports
+from retrotread.sims.csafe_device import CsafeDevice
+from retrotread.sims.faults import FaultKind, parse_faults
+from retrotread.sims.pty import PtyEndpoint
+from retrotread.sims.pulse_board import COMMENT, PulseBoard
+from retrotread.sims.serial_serve import TRACE_ENV, run_device, serve_csafe, serve_pulse
 
 RETROTREAD = Path(sys.executable).with_name("retrotread")
 

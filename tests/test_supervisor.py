@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Speed
-from safety import (
+from retrotread.drivers import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Speed
+from retrotread.safety import (
     CommandKind,
     Decision,
     Envelope,

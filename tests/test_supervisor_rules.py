@@ -20,9 +20,9 @@ from hypothesis import assume, event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from drivers import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Speed
-from drivers.units import Rounding, steps
-from safety import (
+from retrotread.drivers import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Speed
+from retrotread.drivers.units import Rounding, steps
+from retrotread.safety import (
     CommandKind,
     Decision,
     Envelope,

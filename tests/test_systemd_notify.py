@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from daemon_proc import daemon
 
-from daemon.notify import SystemdNotifier
+from retrotread.daemon.notify import SystemdNotifier
 
 pytestmark = pytest.mark.slow
 

@@ -50,7 +50,7 @@ def test_unit_hardening_score_stays_low() -> None:
 
 
 def test_example_config_loads() -> None:
-    from daemon.config import load_settings
+    from retrotread.daemon.config import load_settings
 
     settings = load_settings(UNIT.with_name("retrotread.toml"))
     assert settings.daemon.id == "gym-3" and settings.safety.envelope_max_mph == 1.2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from daemon.termview import render_live, render_summary
+from retrotread.api.termview import render_live, render_summary
 
 
 def text(renderable: object) -> str:

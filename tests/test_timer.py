@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.plans import PRESETS, Plan, PlanError, parse_duration, parse_plan
-from daemon.timer import Phase, SetTimer, TimerError
+from retrotread.daemon.plans import PRESETS, Plan, PlanError, parse_duration, parse_plan
+from retrotread.daemon.timer import Phase, SetTimer, TimerError
 
 
 def test_presets_match_program_md() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.units import KMH_PER_MPH, Rounding, Speed, SpeedUnit, steps
+from retrotread.drivers.units import KMH_PER_MPH, Rounding, Speed, SpeedUnit, steps
 
 
 def test_one_mph_is_exactly_1_609344_kmh() -> None:

@@ -32,8 +32,8 @@ from functools import reduce
 from operator import xor
 from typing import Any, Final, Literal, TypeAlias
 
-from drivers.errors import LocalProtocolError, RemoteProtocolError
-from drivers.units import ZERO, Rounding, Speed, SpeedUnit, steps
+from retrotread.drivers.errors import LocalProtocolError, RemoteProtocolError
+from retrotread.drivers.units import ZERO, Rounding, Speed, SpeedUnit, steps
 
 __all__ = [
     "EXTENDED_START",

@@ -44,7 +44,7 @@ from enum import Enum
 from typing import Self
 from urllib.parse import SplitResult
 
-from drivers.csafe.codec import (
+from retrotread.drivers.csafe.codec import (
     EXTENDED_START,
     STANDARD_START,
     STOP,
@@ -73,7 +73,7 @@ from drivers.csafe.codec import (
     stop_commands,
     unit_for,
 )
-from drivers.errors import (
+from retrotread.drivers.errors import (
     CodecError,
     CommandRejected,
     ConfigError,
@@ -84,11 +84,11 @@ from drivers.errors import (
     TreadError,
     Unsupported,
 )
-from drivers.registry import float_option
-from drivers.serial_driver import SerialDriver
-from drivers.serial_link import Backoff, LogLimiter
-from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
-from drivers.units import Rounding, Speed, SpeedUnit
+from retrotread.drivers.registry import float_option
+from retrotread.drivers.serial_driver import SerialDriver
+from retrotread.drivers.serial_link import Backoff, LogLimiter
+from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from retrotread.drivers.units import Rounding, Speed, SpeedUnit
 
 log = logging.getLogger(__name__)
 

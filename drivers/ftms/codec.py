@@ -39,8 +39,8 @@ from dataclasses import dataclass, fields
 from enum import IntEnum, IntFlag
 from typing import Any, ClassVar, Final, TypeAlias
 
-from drivers.errors import LocalProtocolError, RemoteProtocolError
-from drivers.units import Rounding, Speed, SpeedUnit, steps
+from retrotread.drivers.errors import LocalProtocolError, RemoteProtocolError
+from retrotread.drivers.units import Rounding, Speed, SpeedUnit, steps
 
 __all__ = [
     "AUTO_FLAGS",

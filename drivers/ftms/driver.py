@@ -69,8 +69,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import BaseBleakScanner
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 
-from drivers.base import Driver, cancel_and_wait, drain
-from drivers.errors import (
+from retrotread.drivers.base import Driver, cancel_and_wait, drain
+from retrotread.drivers.errors import (
     CommandRejected,
     ConfigError,
     DriverError,
@@ -79,7 +79,7 @@ from drivers.errors import (
     TreadError,
     Unsupported,
 )
-from drivers.ftms.codec import (
+from retrotread.drivers.ftms.codec import (
     CONTROL_POINT_UUID,
     FEATURE_UUID,
     FTMS_SERVICE_UUID,
@@ -114,10 +114,10 @@ from drivers.ftms.codec import (
     decode_training_status,
     encode_control_point,
 )
-from drivers.ftms.scan import bluetooth_error, find_ftms
-from drivers.registry import float_option
-from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
-from drivers.units import Rounding, Speed
+from retrotread.drivers.ftms.scan import bluetooth_error, find_ftms
+from retrotread.drivers.registry import float_option
+from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from retrotread.drivers.units import Rounding, Speed
 
 __all__ = [
     "CONNECT_TIMEOUT_S",

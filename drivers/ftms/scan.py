@@ -21,8 +21,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakBluetoothNotAvailableError, BleakDBusError, BleakError
 
-from drivers.errors import DeviceAccessError, DriverError
-from drivers.ftms.codec import FTMS_SERVICE_UUID, FtmsDecodeError, parse_service_data
+from retrotread.drivers.errors import DeviceAccessError, DriverError
+from retrotread.drivers.ftms.codec import FTMS_SERVICE_UUID, FtmsDecodeError, parse_service_data
 
 __all__ = ["FoundDevice", "bluetooth_error", "find_ftms", "name_filter", "scan_ftms"]
 
@@ -98,7 +98,7 @@ def _found(device: BLEDevice, adv: AdvertisementData) -> FoundDevice | None:
     return FoundDevice(device.address, adv.local_name or device.name, adv.rssi, treadmill, available)
 
 
-# ``timeout`` is how long to listen (the name daemon/cli.py calls it by), not a deadline to cancel at.
+# ``timeout`` is how long to listen (the name api/cli.py calls it by), not a deadline to cancel at.
 async def scan_ftms(timeout: float, *, backend: type[BaseBleakScanner] | None = None) -> list[FoundDevice]:  # noqa: ASYNC109
     """Listen for ``timeout`` seconds; the FTMS devices heard, strongest signal first.
 

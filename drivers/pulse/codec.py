@@ -21,8 +21,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
-from drivers.errors import ConfigError
-from drivers.units import Speed
+from retrotread.drivers.errors import ConfigError
+from retrotread.drivers.units import Speed
 
 __all__ = [
     "COUNTER_MODULUS",

@@ -29,13 +29,13 @@ import logging
 from typing import Self
 from urllib.parse import SplitResult
 
-from drivers.errors import ConfigError, LinkLost, NotConnected, TreadError, Unsupported
-from drivers.pulse.codec import BadLine, Comment, PulseReading, PulseSpeedometer, PulseStream
-from drivers.registry import float_option
-from drivers.serial_driver import SerialDriver
-from drivers.serial_link import Backoff, LogLimiter
-from drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind
-from drivers.units import Speed
+from retrotread.drivers.errors import ConfigError, LinkLost, NotConnected, TreadError, Unsupported
+from retrotread.drivers.pulse.codec import BadLine, Comment, PulseReading, PulseSpeedometer, PulseStream
+from retrotread.drivers.registry import float_option
+from retrotread.drivers.serial_driver import SerialDriver
+from retrotread.drivers.serial_link import Backoff, LogLimiter
+from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind
+from retrotread.drivers.units import Speed
 
 log = logging.getLogger(__name__)
 

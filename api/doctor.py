@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from daemon.auth import token_path
-from daemon.config import Settings, load_settings, parse_listen
-from drivers.errors import TreadError
-from drivers.registry import open_driver
+from retrotread.daemon.auth import token_path
+from retrotread.daemon.config import Settings, load_settings, parse_listen
+from retrotread.drivers.errors import TreadError
+from retrotread.drivers.registry import open_driver
 
 Level = Literal["ok", "warn", "fail"]
 

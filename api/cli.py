@@ -1,7 +1,7 @@
-"""``retrotread``: the command line, and the composition root that builds a running daemon.
+"""``retrotread``: the command line.
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage. Errors are one line on stderr; ``--debug`` shows
-tracebacks. ``run`` and ``demo`` are the only places that import every floor (``api`` lazily).
+tracebacks. The daemon itself is built by ``api.compose``.
 """
 
 from __future__ import annotations
@@ -12,24 +12,18 @@ import contextlib
 import json
 import logging
 import os
-import signal
-import socket
 import sys
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
-from daemon.auth import load_or_create_token, read_token, rotate_token
-from daemon.config import Settings, load_settings, parse_listen
-from daemon.controller import Controller
-from daemon.history import SqliteHistory
-from daemon.plans import PlanError, parse_plan
-from drivers.errors import TreadError
-from drivers.registry import open_driver
-from drivers.units import Speed
-from safety.rules import Rule
-from safety.supervisor import Mode, SafetyConfig
+from retrotread.api.compose import build_controller, serve
+from retrotread.daemon.auth import load_or_create_token, read_token, rotate_token
+from retrotread.daemon.config import Settings, load_settings
+from retrotread.daemon.history import SqliteHistory
+from retrotread.daemon.plans import PlanError, parse_plan
+from retrotread.drivers.errors import TreadError
 
 log = logging.getLogger("retrotread")
 
@@ -39,113 +33,6 @@ DEMO_DRIVER = "sim://motorized?noise_mph=0.01"
 
 class CliError(Exception):
     """A failure to report as one line, exit 1."""
-
-
-# ------------------------------------------------------------------ composition root
-
-
-def build_controller(settings: Settings, *, watchdog: Any = None, persist: bool = True) -> Controller:
-    mode = Mode(settings.daemon.mode)
-    safety = SafetyConfig(
-        mode=mode,
-        envelope=settings.safety.envelope(),
-        max_incline_pct=settings.safety.max_incline_pct,
-        deadmill_alert_mph=settings.safety.deadmill_alert_mph,
-    )
-    driver = open_driver(settings.daemon.driver)  # a bad URL fails here, before anything opens
-    history = SqliteHistory(settings.daemon.state_dir / "history.sqlite3") if persist else None
-    return Controller(
-        driver,
-        treadmill_id=settings.daemon.id,
-        safety=safety,
-        session_speed=Speed.from_mph(settings.session.speed_mph),
-        history=history,
-        watchdog=watchdog,
-    )
-
-
-def _bind(listen: str) -> socket.socket:
-    host, port = parse_listen(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise CliError(
-            f"cannot listen on {listen}: {exc.strerror}; is another retrotread running? "
-            "(choose another with --http HOST:PORT)"
-        ) from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
-
-
-async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str | None = None) -> None:
-    """Run the daemon until SIGTERM/SIGINT: driver, safety, session timer, HTTP, MQTT."""
-    import uvicorn
-
-    from api.app import create_app
-    from api.mqtt import MqttBridge, parse_broker_url
-
-    url = mqtt_url if mqtt_url is not None else settings.mqtt.url
-    use_mqtt = bool(url) and url.strip().lower() != "none"
-    if use_mqtt:
-        parse_broker_url(url).tls_context()  # a bad URL or CA fails here, in one line, before the belt
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            yield  # our own handlers stop the belt first (S15)
-
-    from daemon.notify import SystemdNotifier
-
-    sock = _bind(settings.http.listen)
-    token = load_or_create_token(settings.daemon.state_dir) if settings.http.auth else None
-    notifier = SystemdNotifier()
-    async with build_controller(settings, watchdog=notifier.watchdog) as controller:
-
-        @contextlib.asynccontextmanager
-        async def borrowed() -> AsyncIterator[Controller]:
-            yield controller
-
-        async def ready(_controller: Controller) -> None:
-            # The socket is already listening and the driver is up: HTTP answers from here on.
-            notifier.ready(f"{settings.daemon.driver} in {settings.daemon.mode} mode")
-
-        app = create_app(borrowed, token=token, public_reads=settings.http.public_reads, on_ready=ready)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on")
-        server = Server(config)
-        loop = asyncio.get_running_loop()
-        stopping: set[asyncio.Task[Any]] = set()
-
-        def on_signal(signum: int) -> None:
-            name = signal.Signals(signum).name
-            log.warning("%s: stopping the belt, then exiting", name)
-            task = loop.create_task(controller.estop(name.lower(), "process", Rule.S15))
-            stopping.add(task)
-            controller.hub.close()  # end the event streams so the server can close at once
-            server.should_exit = True
-            notifier.stopping()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
-        # The bridge leaves after the S15 stop latched (its last state says so) and before the
-        # controller closes; it never waits for the broker, so it cannot delay the belt.
-        async with contextlib.AsyncExitStack() as faces:
-            if use_mqtt:
-                await faces.enter_async_context(MqttBridge(controller, url, token=token))
-            if banner:
-                print(banner, flush=True)
-            try:
-                await server.serve(sockets=[sock])
-            finally:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
-                if stopping:
-                    await asyncio.wait(stopping, timeout=1.0)
-                notifier.close()
 
 
 def _redact(url: str) -> str:
@@ -203,7 +90,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _demo(settings: Settings, banner: str) -> None:
-    from api.broker import demo_broker, subscribe_hint
+    from retrotread.api.broker import demo_broker, subscribe_hint
 
     async with demo_broker(settings.mqtt.url or None) as choice:
         lines = [banner, f"  {choice.note}"]
@@ -214,7 +101,7 @@ async def _demo(settings: Settings, banner: str) -> None:
 
 
 def cmd_mqtt(args: argparse.Namespace) -> int:
-    from api.mqtt import forget, parse_broker_url
+    from retrotread.api.mqtt import forget, parse_broker_url
 
     settings = load_settings(
         Path(args.config) if args.config else None, daemon={"id": args.id}, mqtt={"url": args.mqtt}
@@ -234,7 +121,7 @@ def cmd_mqtt(args: argparse.Namespace) -> int:
 
 
 def cmd_deadmill(args: argparse.Namespace) -> int:
-    from daemon.termview import render_summary
+    from retrotread.api.termview import render_summary
 
     try:
         plan = parse_plan(args.plan)
@@ -258,7 +145,7 @@ async def _deadmill(settings: Settings, plan: Any, *, plain: bool) -> Any:
     from rich.console import Console
     from rich.live import Live
 
-    from daemon.termview import keys, render_live
+    from retrotread.api.termview import keys, render_live
 
     console = Console(stderr=True)
     async with build_controller(settings) as controller:
@@ -332,7 +219,7 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from daemon.doctor import run_checks
+    from retrotread.api.doctor import run_checks
 
     findings = run_checks(Path(args.config) if args.config else None)
     for f in findings:
@@ -475,7 +362,7 @@ async def _watch(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from daemon.termview import keys, render_live
+    from retrotread.api.termview import keys, render_live
 
     headers = {"Authorization": f"Bearer {tok}"} if (tok := _token(args)) else {}
     loop = asyncio.get_running_loop()
@@ -575,10 +462,10 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def _decode(kind: str, data: bytes) -> Any:
     if kind == "csafe":
-        from drivers.csafe import codec as csafe
+        from retrotread.drivers.csafe import codec as csafe
 
         return csafe.describe_frame(data)
-    from drivers.ftms import codec as ftms
+    from retrotread.drivers.ftms import codec as ftms
 
     return ftms.describe(kind, data)
 
@@ -587,20 +474,20 @@ def _decode(kind: str, data: bytes) -> Any:
 
 
 def cmd_sim_device(args: argparse.Namespace) -> int:
-    from sims.serial_serve import run_device
+    from retrotread.sims.serial_serve import run_device
 
     return run_device(args.kind, Path(args.link), fault=args.fault or "", push=args.push)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from drivers.scan import serial_ports
+    from retrotread.drivers.scan import serial_ports
 
     ports = serial_ports()
     print("serial ports:" if ports else "serial ports: none found")
     for port in ports:
         print(f"  {port.describe()}")
     try:
-        from drivers.ftms.scan import scan_ftms
+        from retrotread.drivers.ftms.scan import scan_ftms
 
         found = asyncio.run(scan_ftms(args.timeout))
     except TreadError as exc:
