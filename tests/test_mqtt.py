@@ -523,7 +523,9 @@ async def test_broker_down_at_start_then_up_logs_once_each_way(
     finally:
         logging.getLogger("retrotread.api.mqtt").removeHandler(flag)
     warnings = [
-        r.getMessage() for r in caplog.records if r.name == "retrotread.api.mqtt" and r.levelno >= logging.WARNING
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("retrotread.api.mqtt") and r.levelno >= logging.WARNING
     ]
     assert len([m for m in warnings if "retrying" in m]) == 1, warnings
     assert len([m for m in warnings if "connected again" in m]) == 1, warnings

@@ -1,0 +1,81 @@
+"""The MQTT face: one treadmill's state out to a broker, commands in, answered one by one.
+
+Topics (``BASE`` = ``<prefix>/<id>``, interfaces.md):
+
+=====================  ======  ===  ==========================================================
+topic                  retain  QoS  payload
+=====================  ======  ===  ==========================================================
+BASE/status            yes     1    ``online``; the will and a clean shutdown leave ``offline``
+BASE/state             yes     1    the state snapshot, forwarded from the hub (on change, ≥ 1/5 s)
+BASE/telemetry         no      0    one sample
+BASE/timer             yes     1    the session block (phase changes and every second)
+BASE/event             no      1    events (estop, set_started, set_completed, ...)
+BASE/cmd/<name>        (in)    1    ``estop`` ``reset`` ``start`` ``speed`` ``stop`` ``incline`` ``session``
+BASE/cmd/result        no      1    ``{"cmd", "id", "ok", "error", "rule"}`` for every command
+<ha>/device/<id>/config yes    1    Home Assistant discovery (``api.discovery``)
+=====================  ======  ===  ==========================================================
+
+Command bodies are JSON objects like the HTTP ones, each with an optional ``"id"`` (a string or an
+integer) echoed in its result; an empty payload is ``{}``. ``start``/``speed``: ``{"speed_mph"}``;
+``incline``: ``{"incline_pct"}``; ``estop``: ``{"reason"}`` optional; ``stop``, ``reset``: ``{}``;
+``session``: ``{"plan": "3x60s/60s"}`` or ``{"sets", "work_s", "rest_s", "countdown_s",
+"speed_mph"}`` to start one (as ``POST /api/v1/session``), or ``{"action": "pause|resume|skip|abort"}``;
+its result adds ``"session"`` (the session block, or null).
+
+Decisions, and why:
+
+- Retained commands are ignored (S16): an old command left on the broker must never start a belt.
+  With MQTT 5 (tried first) the command subscription asks for retain-as-published, so a retained
+  command is recognized even when it arrives live; against a 3.1.1-only broker (the fallback) the
+  flag survives only on messages delivered at subscribe time, which is the case S16 is about.
+- Clean sessions only: nothing the broker queued while we were away is delivered later (as S9:
+  nothing queued before a loss is replayed).
+- ``estop`` is carried out in the message loop itself, never behind another command; commands
+  before it that are still waiting are answered "superseded" and dropped (they would either be
+  refused by the latch or, for a reset, undo a stop sent after it). Every other command runs in
+  arrival order on one worker, so a ``stop`` is never overtaken by an earlier ``start``.
+- Token (S16): when the daemon has an API token, every command but ``estop`` and ``stop`` needs it
+  as ``"token"`` in the body. Broker ACLs remain the first line; the token keeps the rule the same
+  on every face. Discovery then leaves out the controls that would need it.
+- The hub is drained all the time, connected or not: while away, telemetry and events are dropped
+  and on each (re)connect the latest state and timer are re-published with ``online`` and the
+  discovery config, so every retained topic is current again.
+
+This package must not hold a rule, convert a unit or time a session (the controller does), must
+never make the controller wait (the hub drops a slow face's oldest updates), and must never raise
+out on broker trouble: it reconnects with capped backoff, logging once on failure and once on
+recovery. Library errors are translated here (``BrokerError``, ``ConfigError``).
+
+By job: ``address`` (broker URLs), ``topics`` (topic names per treadmill id), ``bodies`` (command
+payload parsing and results), ``bridge`` (the ``MqttBridge``), ``forget`` (removing a treadmill).
+"""
+
+from retrotread.api.mqtt.address import (
+    DEFAULT_PORT,
+    DEFAULT_TLS_PORT,
+    NO_DELAY,
+    TIMEOUT_S,
+    BrokerAddress,
+    BrokerError,
+    parse_broker_url,
+)
+from retrotread.api.mqtt.bodies import COMMANDS, MAX_COMMAND_BYTES, OPEN_COMMANDS
+from retrotread.api.mqtt.bridge import MqttBridge
+from retrotread.api.mqtt.forget import forget
+from retrotread.api.mqtt.topics import Topics
+
+__all__ = [
+    "COMMANDS",
+    "DEFAULT_PORT",
+    "DEFAULT_TLS_PORT",
+    "MAX_COMMAND_BYTES",
+    "NO_DELAY",
+    "OPEN_COMMANDS",
+    "TIMEOUT_S",
+    "BrokerAddress",
+    "BrokerError",
+    "MqttBridge",
+    "Topics",
+    "forget",
+    "parse_broker_url",
+]

@@ -1,0 +1,44 @@
+"""Removing a treadmill from a broker for good (``retrotread mqtt forget``)."""
+
+from __future__ import annotations
+
+import os
+
+import aiomqtt
+
+from retrotread.api.mqtt.address import NO_DELAY, TIMEOUT_S, BrokerError, parse_broker_url
+from retrotread.api.mqtt.topics import Topics
+
+
+async def forget(
+    url: str,
+    treadmill_id: str,
+    *,
+    base_topic_prefix: str = "retrotread",
+    discovery_prefix: str = "homeassistant",
+    timeout_s: float = TIMEOUT_S,
+) -> None:
+    """Remove a treadmill from the broker: empty retained payloads on its discovery config (Home
+    Assistant deletes the device), ``state``, ``timer`` and ``status``. For a daemon that is gone
+    for good; a running one puts them back when it next (re)connects. Raises ``BrokerError``."""
+    broker = parse_broker_url(url)
+    topics = Topics.of(treadmill_id, base_topic_prefix, discovery_prefix)
+    client = aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username=broker.username,
+        password=broker.password,
+        # Never the daemon's own id: the broker would disconnect the daemon to let us in.
+        identifier=f"retrotread-{treadmill_id}-forget-{os.getpid()}",
+        protocol=aiomqtt.ProtocolVersion.V311,
+        clean_session=True,
+        timeout=timeout_s,
+        tls_context=broker.tls_context(),
+        socket_options=NO_DELAY,
+    )
+    try:
+        async with client:
+            for topic in (topics.discovery, topics.state, topics.timer, topics.status):
+                await client.publish(topic, b"", qos=1, retain=True)
+    except aiomqtt.MqttError as exc:
+        raise BrokerError(f"MQTT broker {broker.where}: {exc}") from exc
