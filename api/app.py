@@ -6,10 +6,9 @@ value is a speed), a disconnected driver is 503. The stop never needs a token (S
 """
 
 import hmac
-import ipaddress
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,8 +21,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from retrotread.api.http_guard import HttpGuard, clean_text, loopback
 from retrotread.api.metrics import render as render_metrics
 from retrotread.daemon.controller import SESSION_ACTIONS, Controller, SessionError
 from retrotread.daemon.plans import PlanError, plan_from
@@ -39,7 +39,16 @@ ControllerFactory = Callable[[], AbstractAsyncContextManager[Controller]]
 
 # JSON numbers only: a string such as "fast" or "1.0" is a malformed body (422), never coerced.
 # NaN and Infinity parse as numbers and are refused by the supervisor with S1.
-Number = StrictFloat | StrictInt
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # a 400-digit integer: no float holds it, so no belt runs at it
+        raise ValueError("number too large") from None
+
+
+Number = Annotated[StrictFloat | StrictInt, AfterValidator(_as_float)]
 
 
 class _Body(BaseModel):
@@ -92,8 +101,15 @@ def create_app(
     token: str | None = None,
     public_reads: bool = False,
     on_ready: Callable[[Controller], Awaitable[None]] | None = None,
+    allowed_hosts: Iterable[str] = (),
+    max_streams: int | None = None,
 ) -> FastAPI:
-    """The app; its lifespan enters the controller, so the driver runs exactly while the app does."""
+    """The app; its lifespan enters the controller, so the driver runs exactly while the app does.
+
+    ``allowed_hosts`` are Host header names accepted besides loopback and the address a client
+    connected to (``http.allowed_hosts``); ``max_streams`` caps event streams (default: from
+    RLIMIT_NOFILE).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,7 +140,7 @@ def create_app(
     def may_read(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         # Reads are free on loopback (the person at the treadmill); elsewhere as configured.
         host = request.client.host if request.client else ""
-        if token is None or public_reads or _loopback(host):
+        if token is None or public_reads or loopback(host):
             return
         need_token(creds)
 
@@ -144,7 +160,8 @@ def create_app(
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "float", "int"))
         rule = "S1" if any("speed_mph" in map(str, e.get("loc", ())) for e in errors) else None
         msg = f"{where}: {first.get('msg', 'malformed')}" if where else str(first.get("msg", "malformed body"))
-        return JSONResponse(status_code=422, content={"error": msg, "rule": rule, "detail": _jsonable(errors)})
+        content = {"error": clean_text(msg), "rule": rule, "detail": _jsonable(errors)}
+        return JSONResponse(status_code=422, content=content)
 
     @app.exception_handler(RefusedError)
     async def refused(request: Request, exc: RefusedError) -> JSONResponse:
@@ -163,11 +180,13 @@ def create_app(
     @api.get("/events", dependencies=readable, response_class=EventSourceResponse)
     async def events(c: Ctl, request: Request) -> AsyncIterator[ServerSentEvent]:
         """Server-Sent Events: ``state``, ``telemetry``, ``timer`` and ``event``."""
-        sub = c.hub.subscribe(maxsize=64)
-        async for update in sub:
-            payload = update.payload
-            data = payload.model_dump_json() if isinstance(payload, BaseModel) else str(payload)
-            yield ServerSentEvent(event=update.kind, raw_data=data)
+        # Coalescing: a slow reader gets the latest state and timer, never a growing backlog.
+        sub = c.hub.subscribe(maxsize=64, coalesce=True)
+        try:
+            async for update in sub:
+                yield ServerSentEvent(event=update.kind, raw_data=update.json())
+        finally:
+            c.hub.unsubscribe(sub)  # the client hung up (or the hub closed): no lingering subscription
 
     @api.post("/belt/start", status_code=202, dependencies=guarded, response_model=Accepted)
     async def belt_start(body: SpeedBody, c: Ctl) -> Accepted:
@@ -188,6 +207,10 @@ def create_app(
 
     @api.post("/estop", status_code=202, response_model=Accepted)
     async def estop(c: Ctl, body: EStopBody | None = None) -> Accepted:
+        """Latch the emergency stop (S5). Any body at all is accepted: the stop is sent before it is read.
+
+        ``HttpGuard`` answers this call itself; this route documents it (and answers if mounted bare).
+        """
         reason = body.reason if body and body.reason else "estop"
         return _answer(await c.estop(reason, "http"))
 
@@ -244,14 +267,15 @@ def create_app(
         """Prometheus text format."""
         return PlainTextResponse(render_metrics(c), media_type=CONTENT_TYPE_LATEST)
 
+    # Outermost of our own: a stop is taken before any body is read, every body is bounded.
+    app.add_middleware(
+        HttpGuard,
+        controller=lambda: app.state.controller,
+        token=token,
+        allowed_hosts=tuple(allowed_hosts),
+        max_streams=max_streams,
+    )
     return app
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _answer(decision: Decision) -> Accepted:
@@ -278,4 +302,6 @@ def _jsonable(errors: Any) -> Any:
         return str(errors)
     if isinstance(errors, bytes):
         return errors.decode("utf-8", "replace")
+    if isinstance(errors, str):
+        return clean_text(errors)  # a lone surrogate cannot be encoded as UTF-8
     return errors

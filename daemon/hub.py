@@ -1,19 +1,25 @@
 """The state hub: immutable updates from the controller, fanned out to the faces.
 
-The controller publishes without ever waiting: each subscriber has a bounded queue, and a
+The controller publishes without ever waiting: each subscriber has a bounded backlog, and a
 subscriber that falls behind loses its oldest updates (counted), never slowing the safety loop.
+A coalescing subscriber (a network reader that may be slow) keeps only the latest ``state``,
+``timer`` and ``telemetry``: its backlog never grows past what it has not seen yet.
 The latest update of each kind is kept, so a new subscriber starts from the current state.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+import itertools
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Kind = Literal["state", "telemetry", "timer", "event"]
+
+COALESCED: frozenset[Kind] = frozenset({"state", "telemetry", "timer"})
+"""Kinds where only the latest matters to a reader that fell behind (events each count)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,35 +27,62 @@ class Update:
     kind: Kind
     payload: Any
     """An immutable snapshot (a frozen pydantic model or a tuple); never mutated after publishing."""
+    _encoded: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    def json(self) -> str:
+        """The payload as JSON, encoded once however many readers there are (500 SSE clients)."""
+        if not self._encoded:
+            dump = getattr(self.payload, "model_dump_json", None)
+            self._encoded.append(dump() if callable(dump) else str(self.payload))
+        return self._encoded[0]
 
 
 class Subscription:
-    def __init__(self, hub: Hub, kinds: frozenset[Kind], maxsize: int) -> None:
+    def __init__(self, hub: Hub, kinds: frozenset[Kind], maxsize: int, coalesce: bool = False) -> None:
         self._hub = hub
         self.kinds = kinds
-        self.queue: asyncio.Queue[Update | None] = asyncio.Queue(maxsize)
+        self.maxsize = max(1, maxsize)
+        self.coalesce = coalesce
+        self._pending: OrderedDict[Hashable, Update] = OrderedDict()
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._closed = False
         self.dropped = 0
 
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
     def offer(self, update: Update) -> None:
-        if update.kind not in self.kinds:
+        if update.kind not in self.kinds or self._closed:
             return
-        while True:
-            try:
-                self.queue.put_nowait(update)
-                return
-            except asyncio.QueueFull:
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    self.queue.get_nowait()
-                    self.dropped += 1
+        if self.coalesce and update.kind in COALESCED:
+            if self._pending.pop(update.kind, None) is not None:
+                self.dropped += 1
+            self._pending[update.kind] = update  # to the end: it is the newest
+        else:
+            self._pending[next(self._seq)] = update
+        while len(self._pending) > self.maxsize:
+            self._pending.popitem(last=False)
+            self.dropped += 1
+        self._wake.set()
 
     def close(self) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(None)
+        self._closed = True
+        self._wake.set()
+
+    async def _get(self) -> Update | None:
+        while not self._pending:
+            if self._closed:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        return self._pending.popitem(last=False)[1]
 
     async def __aiter__(self) -> AsyncIterator[Update]:
         try:
             while True:
-                update = await self.queue.get()
+                update = await self._get()
                 if update is None:
                     return
                 yield update
@@ -57,9 +90,9 @@ class Subscription:
             self._hub.unsubscribe(self)
 
     async def next(self, within: float | None = None) -> Update | None:
-        """The next update, or TimeoutError after ``within`` seconds."""
+        """The next update (None once closed), or TimeoutError after ``within`` seconds."""
         async with asyncio.timeout(within):
-            return await self.queue.get()
+            return await self._get()
 
 
 ALL_KINDS: frozenset[Kind] = frozenset({"state", "telemetry", "timer", "event"})
@@ -78,8 +111,10 @@ class Hub:
         for sub in tuple(self._subs):
             sub.offer(update)
 
-    def subscribe(self, kinds: Iterable[Kind] = ALL_KINDS, maxsize: int = 256, replay: bool = True) -> Subscription:
-        sub = Subscription(self, frozenset(kinds), maxsize)
+    def subscribe(
+        self, kinds: Iterable[Kind] = ALL_KINDS, maxsize: int = 256, replay: bool = True, coalesce: bool = False
+    ) -> Subscription:
+        sub = Subscription(self, frozenset(kinds), maxsize, coalesce)
         if self.closed:
             sub.close()
             return sub
@@ -92,6 +127,7 @@ class Hub:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
+        sub.close()
 
     @property
     def subscribers(self) -> int:

@@ -57,7 +57,7 @@ async def rig(
         controller: Controller = app.state.controller
         sub = controller.hub.subscribe(maxsize=10_000)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://retrotread") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield Rig(client, controller, sub)
 
 

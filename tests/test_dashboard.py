@@ -49,7 +49,7 @@ class _Refs(HTMLParser):
 async def test_dashboard_is_served_with_local_assets_only() -> None:
     """The daemon runs on a small board with no internet: no CDN, no other host, no build step."""
     app = create_app(lambda: Controller(open_driver("sim://motorized"), safety=SafetyConfig(mode=Mode.REVERSE)))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://retrotread") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
         page = await client.get("/")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
