@@ -11,7 +11,9 @@ Invariants (checked by the property tests in tests/test_supervisor_rules.py):
 - in reverse mode no command above the envelope's top, after the device's rounding (S1, S2);
 - while latched, only stops are emitted (S6);
 - every trigger yields a stop command in the same step (S5);
-- a reset never emits a start (S6).
+- a reset never emits a start (S6);
+- a start goes out only after the belt read 0 for STANDSTILL_S, and one that arrives inside that
+  window while the belt reads 0 is held, never refused for the window alone (S4).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from retrotread.safety.rules import Rule
 # --- our numbers (safety.md marks them "(ours)") ---------------------------------------------
 STANDSTILL_MPH = 0.05  # a belt slower than this is standing still
 STANDSTILL_S = 1.0  # S4: start only after this long at standstill
+START_HOLD_S = 3.0  # S4: a start inside the standstill window is held at most this long
 RAMP_MPH_PER_S = 0.2  # S4: increases ramp at most this fast
 STOP_REPEAT_S = 0.25  # S5: repeat the stop this often until the belt reports 0
 STOP_CONFIRM_S = 5.0  # S5: then raise stop-unconfirmed
@@ -138,6 +141,8 @@ class Decision:
     commands: tuple[DriveCommand, ...] = ()
     events: tuple[SafetyEvent, ...] = ()
     refusal: Refusal | None = None
+    held: bool = False
+    """True when a start was accepted but waits for the standstill window to complete (S4)."""
 
     @property
     def accepted(self) -> bool:
@@ -148,6 +153,7 @@ class Decision:
             self.commands + other.commands,
             self.events + other.events,
             self.refusal or other.refusal,
+            self.held or other.held,
         )
 
 
@@ -167,6 +173,14 @@ class SafetyConfig:
     envelope: Envelope = field(default_factory=Envelope.reverse)
     max_incline_pct: float = 0.0
     deadmill_alert_mph: float = DEADMILL_ALERT_MPH
+
+
+@dataclass(frozen=True, slots=True)
+class HeldStart:
+    """A start waiting for the standstill window (S4): carried out by ``tick`` when it completes."""
+
+    speed: Speed
+    since: float
 
 
 @dataclass
@@ -192,6 +206,7 @@ class Supervisor:
     _ramp_from: Speed = field(default_factory=Speed.zero)
     _ramp_t0: float = 0.0
     _stopping: _Stopping | None = None
+    held_start: HeldStart | None = None
     _last_sample: BeltSample | None = None
     _last_valid_t: float | None = None
     _last_motion_t: float | None = None
@@ -279,6 +294,7 @@ class Supervisor:
         """An emergency stop: latch, and write the stop at once (S5, S6)."""
         # A trip while latched keeps the first ``since`` but shows the newest reason.
         self.latch = Latch(reason, rule, self.latch.since if self.latch else now)
+        self.held_start = None  # a stop outranks any start, held ones too (S5)
         self.target = None
         self.setpoint = Speed.zero()
         self._response_since = None
@@ -355,15 +371,24 @@ class Supervisor:
             return Decision(refusal=refusal)
         if self.commanded_to_move:
             return self._set_speed(speed, now)  # idempotent: a running belt just takes the speed
-        still = self._still_since is not None and now - self._still_since >= STANDSTILL_S
         fresh = self._last_valid_t is not None and now - self._last_valid_t <= self.stale_after_s
-        if not (still and fresh):
+        if not fresh or self._still_since is None:
+            what = "the belt is moving" if fresh else "no recent speed reading"
             return Decision(
                 refusal=Refusal(
                     Rule.S4,
-                    f"start only from standstill: the belt must read 0 for {STANDSTILL_S:g} s first",
+                    f"start only from standstill ({what}): the belt must read 0 for {STANDSTILL_S:g} s first",
                 )
             )
+        if not self._standstill_confirmed():
+            # S4: the belt reads 0 but the window is not complete: hold the start until it is.
+            # A second start while one is held takes its speed and keeps the first one's clock.
+            since = self.held_start.since if self.held_start is not None else now
+            self.held_start = HeldStart(speed, since)
+            wait = max(0.0, STANDSTILL_S - (now - self._still_since))
+            detail = f"the belt has read 0 for {now - self._still_since:.1f} s; starting in {wait:.1f} s"
+            return Decision(events=(SafetyEvent("start-held", now, Rule.S4, "standstill", detail),), held=True)
+        self.held_start = None
         assert self.grid is not None
         self.target = self.grid.snap(speed)
         first = self.grid.lowest
@@ -377,10 +402,39 @@ class Supervisor:
             (SafetyEvent("start", now, Rule.S4, "start", f"from {first} ramping to {self.target}"),),
         )
 
+    def _standstill_confirmed(self) -> bool:
+        """The belt was measured at 0 for STANDSTILL_S: by samples, not by the clock alone (S4)."""
+        still, last = self._still_since, self._last_valid_t
+        return still is not None and last is not None and last - still >= STANDSTILL_S - 1e-9
+
+    def _drop_held(self, now: float, reason: str, detail: str) -> Decision:
+        """A held start that cannot be carried out: refused after all, and said so (S4)."""
+        self.held_start = None
+        return Decision(events=(SafetyEvent("start-refused", now, Rule.S4, reason, detail),))
+
+    def _tick_held(self, now: float) -> Decision:
+        held = self.held_start
+        assert held is not None
+        refusal = self._motion_refusal(held.speed)
+        if refusal is not None:
+            return self._drop_held(now, "refused", refusal.error)
+        fresh = self._last_valid_t is not None and now - self._last_valid_t <= self.stale_after_s
+        if self._standstill_confirmed() and fresh:
+            return self._start(held.speed, now)
+        if now - held.since >= START_HOLD_S:
+            return self._drop_held(
+                now, "hold-expired", f"the belt did not read 0 for {STANDSTILL_S:g} s within {START_HOLD_S:g} s"
+            )
+        return NOTHING
+
     def _set_speed(self, speed: Speed, now: float) -> Decision:
         refusal = self._motion_refusal(speed)
         if refusal:
             return Decision(refusal=refusal)
+        if self.held_start is not None:
+            # The start is held for the standstill window (S4): it takes the newer speed.
+            self.held_start = replace(self.held_start, speed=speed)
+            return Decision(held=True)
         if not self.commanded_to_move:
             return Decision(refusal=Refusal(Rule.S4, "the belt is not running: start it first"))
         assert self.grid is not None
@@ -407,6 +461,7 @@ class Supervisor:
         return Decision((DriveCommand(CommandKind.SET_INCLINE, incline_pct=pct),))
 
     def _controlled_stop(self, now: float, reason: str, rule: Rule | None) -> Decision:
+        self.held_start = None  # a stop outranks any start, held ones too (S5)
         self.target = None
         self.setpoint = Speed.zero()
         self._response_since = None
@@ -447,6 +502,7 @@ class Supervisor:
                 return self.trip(now, "link-lost", Rule.S9, ev.detail)
             case DeviceEventKind.CONNECTED:
                 self.link_up = True
+                self.held_start = None  # nothing from before the loss is carried out (S9)
                 # The first thing a reconnected device hears is a stop; nothing is replayed (S9).
                 self._begin_stopping(now, emergency=True)
                 commands = (DriveCommand(CommandKind.ESTOP),) if self._may_command_motor() else ()
@@ -480,13 +536,15 @@ class Supervisor:
         self._last_sample = sample
         self._last_valid_t = now
         mph = sample.speed.mph
+        d = NOTHING
         if mph > STANDSTILL_MPH:
             self._last_motion_t = now
             self._still_since = None
+            if self.held_start is not None:
+                d += self._drop_held(now, "belt-moved", f"the belt moved ({mph:.2f} mph) while the start waited")
         elif self._still_since is None:
             self._still_since = now
 
-        d = NOTHING
         if self._stopping is not None and mph <= STANDSTILL_MPH:
             self._stopping = None
             d += Decision(events=(SafetyEvent("stopped", now, None, "belt at 0"),))
@@ -544,6 +602,8 @@ class Supervisor:
             d += self._tick_stopping(now)
         if not self.reverse:
             return d
+        if self.held_start is not None:
+            d += self._tick_held(now)
         if self.commanded_to_move:
             last = self._last_valid_t
             if last is None or now - last > self.stale_after_s:

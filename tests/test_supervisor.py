@@ -153,13 +153,83 @@ def test_s3_a_belt_without_motor_does_not_arm_reverse_mode() -> None:
 # --- S4 --------------------------------------------------------------------------------------
 
 
-def test_s4_start_only_after_a_second_of_standstill() -> None:
+def test_s4_start_only_from_standstill_a_moving_belt_is_refused() -> None:
+    b = Belt()
+    b.run(2, 0.08)  # creeping, below what S11/S15 call motion
+    d = b.ask(Start(Speed.from_mph(1.0)))
+    assert d.refusal is not None and d.refusal.rule is Rule.S4 and "moving" in d.refusal.error
+    assert kinds(d) == [] and b.sup.held_start is None
+
+
+def test_s4_a_start_inside_the_standstill_window_is_held_then_carried_out() -> None:
     b = Belt()
     b.run(0.5, 0.0)
     d = b.ask(Start(Speed.from_mph(1.0)))
-    assert d.refusal is not None and d.refusal.rule is Rule.S4
-    b.run(0.7, 0.0)
-    assert b.ask(Start(Speed.from_mph(1.0))).accepted
+    assert d.accepted and d.held and kinds(d) == []  # never refused for the window alone
+    assert [e.kind for e in d.events] == ["start-held"] and d.events[0].rule is Rule.S4
+    early = b.run(0.4, 0.0)
+    assert kinds(early) == []  # still inside the window
+    later = b.run(0.3, 0.0)
+    assert kinds(later)[0] is CommandKind.START  # the window completed: carried out on the tick
+    assert kinds(later).count(CommandKind.START) == 1
+    assert b.sup.held_start is None and b.sup.commanded_to_move
+    starts = [e for e in later.events if e.kind == "start"]
+    assert starts and starts[0].t - 100.1 >= 1.0 - 1e-9  # not before the belt read 0 for a second
+
+
+def test_s4_a_held_start_is_refused_if_the_belt_moves_meanwhile() -> None:
+    b = Belt()
+    b.run(0.3, 0.0)
+    assert b.ask(Start(Speed.from_mph(1.0))).held
+    d = b.run(0.2, 0.2)  # someone pushes the belt
+    d += b.run(2.0, 0.0)
+    assert CommandKind.START not in kinds(d)
+    refused = [e for e in d.events if e.kind == "start-refused"]
+    assert refused and refused[0].rule is Rule.S4 and refused[0].reason == "belt-moved"
+    assert b.sup.held_start is None
+
+
+def test_s4_a_held_start_is_bounded_when_no_reading_comes() -> None:
+    b = Belt()
+    b.run(0.3, 0.0)
+    assert b.ask(Start(Speed.from_mph(1.0))).held
+    d = Decision()
+    for _ in range(40):  # ticks, no samples: standstill can never be confirmed
+        b.t += 0.1
+        d += b.sup.tick(b.t)
+    assert CommandKind.START not in kinds(d)
+    refused = [e for e in d.events if e.kind == "start-refused"]
+    assert refused and refused[0].reason == "hold-expired"
+    assert b.sup.held_start is None
+
+
+@pytest.mark.parametrize("stop", [Stop("http"), EStop("estop", Rule.S5, "http")])
+def test_s4_s5_a_stop_cancels_a_held_start(stop: object) -> None:
+    b = Belt()
+    b.run(0.3, 0.0)
+    assert b.ask(Start(Speed.from_mph(1.0))).held
+    b.ask(stop)
+    d = b.run(3.0, 0.0)
+    assert CommandKind.START not in kinds(d) and b.sup.held_start is None
+
+
+def test_s4_s10_a_device_stop_cancels_a_held_start() -> None:
+    b = Belt()
+    b.run(0.3, 0.0)
+    assert b.ask(Start(Speed.from_mph(1.0))).held
+    b.sup.device_event(DeviceEvent(b.t, DeviceEventKind.STOPPED_BY_USER), b.t)
+    d = b.run(3.0, 0.0)
+    assert CommandKind.START not in kinds(d)
+
+
+def test_s4_a_speed_change_while_held_goes_with_the_start() -> None:
+    b = Belt()
+    b.run(0.3, 0.0)
+    assert b.ask(Start(Speed.from_mph(1.0))).held
+    d = b.ask(SetSpeed(Speed.from_mph(1.2)))
+    assert d.accepted and d.held and kinds(d) == []
+    b.run(1.0, 0.0)
+    assert b.sup.target is not None and b.sup.target.mph == pytest.approx(1.2, abs=0.02)
 
 
 def test_s4_start_at_the_minimum_and_ramp_at_most_0_2_mph_per_second() -> None:

@@ -6,7 +6,10 @@ A Hypothesis RuleBasedStateMachine checks, after every step:
 - S6: while latched (before or after the step) only stops are emitted;
 - S5: every trigger (an ``estop`` event) yields a stop command in the same step;
 - S6: a reset never emits a start;
-- S13: deadmill mode never emits a motion command.
+- S13: deadmill mode never emits a motion command;
+- S4: a start goes out only after the belt was measured at 0 for a second, and only if a start or
+  speed request came after the last stop; a start while the belt reads 0 (fresh) is never refused
+  for the window alone, it is held.
 
 CI runs the "ci" profile (500 examples); ``--hypothesis-profile=thorough`` runs 20,000.
 """
@@ -37,6 +40,7 @@ from retrotread.safety import (
     Stop,
     Supervisor,
 )
+from retrotread.safety.supervisor import STANDSTILL_MPH, STANDSTILL_S
 
 DEVICES = {
     "ftms-0.01kmh": Capabilities(
@@ -118,6 +122,9 @@ class SupervisorMachine(RuleBasedStateMachine):
         self.envelope = envelope
         self.mode = mode
         self.t = 1000.0
+        self.zero_since: float | None = None  # the first of the samples reading 0 now, as the test saw them
+        self.last_valid: tuple[float, float] | None = None  # (t, mph) of the last valid sample
+        self.start_asked = False  # a start or speed request came after the last stop
         self.sup = Supervisor(SafetyConfig(mode=mode, envelope=envelope, max_incline_pct=max_incline))
         self.check(self.sup.boot(self.t), latched_before=False)
         self.check(self.sup.arm(self.caps, self.t), latched_before=False)
@@ -146,6 +153,12 @@ class SupervisorMachine(RuleBasedStateMachine):
     def _step(self, dt: float, mph: float) -> None:
         """One sample and one tick, ``dt`` later, with the invariants checked after each."""
         self.t += dt
+        if math.isfinite(mph) and mph >= 0:
+            self.last_valid = (self.t, mph)
+            if mph > STANDSTILL_MPH:
+                self.zero_since = None
+            elif self.zero_since is None:
+                self.zero_since = self.t
         latched = self.sup.latch is not None
         self.check(self.sup.observe(BeltSample(self.t, Speed.from_mph(mph)), self.t), latched)
         latched = self.sup.latch is not None
@@ -161,6 +174,15 @@ class SupervisorMachine(RuleBasedStateMachine):
             self.reset()
         self.start(mph)
         self.belt_follows_its_command(run_s, lag)
+
+    @rule(wait_s=st.floats(0.1, 0.9), run_s=st.floats(0.0, 3.0), pushed=st.booleans())
+    def a_person_starts_right_after_the_belt_stops(self, wait_s: float, run_s: float, pushed: bool) -> None:
+        """The S4 hold: a start inside the standstill window waits for it (or a push refuses it)."""
+        self._follow(wait_s, lambda: 0.0)
+        self.start(1.0)
+        if pushed:
+            self._step(0.1, 0.3)
+        self.belt_follows_its_command(run_s, 0.0)
 
     @rule(jump=st.floats(0.0, 12.0))
     def clock_jumps(self, jump: float) -> None:
@@ -215,8 +237,16 @@ class SupervisorMachine(RuleBasedStateMachine):
 
     def request(self, req: object, mph: float | None) -> Decision:
         latched = self.sup.latch is not None
+        if isinstance(req, Start | SetSpeed):
+            self.start_asked = True
         d = self.sup.request(req, self.t)  # type: ignore[arg-type]
         self.check(d, latched)
+        if isinstance(req, Start) and d.refusal is not None and d.refusal.rule is Rule.S4:
+            lv = self.last_valid
+            fresh_zero = lv is not None and lv[1] <= STANDSTILL_MPH and self.t - lv[0] <= self.sup.stale_after_s
+            assert not fresh_zero, f"S4: a start refused for the standstill window alone: {d.refusal.error}"
+        if d.held:
+            event("start held")
         event(f"{type(req).__name__} {'accepted' if d.accepted else 'refused ' + str(d.refusal and d.refusal.rule)}")
         if mph is not None and d.accepted and isinstance(req, Start | SetSpeed):
             assert self.mode is Mode.REVERSE
@@ -238,6 +268,13 @@ class SupervisorMachine(RuleBasedStateMachine):
                 wire = on_wire_mph(cmd.speed, self.caps)
                 assert wire <= top, f"S1/S2: {wire} mph on the wire"
                 assert wire >= bottom, f"S1: {wire} mph below the envelope"
+        if any(c.kind is CommandKind.START for c in d.commands):
+            assert self.start_asked, "S4/S9: a start with no request after the last stop"
+            zs, lv = self.zero_since, self.last_valid
+            assert zs is not None and lv is not None and lv[0] - zs >= STANDSTILL_S - 1e-9, "S4: start before 1 s at 0"
+            event("start emitted")
+        if any(e.kind in ("stop", "estop") for e in d.events):
+            self.start_asked = False
         trips = [e for e in d.events if e.kind == "estop"]
         for e in trips:
             event(f"trip {e.reason}")
