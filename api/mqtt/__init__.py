@@ -16,7 +16,8 @@ BASE/cmd/result        no      1    ``{"cmd", "id", "ok", "error", "rule"}`` for
 =====================  ======  ===  ==========================================================
 
 Command bodies are JSON objects like the HTTP ones, each with an optional ``"id"`` (a string or an
-integer) echoed in its result; an empty payload is ``{}``. ``start``/``speed``: ``{"speed_mph"}``;
+integer) echoed in its result; an empty payload is ``{}``; a body over ``MAX_COMMAND_BYTES``
+(4,096 bytes) is refused unread, saying so. ``start``/``speed``: ``{"speed_mph"}``;
 ``incline``: ``{"incline_pct"}``; ``estop``: ``{"reason"}`` optional; ``stop``, ``reset``: ``{}``;
 ``session``: ``{"plan": "3x60s/60s"}`` or ``{"sets", "work_s", "rest_s", "countdown_s",
 "speed_mph"}`` to start one (as ``POST /api/v1/session``), or ``{"action": "pause|resume|skip|abort"}``;
@@ -30,6 +31,11 @@ Decisions, and why:
   flag survives only on messages delivered at subscribe time, which is the case S16 is about.
 - Clean sessions only: nothing the broker queued while we were away is delivered later (as S9:
   nothing queued before a loss is replayed).
+- A stop is never refused (S5): any live message on ``cmd/estop`` latches the stop and writes it
+  to the device before its payload is read, whatever its bytes, size or encoding; then ``id`` and
+  ``reason`` are read leniently (within the bound), a reason that cannot be read is recorded as
+  ``unreadable``, and the result is ``ok``. ``cmd/stop`` likewise (a controlled stop; a body it
+  cannot read or extra fields in it are ignored), and it is never answered "busy".
 - ``estop`` is carried out in the message loop itself, never behind another command; commands
   before it that are still waiting are answered "superseded" and dropped (they would either be
   refused by the latch or, for a reset, undo a stop sent after it). Every other command runs in

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from retrotread.safety.supervisor import Decision
 
-MAX_COMMAND_BYTES = 4096  # a command body is a few dozen bytes; anything this big is refused unread
+MAX_COMMAND_BYTES = 4096  # a command body is a few dozen bytes; anything bigger is refused unread
+MAX_REASON_CHARS = 200  # a stop's reason is kept to this many characters
+UNREADABLE = "unreadable"  # the reason recorded for a stop whose payload could not be read (S5)
 
 COMMANDS = ("estop", "reset", "start", "speed", "stop", "incline", "session")
 OPEN_COMMANDS = frozenset({"estop", "stop"})  # S16: a stop never needs a token
+STOPS = OPEN_COMMANDS  # S5: carried out before their payload is read, whatever it is; never refused
 
 # JSON numbers only, as on HTTP: "1.0" or true is malformed, never coerced. NaN and Infinity parse
 # as numbers and are refused by the supervisor naming S1; integers too big for a float are malformed.
@@ -28,10 +32,6 @@ class Body(BaseModel):
 
 class NoArgs(Body):
     pass
-
-
-class EStopBody(Body):
-    reason: Annotated[StrictStr, Field(max_length=200)] | None = None
 
 
 class SpeedBody(Body):
@@ -52,12 +52,11 @@ class SessionBody(Body):
     speed_mph: Number | None = None
 
 
+# The commands whose body is parsed before they are carried out: every one but the stops.
 BODIES: dict[str, type[Body]] = {
-    "estop": EStopBody,
     "reset": NoArgs,
     "start": SpeedBody,
     "speed": SpeedBody,
-    "stop": NoArgs,
     "incline": InclineBody,
     "session": SessionBody,
 }
@@ -70,6 +69,31 @@ class Refused(Exception):
         super().__init__(error)
         self.error = error
         self.rule = rule
+
+
+@dataclass(frozen=True, slots=True)
+class StopNote:
+    """What could be read from a stop's payload once the stop went out (S5): its ``id`` to echo,
+    and its ``reason`` (None when none was given; ``UNREADABLE`` when the payload or the reason
+    could not be read)."""
+
+    id: str | int | None
+    reason: str | None
+
+
+def read_stop(payload: bytes) -> StopNote:
+    """A stop's payload, read leniently and within the bound: never raises, never refuses."""
+    try:
+        body = parse_object(payload)
+    except Refused:
+        return StopNote(None, UNREADABLE)
+    cmd_id = peek_id(body)
+    reason = body.get("reason")
+    if reason is None or reason == "":
+        return StopNote(cmd_id, None)
+    if not isinstance(reason, str):
+        return StopNote(cmd_id, UNREADABLE)
+    return StopNote(cmd_id, reason[:MAX_REASON_CHARS])
 
 
 def parse_object(payload: bytes) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 from collections.abc import Coroutine
@@ -25,9 +26,8 @@ from retrotread.api.mqtt.address import NO_DELAY, TIMEOUT_S, parse_broker_url
 from retrotread.api.mqtt.bodies import (
     BODIES,
     COMMANDS,
-    OPEN_COMMANDS,
+    STOPS,
     Body,
-    EStopBody,
     InclineBody,
     NoArgs,
     Refused,
@@ -36,6 +36,7 @@ from retrotread.api.mqtt.bodies import (
     malformed,
     parse_object,
     peek_id,
+    read_stop,
     reply,
     reply_to_decision,
 )
@@ -366,9 +367,10 @@ class MqttBridge:
             self.retained_ignored += 1
             log.debug("MQTT: ignoring the retained command on %s (S16)", topic)
             return
-        if name == "estop":
-            # In the message loop itself: an emergency stop never waits behind another command (S5).
-            self._supersede_waiting()
+        if name == "estop" or (name == "stop" and self._commands.full()):
+            # In the message loop itself: an emergency stop never waits behind another command, and
+            # a stop is never refused as "busy" (S5); what waited before it would run after it.
+            self._supersede_waiting("an emergency stop" if name == "estop" else "a stop")
             self._answer(await self._execute(name, payload))
             return
         try:
@@ -376,13 +378,13 @@ class MqttBridge:
         except asyncio.QueueFull:
             self._answer(reply(name, peek_id(payload), error="too many commands waiting; try again"))
 
-    def _supersede_waiting(self) -> None:
+    def _supersede_waiting(self, by: str) -> None:
         while True:
             try:
                 name, payload = self._commands.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            error = "superseded by an emergency stop that arrived after it"
+            error = f"superseded by {by} that arrived after it"
             self._answer(reply(name, peek_id(payload), error=error, rule="S5"))
 
     async def _work_commands(self) -> None:
@@ -394,6 +396,8 @@ class MqttBridge:
         """One command, start to answer. Never raises (but for cancellation)."""
         cmd_id: str | int | None = None
         try:
+            if name in STOPS:
+                return await self._stop(name, payload)
             try:
                 body: dict[str, Any] | None = parse_object(payload)
             except Refused as bad:
@@ -403,7 +407,7 @@ class MqttBridge:
                 raise Refused(f"unknown command {name[:64]!r}; one of {', '.join(COMMANDS)}")
             if body is None:
                 raise unreadable
-            if self._token is not None and name not in OPEN_COMMANDS:
+            if self._token is not None:  # S16: every command but the stops (above) needs it
                 given = body.get("token")
                 if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self._token.encode()):
                     raise Refused(f'{name} needs the API token as "token" in the body', "S16")
@@ -420,11 +424,30 @@ class MqttBridge:
             log.exception("MQTT: command %s failed", name[:64])
             return reply(name, cmd_id, error=f"internal error: {type(exc).__name__}")
 
+    async def _stop(self, name: str, payload: bytes) -> dict[str, Any]:
+        """S5: the stop is latched (estop) and written to the device before a byte of the payload is
+        read, whatever its size or encoding; then its ``id`` and ``reason`` are read leniently, and
+        a reason that cannot be read is recorded as unreadable. Extra fields are ignored: a stop
+        takes no arguments, and is never refused for its body."""
+        c = self.controller
+        if name == "estop":
+            decision = await c.estop("estop", "mqtt")
+            note = read_stop(payload)
+            if note.reason is not None:
+                # Controller.note_stop_reason is being added (issue 10); until then the latch says "estop".
+                noting = getattr(c, "note_stop_reason", None)
+                if noting is not None:
+                    noted = noting(note.reason)
+                    if inspect.isawaitable(noted):
+                        await noted
+        else:
+            decision = await c.stop_belt("mqtt")
+            note = read_stop(payload)
+        return reply_to_decision(name, note.id, decision)
+
     async def _carry_out(self, name: str, args: Body, cmd_id: str | int | None) -> dict[str, Any]:
         c = self.controller
         match args:
-            case EStopBody():
-                return reply_to_decision(name, cmd_id, await c.estop(args.reason or "estop", "mqtt"))
             case SpeedBody() if name == "start":
                 return reply_to_decision(name, cmd_id, await c.start_belt(Speed.from_mph(args.speed_mph)))
             case SpeedBody():
@@ -436,8 +459,6 @@ class MqttBridge:
                 out = reply(name, cmd_id)
                 out["session"] = view.model_dump(mode="json") if view is not None else None
                 return out
-            case NoArgs() if name == "stop":
-                return reply_to_decision(name, cmd_id, await c.stop_belt("mqtt"))
             case NoArgs():
                 return reply_to_decision(name, cmd_id, await c.reset())
         raise Refused(f"unknown command {name[:64]!r}")

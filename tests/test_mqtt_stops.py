@@ -1,0 +1,223 @@
+"""S5 over MQTT: a stop is never refused (issue 10).
+
+Whatever the bytes, size or encoding of a live message on ``cmd/estop``, the stop is latched and
+written to the device before the payload is parsed, and answered ``ok``; the same for ``cmd/stop``
+(a controlled stop, not latched).
+
+The property test runs a real ``retrotread run --mqtt`` daemon against a private Mosquitto, and
+reads the latch from the daemon's retained ``state`` and the wire from the simulated device's trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import free_port
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)
+from test_mqtt import running, watching
+
+from retrotread.api.mqtt import MAX_COMMAND_BYTES
+from retrotread.daemon.controller import Controller
+from retrotread.drivers.units import Speed
+from retrotread.sims.driver import SimBeltDriver
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Each is a payload the stop must survive: plain words (a wall button, Home Assistant's default
+# "PRESS"), JSON that is not an object or has the wrong shape, too big, not UTF-8, deeply nested;
+# with the reason the latch then shows ("estop": none given; "unreadable": none could be read).
+ODD_PAYLOADS: list[tuple[str, bytes, str]] = [
+    ("empty", b"", "estop"),
+    ("an empty object", b"{}", "estop"),
+    ("plain STOP", b"STOP", "unreadable"),
+    ("PRESS", b"PRESS", "unreadable"),
+    ("true", b"true", "unreadable"),
+    ("null", b"null", "unreadable"),
+    ("a list", b"[1, 2]", "unreadable"),
+    ("reason not a string", b'{"reason": 5}', "unreadable"),
+    ("an unknown field", b'{"reason": "x", "speed_mph": 3}', "x"),
+    ("reason too long", json.dumps({"reason": "r" * 5000}).encode(), "unreadable"),
+    ("over the bound", b"x" * (MAX_COMMAND_BYTES + 1), "unreadable"),
+    ("a megabyte", b"\x00" * 1_000_000, "unreadable"),
+    ("not UTF-8", b"\xff\xfe\xfa", "unreadable"),
+    ("UTF-16 JSON", '{"reason": "utf16"}'.encode("utf-16"), "utf16"),
+    ("deep nesting", b"[" * 100_000, "unreadable"),
+    ("truncated JSON", b'{"reason": "cut', "unreadable"),
+]
+
+
+def sim_of(controller: Controller) -> SimBeltDriver:
+    driver = controller._driver  # the real simulated device the controller writes to
+    assert isinstance(driver, SimBeltDriver)
+    return driver
+
+
+def sent_since(driver: SimBeltDriver, mark: int) -> list[str]:
+    return [kind for _, kind, _ in driver.commands[mark:]]
+
+
+async def test_s5_every_estop_payload_latches_writes_and_is_answered_ok(broker: Mosquitto) -> None:
+    """Each odd payload on cmd/estop: latched, ESTOP written to the device, answered ok (S5); a
+    reason that does not parse is recorded as unreadable, one that does is kept."""
+    base = "retrotread/st1"
+    async with running(broker, "st1") as (controller, mqtt), watching(broker, f"{base}/cmd/result") as w:
+        driver = sim_of(controller)
+        noted = hasattr(controller, "note_stop_reason")
+        for label, payload, reason in [*ODD_PAYLOADS, ("a good one", b'{"reason": "hand", "id": "g"}', "hand")]:
+            mark, since = len(driver.commands), len(w.messages)
+            await w.publish(f"{base}/cmd/estop", payload)
+            _, _, result = await w.wait(f"{base}/cmd/result", lambda r: r["cmd"] == "estop", since=since)
+            assert result["ok"] is True and result["error"] is None, (label, result)
+            stop = controller.snapshot().stop
+            assert stop.latched, label
+            assert "estop" in sent_since(driver, mark), label
+            # Until the controller can note a reason after the fact, the latch says "estop".
+            assert stop.reason == (reason if noted else "estop"), (label, stop.reason)
+            if label == "a good one":
+                assert result["id"] == "g"
+            reset = await controller.reset()
+            assert reset.refusal is None, (label, reset.refusal)
+        assert mqtt.connected
+
+
+async def test_s5_every_stop_payload_stops_and_is_answered_ok(broker: Mosquitto) -> None:
+    """Each odd payload on cmd/stop: the stop is written to the device and answered ok."""
+    base = "retrotread/st2"
+    async with (
+        running(broker, "st2", standstill_first=True) as (controller, _),
+        watching(broker, f"{base}/cmd/result") as w,
+    ):
+        driver = sim_of(controller)
+        # The first one stops a running belt; the rest a still one (a stop is written all the same).
+        assert (await controller.start_belt(Speed.from_mph(1.0))).refusal is None
+        for label, payload, _ in ODD_PAYLOADS:
+            mark, since = len(driver.commands), len(w.messages)
+            await w.publish(f"{base}/cmd/stop", payload)
+            _, _, result = await w.wait(f"{base}/cmd/result", lambda r: r["cmd"] == "stop", since=since)
+            assert result["ok"] is True and result["error"] is None, (label, result)
+            assert "stop" in sent_since(driver, mark), label
+            assert controller.supervisor.target is None, label
+
+
+# ------------------------------------------------------------------ the property, on a real daemon
+
+
+class RealDaemon:
+    """``retrotread run --mqtt URL`` on a simulated belt whose device writes a trace."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, trace: Path, http: str, token: str) -> None:
+        self.proc, self.trace, self.http, self.token = proc, trace, http, token
+
+    def wire(self) -> list[dict[str, Any]]:
+        text = self.trace.read_text() if self.trace.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+async def real_daemon(broker: Mosquitto) -> AsyncIterator[RealDaemon]:
+    with tempfile.TemporaryDirectory(prefix="retrotread-state-") as state:
+        trace = Path(state) / "trace.jsonl"
+        port = free_port()
+        env = {**os.environ, "RETROTREAD_DAEMON__ID": "hy", "RETROTREAD_DAEMON__STATE_DIR": state}
+        with tempfile.TemporaryFile() as errors:
+            proc = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("retrotread")),
+                "run",
+                "--driver",
+                f"sim://motorized?rate_hz=20&trace={trace}",
+                "--http",
+                f"127.0.0.1:{port}",
+                "--mqtt",
+                broker.url,
+                cwd=ROOT,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=errors,  # a file: a pipe nobody reads could fill and stall the daemon
+            )
+            try:
+                assert proc.stdout is not None
+                banner = await asyncio.wait_for(proc.stdout.readline(), 30)  # once the port listens
+                errors.seek(0)
+                assert banner, f"daemon did not start: {errors.read().decode(errors='replace')}"
+                token = (Path(state) / "token").read_text().strip()
+                yield RealDaemon(proc, trace, f"http://127.0.0.1:{port}", token)
+            finally:
+                if proc.returncode is None:
+                    proc.terminate()
+                    try:
+                        await asyncio.wait_for(proc.wait(), 10)
+                    except TimeoutError:
+                        proc.kill()
+                        await proc.wait()
+
+
+payloads = st.one_of(
+    st.binary(max_size=64),
+    st.binary(min_size=MAX_COMMAND_BYTES - 8, max_size=MAX_COMMAND_BYTES + 64),
+    st.builds(lambda unit, n: unit * n, st.sampled_from([b"[", b"{", b"x", b"\xff", b'"']), st.integers(1, 200_000)),
+    st.text(max_size=40).map(lambda s: s.encode("utf-16")),
+    st.sampled_from([p for _, p, _ in ODD_PAYLOADS]),
+    st.dictionaries(st.text(max_size=8), st.none() | st.booleans() | st.integers() | st.text(max_size=8)).map(
+        lambda d: json.dumps(d).encode()
+    ),
+)
+
+
+@pytest.mark.slow
+async def test_s5_property_any_bytes_on_cmd_estop_latch_the_real_daemon(
+    broker: Mosquitto, real_daemon: RealDaemon
+) -> None:
+    """Hypothesis over the real daemon: any payload bytes on cmd/estop end with the stop latched in
+    the daemon's retained state and an ``estop`` written to the device (its trace), answered ok."""
+    base = "retrotread/hy"
+    loop = asyncio.get_running_loop()
+    async with (
+        watching(broker, f"{base}/state", f"{base}/cmd/result") as w,
+        httpx.AsyncClient(
+            base_url=real_daemon.http, headers={"Authorization": f"Bearer {real_daemon.token}"}, timeout=10
+        ) as http,
+    ):
+        await w.wait(f"{base}/state", lambda s: isinstance(s, dict) and s["connected"], within=20)
+
+        async def one(payload: bytes) -> None:
+            # From unlatched: reset over HTTP (MQTT control is "stop" only), seen on the state topic.
+            if w.on(f"{base}/state")[-1]["stop"]["latched"]:
+                since = len(w.messages)
+                assert (await http.post("/api/v1/estop/reset")).status_code == 200
+                await w.wait(f"{base}/state", lambda s: not s["stop"]["latched"], since=since)
+            mark, since = len(real_daemon.wire()), len(w.messages)
+            await w.publish(f"{base}/cmd/estop", payload)
+            _, _, result = await w.wait(f"{base}/cmd/result", lambda r: r["cmd"] == "estop", since=since)
+            assert result["ok"] is True, result
+            _, _, state = await w.wait(f"{base}/state", lambda s: s["stop"]["latched"], since=since)
+            assert state["stop"]["rule"] == "S5"
+            assert "estop" in [line["cmd"] for line in real_daemon.wire()[mark:]]
+
+        @settings(
+            max_examples=30,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
+        @given(payload=payloads)
+        def prop(payload: bytes) -> None:
+            # Hypothesis drives from a worker thread; each example runs on the test's loop, where
+            # the watcher and the broker's log reader live.
+            future: Future[None] = asyncio.run_coroutine_threadsafe(one(payload), loop)
+            future.result(timeout=30)
+
+        await asyncio.to_thread(prop)
+    assert real_daemon.proc.returncode is None  # still running
