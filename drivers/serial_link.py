@@ -156,6 +156,7 @@ class SerialLink:
         self._exclusive = exclusive
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
+        self._closing: tuple[asyncio.Transport, _Protocol] | None = None  # a close still under way
         self.opens = 0
         self.losses = 0
         self.bytes_in = 0
@@ -169,6 +170,8 @@ class SerialLink:
         """Open the port (8N1, no flow control, an exclusive lock). Errors are ours, translated."""
         if self._transport is not None:
             return
+        if self._closing is not None:
+            await self.close()  # the port is exclusive: the old descriptor must be gone first
         loop = asyncio.get_running_loop()
         opening = loop.run_in_executor(
             None,
@@ -205,14 +208,28 @@ class SerialLink:
         self.bytes_out += len(data)
 
     async def close(self) -> None:
-        """Close the port, letting what was written (a last stop) drain first."""
+        """Close the port, letting what was written (a last stop) drain first.
+
+        Returns only once the transport has really closed (its ``_call_connection_lost`` task has
+        closed the descriptor and told the protocol). A second ``close()``, or one after a first
+        was cancelled half way, waits for that same close instead of returning at once: that early
+        return leaked the transport's close task past the driver's ``close()`` (issue 10).
+        """
         transport, protocol = self._transport, self._protocol
         self._transport = self._protocol = None
-        if transport is None or protocol is None:
+        if transport is not None and protocol is not None:
+            protocol.closing = True
+            self._closing = (transport, protocol)
+            if not transport.is_closing():
+                transport.close()
+        pending = self._closing
+        if pending is None:
             return
-        protocol.closing = True
-        if not transport.is_closing():
-            transport.close()
+        await self._finish_close(*pending)
+        if self._closing is pending:
+            self._closing = None
+
+    async def _finish_close(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_GRACE_S):
                 await asyncio.shield(protocol.lost)
