@@ -3,17 +3,54 @@
 ``MemoryHistory`` keeps them for the life of the process (the standalone ``deadmill`` command and
 tests); the SQLite store keeps them across restarts. Both take a set when it ends and a
 checkpoint of the running set, so a crash loses at most the last few seconds of one set.
+
+The SQLite store has one owner, the daemon (``SqliteHistory.open``: an exclusive ``flock`` beside the
+database, then crash recovery), and any number of readers (``SqliteHistory.open_readonly``: the CLI,
+while the daemon runs; it never recovers and never writes). The owner's writes go to a writer thread
+(``history_writer``) and never block the event loop or raise into it; a failing disk is reported through
+``set_listener``. A database that is not one, fails ``PRAGMA quick_check`` or has another schema is
+moved aside on owner open, never deleted. Everything that cannot be opened is a ``HistoryError``: one
+line, naming the file.
+
+Errors::
+
+    ConfigError (retrotread.drivers.errors)
+    └── HistoryError    cannot open, own or read the history database
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
 import sqlite3
+import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
+from retrotread.daemon.history_writer import (
+    BUSY_TIMEOUT_S,
+    CLOSE_FLUSH_S,
+    AddEvent,
+    Begin,
+    End,
+    PutSet,
+    Recover,
+    Writer,
+    commit,
+)
 from retrotread.daemon.snapshot import Event, Outcome, SessionRecord, SetResult
 from retrotread.drivers.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class HistoryError(ConfigError):
+    """The history database cannot be opened, owned or read. The message is one line and names the file."""
 
 
 class History(Protocol):
@@ -32,13 +69,18 @@ class History(Protocol):
 
     def recent(self, limit: int = 20) -> list[SessionRecord]: ...
 
+    def set_listener(self, on_fault: Callable[[str], None], on_ok: Callable[[], None]) -> None:
+        """``on_fault(detail)`` once when writes start failing, ``on_ok()`` once when they succeed again.
+
+        Both are called on the event loop that was running when this was called."""
+
     def close(self) -> None: ...
 
 
 class MemoryHistory:
-    def __init__(self) -> None:
+    def __init__(self, first_id: int = 1) -> None:
         self._sessions: dict[int, SessionRecord] = {}
-        self._next = 1
+        self._next = first_id
 
     def begin(self, plan: str, mode: str, driver: str, sets_planned: int, started_at: str) -> int:
         sid = self._next
@@ -81,10 +123,21 @@ class MemoryHistory:
     def recent(self, limit: int = 20) -> list[SessionRecord]:
         return sorted(self._sessions.values(), key=lambda r: r.id, reverse=True)[:limit]
 
+    def sessions(self) -> list[SessionRecord]:
+        return self.recent(len(self._sessions))
+
+    def forget(self, session_id: int) -> None:
+        self._sessions.pop(session_id, None)
+
+    def set_listener(self, on_fault: Callable[[str], None], on_ok: Callable[[], None]) -> None:
+        pass  # memory never fails to take a write
+
     def close(self) -> None:
         pass
 
 
+SCHEMA_VERSION = 1
+TABLES = frozenset({"sessions", "sets", "events"})
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
@@ -105,86 +158,179 @@ CREATE TABLE IF NOT EXISTS events (
 PRAGMA user_version = 1;
 """
 
+CACHED_SESSIONS = 64  # the owner's newest sessions, served from memory so a read sees every write at once
 
-class SqliteHistory:
-    """Sessions and sets in SQLite (WAL) under the state directory; survives a SIGKILL.
+# SQLite's primary result codes for "this file is not a (sound) database", as opposed to "cannot get at it".
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
 
-    Every write is its own committed transaction: with WAL, a committed write survives the
-    process being killed, so a crash loses at most the time since the last checkpoint of the
-    running set. On open, sessions a crash left unfinished are marked ``interrupted``.
-    """
 
-    def __init__(self, path: Path) -> None:
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:  # an error without a code (older SQLite): judge by the words SQLite uses
+        return "not a database" in str(exc) or "malformed" in str(exc)
+    return int(code) & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    # mode=ro: this connection can never write, whoever holds it (the URI needs the path quoted: '?', '#').
+    return sqlite3.connect(
+        f"file:{quote(str(path))}?mode=ro", uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+    )
+
+
+def _schema_problem(db: sqlite3.Connection) -> str | None:
+    """Why this sound database is not a retrotread history, or None (an empty database is a new one)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if version == 0 and not tables:
+        return None
+    if version != SCHEMA_VERSION:
+        return f"another schema (user_version {version}, expected {SCHEMA_VERSION})"
+    if not tables >= TABLES:
+        return f"another schema (no {', '.join(sorted(TABLES - tables))} table)"
+    return None
+
+
+def _unusable(path: Path) -> str | None:
+    """Why the file at ``path`` must be moved aside, or None if it is a history or nothing (yet)."""
+    if path.is_dir():
+        return "a directory is in its place"
+    if not path.exists():
+        return None
+    if not path.is_file():
+        return "not a regular file"
+    if path.stat().st_size == 0:
+        return None  # SQLite's empty database: a new history, nothing to keep
+    try:
+        db = _connect_ro(path)
+    except sqlite3.Error as exc:
+        raise HistoryError(f"cannot open the history {path}: {exc}") from exc
+    try:
+        rows = db.execute("PRAGMA quick_check").fetchall()
+        if rows != [("ok",)]:
+            return f"PRAGMA quick_check: {rows[0][0]}"
+        return _schema_problem(db)
+    except sqlite3.Error as exc:
+        if _is_corrupt(exc):
+            return str(exc)
+        raise HistoryError(f"cannot open the history {path}: {exc}") from exc
+    finally:
+        db.close()
+
+
+def _move_aside(path: Path, reason: str) -> None:
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        os.rename(path, target)
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if os.path.lexists(side):
+                os.rename(side, target.with_name(target.name + suffix))
+    except OSError as exc:
+        raise HistoryError(f"history {path} is unusable ({reason}) and cannot be moved aside: {exc.strerror}") from exc
+    log.warning("history %s is unusable (%s): moved aside to %s; starting a new one", path, reason, target.name)
+
+
+def _take_ownership(path: Path) -> int:
+    """The exclusive flock that makes this process the history's one writer; held until close."""
+    lock = path.with_name(path.name + ".lock")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise HistoryError(f"cannot open the history {path}: {exc.strerror} ({exc.filename})") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if isinstance(exc, BlockingIOError):
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise HistoryError(
+                f"another retrotread process{who} owns the history {path} (it holds {lock.name});"
+                " stop it first, or read with `retrotread history`"
+            ) from exc
+        raise HistoryError(f"cannot lock the history {path}: {exc.strerror}") from exc
+    with contextlib.suppress(OSError):  # the pid is for the message above; a full disk may refuse it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class HistoryReader:
+    """Reads of a history database on a connection that cannot write; any process, any time."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
         self.path = path
+        self._db = db
+        self._read_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path) -> HistoryReader:
+        if path.is_dir():
+            raise HistoryError(f"history {path} is unusable: a directory is in its place")
+        if not path.exists():
+            raise HistoryError(f"no history at {path}")
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            db = _connect_ro(path)
         except sqlite3.Error as exc:
-            raise ConfigError(f"history database {path}: {exc}") from exc
-        self._recover()
+            raise HistoryError(f"cannot open the history {path}: {exc}") from exc
+        try:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+            problem = f"PRAGMA quick_check: {rows[0][0]}" if rows != [("ok",)] else _schema_problem(db)
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if problem is None and not tables:
+                problem = "an empty database"
+        except sqlite3.Error as exc:
+            db.close()
+            raise HistoryError(f"history {path} is unusable: {exc}") from exc
+        if problem is not None:
+            db.close()
+            raise HistoryError(f"history {path} is unusable: {problem}")
+        return cls(path, db)
 
-    def _recover(self) -> None:
-        rows = self._db.execute("SELECT id FROM sessions WHERE ended_at IS NULL").fetchall()
-        for (sid,) in rows:
-            last = self._db.execute("SELECT MAX(ended_at) FROM sets WHERE session_id = ?", (sid,)).fetchone()[0]
-            self._db.execute(
-                "UPDATE sessions SET outcome = 'interrupted', ended_at = COALESCE(?, started_at) WHERE id = ?",
-                (last, sid),
-            )
-
-    def begin(self, plan: str, mode: str, driver: str, sets_planned: int, started_at: str) -> int:
-        cur = self._db.execute(
-            "INSERT INTO sessions (plan, mode, driver, sets_planned, started_at) VALUES (?, ?, ?, ?, ?)",
-            (plan, mode, driver, sets_planned, started_at),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-
-    def _put_set(self, session_id: int, r: SetResult) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                session_id,
-                r.set,
-                r.started_at,
-                r.ended_at,
-                r.started_mono,
-                r.ended_mono,
-                r.work_s,
-                r.distance_m,
-                r.avg_mph,
-                r.max_mph,
-                r.outcome,
-            ),
-        )
-
-    def checkpoint(self, session_id: int, result: SetResult) -> None:
-        self._put_set(session_id, result)
-
-    def record_set(self, session_id: int, result: SetResult) -> None:
-        self._put_set(session_id, result)
-
-    def record_event(self, session_id: int, event: Event) -> None:
-        self._db.execute(
-            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (session_id, event.ts, event.kind, event.rule, event.reason, event.detail, event.set),
-        )
-
-    def end(self, session_id: int, outcome: Outcome, ended_at: str) -> None:
-        self._db.execute("UPDATE sessions SET outcome = ?, ended_at = ? WHERE id = ?", (outcome, ended_at, session_id))
+    def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        with self._read_lock:
+            try:
+                return fn(self._db)
+            except sqlite3.Error as exc:
+                raise HistoryError(f"cannot read the history {self.path}: {exc}") from exc
 
     def get(self, session_id: int) -> SessionRecord | None:
-        row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return None if row is None else self._record(row)
+        def q(db: sqlite3.Connection) -> SessionRecord | None:
+            row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            return None if row is None else self._record(db, row)
+
+        result: SessionRecord | None = self._read(q)
+        return result
 
     def recent(self, limit: int = 20) -> list[SessionRecord]:
-        rows = self._db.execute("SELECT * FROM sessions ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [self._record(r) for r in rows]
+        def q(db: sqlite3.Connection) -> list[SessionRecord]:
+            rows = db.execute("SELECT * FROM sessions ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            return [self._record(db, r) for r in rows]
 
-    def _record(self, row: tuple[Any, ...]) -> SessionRecord:
+        result: list[SessionRecord] = self._read(q)
+        return result
+
+    def _started(self) -> dict[int, tuple[str, str]]:
+        def q(db: sqlite3.Connection) -> dict[int, tuple[str, str]]:
+            return {sid: (s, p) for sid, s, p in db.execute("SELECT id, started_at, plan FROM sessions")}
+
+        result: dict[int, tuple[str, str]] = self._read(q)
+        return result
+
+    def weekly(self) -> list[tuple[str, str, int]]:
+        """Sessions per ISO week per plan (program.md: the user can see the rhythm; nothing enforced)."""
+        return _weekly(self._started())
+
+    @staticmethod
+    def _record(db: sqlite3.Connection, row: tuple[Any, ...]) -> SessionRecord:
         sid, plan, mode, driver, sets_planned, started_at, ended_at, outcome = row
         sets = tuple(
             SetResult(
@@ -199,11 +345,11 @@ class SqliteHistory:
                 max_mph=s[9],
                 outcome=s[10],
             )
-            for s in self._db.execute("SELECT * FROM sets WHERE session_id = ? ORDER BY set_no", (sid,))
+            for s in db.execute("SELECT * FROM sets WHERE session_id = ? ORDER BY set_no", (sid,))
         )
         events = tuple(
             Event(ts=e[1], kind=e[2], rule=e[3], reason=e[4], detail=e[5], set=e[6], session=sid)
-            for e in self._db.execute("SELECT * FROM events WHERE session_id = ? ORDER BY rowid", (sid,))
+            for e in db.execute("SELECT * FROM events WHERE session_id = ? ORDER BY rowid", (sid,))
         )
         return SessionRecord(
             id=sid,
@@ -218,15 +364,177 @@ class SqliteHistory:
             events=events,
         )
 
+    def close(self) -> None:
+        with self._read_lock:
+            self._db.close()  # closing twice is harmless in sqlite3
+
+
+def _weekly(started: dict[int, tuple[str, str]]) -> list[tuple[str, str, int]]:
+    counts: dict[tuple[str, str], int] = {}
+    for _, (started_at, plan) in sorted(started.items()):
+        year, week, _ = datetime.fromisoformat(started_at.replace("Z", "+00:00")).isocalendar()
+        key = (f"{year}-W{week:02d}", plan)
+        counts[key] = counts.get(key, 0) + 1
+    return [(week, plan, n) for (week, plan), n in counts.items()]
+
+
+class SqliteHistory(HistoryReader):
+    """Sessions and sets in SQLite (WAL) under the state directory; survives a SIGKILL. The daemon's.
+
+    Every batch of writes is one committed transaction, made by the writer thread: with WAL, a
+    committed write survives the process being killed, so a crash loses at most the time since the
+    last checkpoint of the running set. Session ids come from this process (``MAX(id)`` at open: the
+    flock makes it the only writer), so ``begin`` returns at once.
+
+    Reads see every write this process made, at once and without waiting for the disk: the newest
+    ``CACHED_SESSIONS`` sessions it began are served from memory (read-through), the rest from the
+    database. A session leaves memory only once it has ended and all its writes are committed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        lock_fd = _take_ownership(path)
+        try:
+            problem = _unusable(path)
+            if problem is not None:
+                _move_aside(path, problem)
+            db, next_id, open_sids = self._open_writer(path)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        recover = Recover(tuple(open_sids))
+        if open_sids:
+            try:
+                commit(db, [recover])
+            except sqlite3.Error as exc:  # disk full, a lock held elsewhere: the writer keeps trying
+                log.warning("history %s: marking sessions %s interrupted waits: %s", path, open_sids, exc)
+            else:
+                open_sids = []
+        try:
+            reader = _connect_ro(path)
+        except sqlite3.Error as exc:
+            db.close()
+            os.close(lock_fd)
+            raise HistoryError(f"cannot open the history {path}: {exc}") from exc
+        super().__init__(path, reader)
+        self._lock_fd: int | None = lock_fd
+        self._lock = threading.Lock()
+        self._mine = MemoryHistory(first_id=next_id)
+        self._writer = Writer(db, str(path))
+        if open_sids:
+            self._writer.submit(recover)
+
+    @staticmethod
+    def _open_writer(path: Path) -> tuple[sqlite3.Connection, int, list[int]]:
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+        except sqlite3.Error as exc:
+            raise HistoryError(f"cannot open the history {path}: {exc}") from exc
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables >= TABLES:  # a new database (an existing one is not written to here: a full disk opens)
+                db.executescript(SCHEMA)
+            next_id = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sessions").fetchone()[0]
+            open_sids = [r[0] for r in db.execute("SELECT id FROM sessions WHERE ended_at IS NULL ORDER BY id")]
+        except sqlite3.Error as exc:
+            db.close()
+            raise HistoryError(f"cannot open the history {path}: {exc}") from exc
+        return db, int(next_id), open_sids
+
+    @classmethod
+    def open(cls, path: Path) -> SqliteHistory:
+        """The daemon's open: own the history (flock), move a broken file aside, recover a crash."""
+        return cls(path)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> HistoryReader:
+        """The CLI's open: reads only, never recovers, never writes; works while the daemon runs."""
+        return HistoryReader.open(path)
+
+    # ------------------------------------------------------------------ writes (the event loop's)
+
+    def begin(self, plan: str, mode: str, driver: str, sets_planned: int, started_at: str) -> int:
+        with self._lock:
+            sid = self._mine.begin(plan, mode, driver, sets_planned, started_at)
+            self._forget_old()
+        self._writer.submit(Begin(sid, plan, mode, driver, sets_planned, started_at))
+        return sid
+
+    def checkpoint(self, session_id: int, result: SetResult) -> None:
+        with self._lock:
+            if self._mine.get(session_id) is not None:
+                self._mine.checkpoint(session_id, result)
+        self._writer.submit(PutSet(session_id, result, final=False))
+
+    def record_set(self, session_id: int, result: SetResult) -> None:
+        with self._lock:
+            if self._mine.get(session_id) is not None:
+                self._mine.record_set(session_id, result)
+        self._writer.submit(PutSet(session_id, result, final=True))
+
+    def record_event(self, session_id: int, event: Event) -> None:
+        with self._lock:
+            if self._mine.get(session_id) is not None:
+                self._mine.record_event(session_id, event.model_copy(update={"session": session_id}))
+        self._writer.submit(AddEvent(session_id, event))
+
+    def end(self, session_id: int, outcome: Outcome, ended_at: str) -> None:
+        with self._lock:
+            if self._mine.get(session_id) is not None:
+                self._mine.end(session_id, outcome, ended_at)
+        self._writer.submit(End(session_id, outcome, ended_at))
+
+    def _forget_old(self) -> None:
+        cached = sorted(r.id for r in self._mine.sessions())
+        for sid in cached[: max(0, len(cached) - CACHED_SESSIONS)]:
+            rec = self._mine.get(sid)
+            if rec is not None and rec.outcome is not None and not self._writer.has_pending(sid):
+                self._mine.forget(sid)
+
+    def set_listener(self, on_fault: Callable[[str], None], on_ok: Callable[[], None]) -> None:
+        self._writer.set_listener(on_fault, on_ok)
+
+    @property
+    def failing(self) -> str | None:
+        """What is wrong with the writes right now, or None."""
+        return self._writer.failing
+
+    @property
+    def writes_pending(self) -> int:
+        return self._writer.pending()
+
+    @property
+    def writes_dropped(self) -> int:
+        return self._writer.dropped
+
+    def flush(self, timeout: float = CLOSE_FLUSH_S) -> bool:
+        """Wait until every write so far is committed (tools and tests; blocking, so never the loop)."""
+        return self._writer.wait_idle(timeout)
+
+    # ------------------------------------------------------------------ reads (read-through)
+
+    def get(self, session_id: int) -> SessionRecord | None:
+        with self._lock:
+            rec = self._mine.get(session_id)
+        return rec if rec is not None else super().get(session_id)
+
+    def recent(self, limit: int = 20) -> list[SessionRecord]:
+        with self._lock:
+            mine = {r.id: r for r in self._mine.recent(limit)}
+        stored = {r.id: r for r in super().recent(limit)}
+        merged = stored | mine  # what this process wrote wins over what has reached the disk so far
+        return [merged[sid] for sid in sorted(merged, reverse=True)[:limit]]
+
     def weekly(self) -> list[tuple[str, str, int]]:
-        """Sessions per ISO week per plan (program.md: the user can see the rhythm; nothing enforced)."""
-        rows = self._db.execute("SELECT started_at, plan FROM sessions ORDER BY id").fetchall()
-        counts: dict[tuple[str, str], int] = {}
-        for started_at, plan in rows:
-            year, week, _ = datetime.fromisoformat(started_at.replace("Z", "+00:00")).isocalendar()
-            key = (f"{year}-W{week:02d}", plan)
-            counts[key] = counts.get(key, 0) + 1
-        return [(week, plan, n) for (week, plan), n in counts.items()]
+        with self._lock:
+            mine = {r.id: (r.started_at, r.plan) for r in self._mine.sessions()}
+        return _weekly(self._started() | mine)
 
     def close(self) -> None:
-        self._db.close()
+        """Flush what can be flushed within ``CLOSE_FLUSH_S``, stop the writer, give up ownership. Twice is fine."""
+        self._writer.close()
+        super().close()
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
