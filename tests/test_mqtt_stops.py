@@ -29,6 +29,7 @@ from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker``
 from test_mqtt import running, watching
 
 from retrotread.api.mqtt import MAX_COMMAND_BYTES
+from retrotread.api.mqtt.bridge import COMMANDS_WAITING
 from retrotread.daemon.controller import Controller
 from retrotread.drivers.units import Speed
 from retrotread.sims.driver import SimBeltDriver
@@ -109,6 +110,38 @@ async def test_s5_every_stop_payload_stops_and_is_answered_ok(broker: Mosquitto)
             assert result["ok"] is True and result["error"] is None, (label, result)
             assert "stop" in sent_since(driver, mark), label
             assert controller.supervisor.target is None, label
+
+
+async def test_s5_a_stop_is_never_answered_busy(broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the command queue full behind a slow command, a stop still goes out and is answered
+    ok; what waited before it is answered "superseded" (S5), never run after it."""
+    base = "retrotread/st4"
+    async with running(broker, "st4") as (controller, _), watching(broker, f"{base}/cmd/result") as w:
+        driver = sim_of(controller)
+        entered, release = asyncio.Event(), asyncio.Event()
+        real = controller.set_incline
+
+        async def slow_incline(pct: float) -> Any:
+            entered.set()
+            await release.wait()
+            return await real(pct)
+
+        monkeypatch.setattr(controller, "set_incline", slow_incline)
+        await w.publish(f"{base}/cmd/incline", json.dumps({"incline_pct": 0, "id": "slow"}))
+        async with asyncio.timeout(10):
+            await entered.wait()
+        for i in range(COMMANDS_WAITING + 1):  # the last one is answered busy: the queue is full
+            await w.publish(f"{base}/cmd/reset", json.dumps({"id": f"q{i}"}))
+        busy = await w.result(f"q{COMMANDS_WAITING}", base)
+        assert busy["ok"] is False and "waiting" in busy["error"]
+        mark = len(driver.commands)
+        await w.publish(f"{base}/cmd/stop", b"STOP")
+        _, _, stopped = await w.wait(f"{base}/cmd/result", lambda r: r["cmd"] == "stop")
+        assert stopped["ok"] is True and "stop" in sent_since(driver, mark)
+        first = await w.result("q0", base)
+        assert first["ok"] is False and first["rule"] == "S5" and "superseded by a stop" in first["error"]
+        release.set()
+        assert (await w.result("slow", base))["ok"] is True
 
 
 # ------------------------------------------------------------------ the property, on a real daemon
