@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from retrotread.api.http_guard import loopback
 from retrotread.daemon.auth import token_path
 from retrotread.daemon.config import Settings, load_settings, parse_listen
 from retrotread.drivers.errors import TreadError
@@ -146,6 +147,13 @@ def check_token(settings: Settings) -> Iterator[Finding]:
 
 def check_http(settings: Settings) -> Iterator[Finding]:
     host, port = parse_listen(settings.http.listen)
+    if not loopback(host):
+        yield Finding(
+            "warn",
+            f"http {settings.http.listen} listens beyond loopback: anyone on that network can reach the API",
+            "keep http.auth = true (the stop needs no token, S16); list the names you use in "
+            "http.allowed_hosts; or listen on 127.0.0.1",
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:

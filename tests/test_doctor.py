@@ -69,3 +69,12 @@ def test_http_port_taken_by_another_program(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.setenv("RETROTREAD_HTTP__LISTEN", f"127.0.0.1:{other.getsockname()[1]}")
         [problem] = fails()
     assert "another program" in problem
+
+
+def test_listening_beyond_loopback_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETROTREAD_HTTP__LISTEN", f"0.0.0.0:{free_port()}")
+    warned = [f for f in run_checks(None) if f.level == "warn" and "beyond loopback" in f.what]
+    assert warned and "allowed_hosts" in warned[0].fix
+    assert not [f for f in fails() if f.startswith("http")]  # a warning, not a failure
+    monkeypatch.setenv("RETROTREAD_HTTP__LISTEN", f"127.0.0.1:{free_port()}")
+    assert not [f for f in run_checks(None) if "beyond loopback" in f.what]
