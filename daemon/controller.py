@@ -6,6 +6,13 @@ which asks the supervisor and carries out its decision; the controller publishes
 snapshots on the hub for the faces, and never waits on a face.
 
 Faces call the methods under "for the faces"; they never see the driver.
+
+Two promises the loops keep (issue 10):
+- a stop ends the belt's part of a session: any stop that is not the plan's own pauses the session,
+  and nothing starts the belt again until a person asks (S9, S10);
+- nothing but the process ending stops the loops: history, hub and face errors are caught and
+  reported as problems, and a loop that dies anyway latches an ``internal-error`` stop (S5) and
+  sets ``failed`` for the composition root to exit on.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -45,7 +52,6 @@ from retrotread.safety.supervisor import (
     Decision,
     EStop,
     Mode,
-    Refusal,
     Reset,
     SafetyConfig,
     SafetyEvent,
@@ -64,6 +70,9 @@ STATE_MIN_INTERVAL_S = 0.5  # ... and at most this often unless something forces
 CHECKPOINT_S = 2.0  # the running set is written to history this often
 SHUTDOWN_STOP_S = 1.0  # S15: the stop on SIGTERM is bounded to this
 SESSION_ACTIONS = ("pause", "resume", "skip", "abort")
+STOP_REASON_MAX = 200  # characters of a stop's reason kept (a face's body is untrusted)
+PLAN_STOPS = frozenset({"set-ended", "session-paused", "session-aborted", "volume-cap"})
+"""Reasons of the stops a session makes itself; every other stop pauses the session."""
 
 
 class SessionError(RuntimeError):
@@ -127,6 +136,7 @@ class _Session:
     last_checkpoint: float = 0.0
     belt_wanted: bool = False  # reverse mode: a work set is running and wants the belt moving
     refusal_reported: bool = False
+    start_at_standstill: bool = False  # the set's start met a belt still coming down: ask once at 0
 
     @property
     def belt_time_s(self) -> float:
@@ -145,6 +155,7 @@ class Controller:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         watchdog: Callable[[], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.id = treadmill_id
         self._driver = driver
@@ -155,6 +166,7 @@ class Controller:
         self.clock = clock
         self.wall = wall
         self._watchdog = watchdog
+        self._sleep = sleep  # the loops' naps; tests pass one that follows their clock
         self.hub = Hub()
         self.supervisor = Supervisor(self.safety)
         self.guard = Guard(driver, self.supervisor, clock, self._on_safety_events)
@@ -174,6 +186,29 @@ class Controller:
         self.started_mono = clock()
         self._closing = False
         self._tasks: set[asyncio.Task[Decision]] = set()
+        self._problems: dict[str, str] = {}
+        self._stopped_session: int | None = None  # the session the newest latch ended
+        self.failed = asyncio.Event()
+        """Set when a safety-loop task ended unexpectedly (after its stop went out): exit non-zero."""
+        self.failure: str | None = None
+        """One line that says what failed, once ``failed`` is set."""
+        self._listen_to(self.history)
+
+    def attach_history(self, history: History) -> None:
+        """Use ``history`` from now on (the composition root opens it after the S15 stop went out).
+        Refused while a session runs: its sets would be split over two stores."""
+        if self.session is not None:
+            raise SessionError(f"session {self.session.id} is running; history cannot change under it")
+        old, self.history = self.history, history
+        self._listen_to(history)
+        if old is not history:
+            old.close()
+
+    def _listen_to(self, history: History) -> None:
+        # The agreed interface: the history reports its own write faults (on the loop's thread).
+        set_listener = getattr(history, "set_listener", None)
+        if callable(set_listener):
+            set_listener(self._history_fault, self._history_ok)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -220,9 +255,71 @@ class Controller:
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._sample_loop(), name="samples")
-            tg.create_task(self._tick_loop(), name="safety-tick")
-            tg.create_task(self._timer_loop(), name="set-timer")
+            tg.create_task(self._supervised("samples", self._sample_loop), name="samples")
+            tg.create_task(self._supervised("safety-tick", self._tick_loop), name="safety-tick")
+            tg.create_task(self._supervised("set-timer", self._timer_loop), name="set-timer")
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one safety loop; if it dies, stop the belt and say so (S5). The others go on, so
+        the stop is still repeated and confirmed while the process exits."""
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure of a safety loop must latch a stop
+            await self._fail(name, exc)
+
+    async def _fail(self, name: str, exc: BaseException) -> None:
+        detail = f"{name} loop failed: {type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+        log.critical("INTERNAL ERROR, stopping the belt: %s", detail, exc_info=exc)
+        self._problems["internal-error"] = detail
+        try:
+            async with asyncio.timeout(SHUTDOWN_STOP_S):
+                await self.guard.request(EStop("internal-error", Rule.S5, name))
+        except Exception:  # the last resort below must still run
+            log.critical("the internal-error stop did not go through the guard; writing it directly", exc_info=True)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SHUTDOWN_STOP_S):
+                    await self._driver.emergency_stop()
+        self.failure = detail
+        self.failed.set()
+
+    # ------------------------------------------------------------------ problems
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """What is wrong with the daemon right now (empty when healthy): ``/healthz`` answers 503."""
+        return tuple(self._problems.values())
+
+    def _history_fault(self, detail: str) -> None:
+        """History writes are failing (the history's listener, or a call of ours that raised)."""
+        first = "history" not in self._problems
+        self._problems["history"] = f"history: {detail}"[:300]
+        if not first:
+            return
+        # Loud, but the belt is safe: the safety loop goes on and the watchdog is still fed (S15).
+        log.error("HISTORY FAULT: %s; sets are not being saved", detail)
+        self._publish_event(
+            Event(kind="fault", reason="history", detail=detail[:300], ts=iso(self.wall())), record=False
+        )
+
+    def _history_ok(self) -> None:
+        if self._problems.pop("history", None) is not None:
+            log.warning("history writes work again")
+            self._publish_event(Event(kind="fault_cleared", reason="history", ts=iso(self.wall())), record=False)
+
+    def _record(self, what: str, call: Callable[[], object]) -> None:
+        """A history write that must never take a loop down with it."""
+        try:
+            call()
+        except Exception as exc:  # any storage error (sqlite3, OSError, ...) is a fault
+            self._history_fault(f"{what}: {type(exc).__name__}: {exc}")
+
+    def _contained(self, what: str, exc: Exception) -> None:
+        """An error outside the safety path (publishing): logged, shown as a problem, survived."""
+        if what not in self._problems:
+            log.error("%s failed, the safety loop goes on: %s", what, exc, exc_info=exc)
+        self._problems[what] = f"{what}: {type(exc).__name__}: {exc}"[:300]
 
     # ------------------------------------------------------------------ loops
 
@@ -250,6 +347,17 @@ class Controller:
         session = self.session
         if session is not None and session.stats is not None and session.paused_at is None:
             session.stats.add(sample)
+        if session is not None and session.start_at_standstill and sample.speed.mph <= STANDSTILL_MPH:
+            # The set's start found the belt still coming down from the last stop; now it reads
+            # 0, ask once more: the supervisor holds the start for the standstill window (S4).
+            session.start_at_standstill = False
+            await self._want_belt(session)
+        try:
+            self._publish_telemetry(sample)
+        except Exception as exc:  # publishing never ends the sample loop
+            self._contained("publish", exc)
+
+    def _publish_telemetry(self, sample: BeltSample) -> None:
         self._seq += 1
         mph = sample.speed.mph
         self.hub.publish(
@@ -279,15 +387,18 @@ class Controller:
             now = self.clock()
             if t0 + k * period < now:
                 k = int((now - t0) / period) + 1  # fell behind: skip ticks, never burst
-            await asyncio.sleep(max(0.0, t0 + k * period - self.clock()))
+            await self._sleep(max(0.0, t0 + k * period - self.clock()))
             await self.guard.tick()
-            if self.session is not None:
-                await self._keep_belt(self.session)
             self._check_volume_cap()
             self._checkpoint()
-            if self._watchdog is not None:
-                # The systemd watchdog is fed from the safety loop itself (S15).
-                self._watchdog()
+            if self._watchdog is not None and not self.failed.is_set():
+                # The systemd watchdog is fed from the safety loop itself (S15). A history fault
+                # does not stop it: the belt is safe, and a restart by the watchdog (SIGABRT, no
+                # S15 stop) would leave a belt running with nobody watching it.
+                try:
+                    self._watchdog()
+                except Exception as exc:
+                    self._contained("watchdog", exc)
             self._publish_state()
 
     async def _timer_loop(self) -> None:
@@ -300,9 +411,7 @@ class Controller:
                 continue
             delay = wake - self.clock()
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._poke.wait()
+                await self._nap(delay)
             session = self.session
             if session is None:
                 continue
@@ -311,9 +420,27 @@ class Controller:
             if self.session is session:
                 self._publish_timer()
 
+    async def _nap(self, delay: float) -> None:
+        """Until ``delay`` seconds pass (by the injected sleep) or the timer is poked."""
+        poke = asyncio.ensure_future(self._poke.wait())
+        nap = asyncio.ensure_future(self._sleep(delay))
+        try:
+            await asyncio.wait((poke, nap), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            poke.cancel()
+            nap.cancel()
+            await asyncio.gather(poke, nap, return_exceptions=True)
+
     # ------------------------------------------------------------------ safety events
 
     def _on_safety_events(self, events: tuple[SafetyEvent, ...]) -> None:
+        # Called by the guard after the stops went out; an error here must not reach the guard.
+        try:
+            self._handle_safety_events(events)
+        except Exception as exc:
+            self._contained("events", exc)
+
+    def _handle_safety_events(self, events: tuple[SafetyEvent, ...]) -> None:
         for ev in events:
             if ev.kind == "estop" and ev.rule is not None:
                 self.stops_by_rule[ev.rule.value] = self.stops_by_rule.get(ev.rule.value, 0) + 1
@@ -328,20 +455,59 @@ class Controller:
             )
             if ev.kind == "estop":
                 log.warning("EMERGENCY STOP (%s, %s) %s", ev.reason, ev.rule, ev.detail)
+                self._stopped_session = self.session.id if self.session is not None else None
                 if self.session is not None:
                     # A latched stop cuts the running set and ends the session.
                     self._end_session("safety-stop")
+            elif ev.kind == "stop" and ev.reason not in PLAN_STOPS:
+                self._pause_for_stop(ev)
+            elif ev.kind == "start-refused":
+                session = self.session
+                if session is not None and session.belt_wanted:
+                    self._report_refusal(session, ev.rule, ev.detail or ev.reason or "start refused")
             elif ev.kind == "fault":
                 log.error("FAULT %s (%s): %s", ev.reason, ev.rule, ev.detail)
         self._publish_state(force=True)
 
-    def _publish_event(self, event: Event) -> None:
+    def _pause_for_stop(self, ev: SafetyEvent) -> None:
+        """A stop the plan did not make (S10 from the device, a face's stop, a rule) ends the belt's
+        part of the session: paused, and nothing starts the belt until a person asks (S9)."""
+        session = self.session
+        if session is None or self.mode is not Mode.REVERSE:
+            return
+        session.start_at_standstill = False
+        if session.paused_at is not None:
+            return
+        now = self.clock()
+        try:
+            session.timer.pause(now)
+        except TimerError:
+            return
+        session.paused_at = now
+        what = f"{ev.reason} ({ev.rule.value})" if ev.rule else f"{ev.reason}"
+        self._publish_event(
+            Event(
+                kind="session_paused",
+                rule=ev.rule.value if ev.rule else None,
+                reason=ev.reason,
+                detail=f"the belt was stopped: {what}; resume to go on",
+                ts=self._wall_at(ev.t),
+                session=session.id,
+            )
+        )
+        self._poke.set()
+        self._publish_timer()
+
+    def _publish_event(self, event: Event, *, record: bool = True) -> None:
         if self.session is not None and event.session is None:
             event = event.model_copy(update={"session": self.session.id})
-        self.hub.publish("event", event)
-        if event.session is not None:
-            with contextlib.suppress(KeyError):
-                self.history.record_event(event.session, event)
+        try:
+            self.hub.publish("event", event)
+        except Exception as exc:  # publishing never ends a loop
+            self._contained("publish", exc)
+        sid = event.session
+        if record and sid is not None:
+            self._record("record_event", lambda: self.history.record_event(sid, event))
 
     def _wall_at(self, mono: float) -> str:
         return iso(self.wall() - (self.clock() - mono))
@@ -365,23 +531,34 @@ class Controller:
             self._publish_event(Event(kind="set_started", set=b.started.set_no, ts=wall, session=session.id))
             if self.mode is Mode.REVERSE:
                 session.belt_wanted = True
-                await self._keep_belt(session)
+                await self._want_belt(session)
         else:
             session.belt_wanted = False
+            session.start_at_standstill = False
         self._publish_timer()
 
-    async def _keep_belt(self, session: _Session) -> None:
-        """A work set wants the belt running: ask for it until the supervisor agrees.
+    async def _want_belt(self, session: _Session) -> None:
+        """A work set wants the belt running: ask the supervisor once.
 
-        A short rest can end before the belt has stood still long enough (S4); asking again on
-        each tick starts the set as soon as the rule allows. Any other refusal is reported once.
+        Inside the standstill window the supervisor holds the start and carries it out when the
+        window completes (S4). If the belt is still coming down from the last set's stop, the
+        session asks once more at the first sample that reads 0. Other refusals are reported.
         """
         sup = self.supervisor
         if not session.belt_wanted or session.paused_at is not None or sup.commanded_to_move:
             return
         d = await self.guard.request(Start(session.speed), wait=False)
         refusal = d.refusal
-        if refusal is None or refusal.rule is Rule.S4 or session.refusal_reported or self.session is not session:
+        if refusal is None or self.session is not session:
+            return
+        last = self._sample
+        if refusal.rule is Rule.S4 and last is not None and last.speed.mph > STANDSTILL_MPH:
+            session.start_at_standstill = True
+            return
+        self._report_refusal(session, refusal.rule, refusal.error)
+
+    def _report_refusal(self, session: _Session, rule: Rule | None, error: str) -> None:
+        if session.refusal_reported:
             return
         session.refusal_reported = True
         seg = session.timer.current
@@ -389,8 +566,8 @@ class Controller:
             Event(
                 kind="set_refused",
                 set=seg.set_no if seg else None,
-                rule=_rule(refusal),
-                reason=refusal.error,
+                rule=rule.value if rule else None,
+                reason=error,
                 ts=iso(self.wall()),
                 session=session.id,
             )
@@ -400,7 +577,8 @@ class Controller:
         self.sets_by_outcome[result.outcome] = self.sets_by_outcome.get(result.outcome, 0) + 1
         session.results.append(result)
         session.stats = None
-        self.history.record_set(session.id, result)
+        sid = session.id
+        self._record("record_set", lambda: self.history.record_set(sid, result))
         self._publish_event(
             Event(
                 kind="set_completed" if result.outcome == "completed" else "set_ended",
@@ -420,7 +598,8 @@ class Controller:
             session.timer.abort(now)
         if session.stats is not None:
             self._finish_set(session, session.stats.result(now, self.wall(), outcome))
-        self.history.end(session.id, outcome, iso(self.wall()))
+        ended_at = iso(self.wall())
+        self._record("end", lambda: self.history.end(session.id, outcome, ended_at))
         self.sessions_by_outcome[outcome] = self.sessions_by_outcome.get(outcome, 0) + 1
         self._publish_timer(session)  # the final phase (done or aborted) before the event that ends it
         kind = "session_completed" if outcome == "completed" else "session_ended"
@@ -461,7 +640,8 @@ class Controller:
         paused = session.paused_at is not None
         stats = session.stats
         end = session.paused_at if paused and session.paused_at is not None else now
-        self.history.checkpoint(session.id, stats.result(end, self.wall() - (now - end), "interrupted"))
+        result = stats.result(end, self.wall() - (now - end), "interrupted")
+        self._record("checkpoint", lambda: self.history.checkpoint(session.id, result))
 
     def _background(self, task: asyncio.Task[Decision]) -> None:
         self._tasks.add(task)
@@ -554,12 +734,18 @@ class Controller:
         self._seq += 1
         self._last_state_key = key
         self._last_state_at = now
-        self.hub.publish("state", self.snapshot().model_copy(update={"seq": self._seq}))
+        try:
+            self.hub.publish("state", self.snapshot().model_copy(update={"seq": self._seq}))
+        except Exception as exc:  # publishing never ends a loop
+            self._contained("publish", exc)
 
     def _publish_timer(self, session: _Session | None = None) -> None:
-        view = self.session_view(session)
-        if view is not None:
-            self.hub.publish("timer", view)
+        try:
+            view = self.session_view(session)
+            if view is not None:
+                self.hub.publish("timer", view)
+        except Exception as exc:  # publishing never ends a loop
+            self._contained("publish", exc)
 
     # ------------------------------------------------------------------ for the faces
 
@@ -581,6 +767,23 @@ class Controller:
     async def reset(self) -> Decision:
         return await self.guard.request(Reset())
 
+    def note_stop_reason(self, reason: str | None) -> None:
+        """The reason of a stop a face latched before it read the body (S5): attached to the
+        latch's record as an ``estop_reason`` event; the latch and the wire are not touched."""
+        text = "" if not isinstance(reason, str) else "".join(ch if ch.isprintable() else " " for ch in reason)
+        text = text.strip()[:STOP_REASON_MAX] or "unreadable"
+        latch = self.supervisor.latch
+        sid = self.session.id if self.session is not None else self._stopped_session
+        event = Event(
+            kind="estop_reason",
+            rule=latch.rule.value if latch is not None else None,
+            reason=text,
+            detail=f"latched {self._wall_at(latch.since)}" if latch is not None else "no latch",
+            ts=iso(self.wall()),
+            session=sid,
+        )
+        self._publish_event(event)
+
     async def start_session(self, plan: Plan, speed: Speed | None = None) -> SessionView:
         if self.session is not None:
             raise SessionError(f"session {self.session.id} is running; abort it first")
@@ -594,7 +797,11 @@ class Controller:
             if refusal is not None:
                 raise SessionError(refusal.error, refusal.rule)
         now = self.clock()
-        sid = self.history.begin(plan.name, self.mode.value, self._driver.url, plan.sets, iso(self.wall()))
+        try:
+            sid = self.history.begin(plan.name, self.mode.value, self._driver.url, plan.sets, iso(self.wall()))
+        except Exception as exc:  # a session nobody can record is not started
+            self._history_fault(f"begin: {type(exc).__name__}: {exc}")
+            raise SessionError(f"history cannot record a session: {exc}") from None
         session = _Session(sid, plan, SetTimer(plan, now), speed or self.session_speed, last_checkpoint=now)
         self.session = session
         self._publish_event(Event(kind="session_started", reason=plan.name, ts=iso(self.wall()), session=sid))
@@ -631,28 +838,35 @@ class Controller:
             session.paused_at = now
             if self.mode is Mode.REVERSE and session.belt_wanted:
                 await self.guard.request(Stop("session-paused"))
-            self._publish_event(Event(kind="session_paused", ts=iso(self.wall()), session=session.id))
+            self._publish_event(Event(kind="session_paused", reason="pause", ts=iso(self.wall()), session=session.id))
         return self._after_session_action(session)
 
     async def resume_session(self) -> SessionView:
+        """A person asks to go on: the one thing besides a start that restarts the belt (S9)."""
         session = self._require_session()
-        now = self.clock()
         if session.paused_at is not None:
-            if self.mode is Mode.REVERSE and session.belt_wanted and self.supervisor.latch is not None:
-                latch = self.supervisor.latch
-                raise SessionError(f"emergency stop latched ({latch.reason}); reset it first", Rule.S6)
-            session.timer.resume(now)
-            if session.stats is not None:
-                session.stats.paused_s += now - session.paused_at
-            session.paused_at = None
-            self._publish_event(Event(kind="session_resumed", ts=iso(self.wall()), session=session.id))
-            await self._keep_belt(session)
+            self._unpause(session)
+            session.refusal_reported = False
+            await self._want_belt(session)
         return self._after_session_action(session)
+
+    def _unpause(self, session: _Session) -> None:
+        assert session.paused_at is not None
+        if self.mode is Mode.REVERSE and session.belt_wanted and self.supervisor.latch is not None:
+            latch = self.supervisor.latch
+            raise SessionError(f"emergency stop latched ({latch.reason}); reset it first", Rule.S6)
+        now = self.clock()
+        session.timer.resume(now)
+        if session.stats is not None:
+            session.stats.paused_s += now - session.paused_at
+        session.paused_at = None
+        self._publish_event(Event(kind="session_resumed", ts=iso(self.wall()), session=session.id))
 
     async def skip_phase(self) -> SessionView | None:
         session = self._require_session()
         if session.paused_at is not None:
-            await self.resume_session()
+            # The skip is what the person asked for: no start for the phase being skipped.
+            self._unpause(session)
         try:
             boundaries = session.timer.skip(self.clock())
         except TimerError as exc:
@@ -680,7 +894,3 @@ class Controller:
 
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
-
-
-def _rule(refusal: Refusal) -> str | None:
-    return refusal.rule.value if refusal.rule else None

@@ -34,10 +34,10 @@ class Events:
     def __init__(self, c: Controller) -> None:
         self.sub = c.hub.subscribe(("event",), maxsize=100_000)
 
-    def all(self) -> list[Any]:
+    async def all(self) -> list[Any]:
         out = []
-        while not self.sub.queue.empty():
-            u = self.sub.queue.get_nowait()
+        while self.sub.pending:
+            u = await self.sub.next()
             if u is not None:
                 out.append(u.payload)
         return out
@@ -54,7 +54,7 @@ async def test_reverse_session_starts_the_belt_for_each_set_and_stops_it_between
         ev = Events(c)
         await c.start_session(parse_plan("2x1s/1s,countdown=1.2s"), Speed.from_mph(1.0))
         await wait_until(lambda: c.session is None, sub, within=20)
-        kinds = [e.kind for e in ev.all()]
+        kinds = [e.kind for e in (await ev.all())]
         assert kinds.count("set_started") == 2 and "session_completed" in kinds
         assert "set_refused" not in kinds
         cmds = [k for _, k, _ in sim(c).commands]
@@ -72,7 +72,7 @@ async def test_s14_volume_cap_ends_the_session_with_a_controlled_stop() -> None:
         ev = Events(c)
         await c.start_session(parse_plan("1x30s,cap=2s,countdown=1.2s"), Speed.from_mph(1.0))
         await wait_until(lambda: c.session is None, sub, within=20)
-        cap = [e for e in ev.all() if e.kind == "volume_cap"]
+        cap = [e for e in (await ev.all()) if e.kind == "volume_cap"]
         assert cap and cap[0].rule == Rule.S14.value
         assert c.history.recent(1)[0].outcome == "capped"
         await wait_until(lambda: any(k == "stop" for _, k, _ in sim(c).commands), sub)
