@@ -30,7 +30,8 @@ CONTENT_TYPES = st.sampled_from(
         "multipart/form-data; boundary=x",
         "application/json; charset=latin-1",
         "application/octet-stream",
-        "\x00garbage",
+        "garbage;;=; charset=\"nope",
+        "application/json; charset=utf-16",
     ]
 )
 BODIES = st.one_of(
