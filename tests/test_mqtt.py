@@ -28,7 +28,7 @@ from conftest import free_port, wait_until
 from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from retrotread.api.mqtt import MAX_COMMAND_BYTES, NO_DELAY, MqttBridge, forget
+from retrotread.api.mqtt import MAX_COMMAND_BYTES, NO_DELAY, LinkState, MqttBridge, forget
 from retrotread.daemon.controller import Controller
 from retrotread.drivers import open_driver
 from retrotread.safety import Mode, SafetyConfig
@@ -303,7 +303,7 @@ async def test_s5_s6_estop_over_mqtt_stops_latches_and_answers(broker: Mosquitto
     """Issue 6 (3): cmd/estop stops the belt and latches (state.stop.latched); results answer each."""
     base = "retrotread/e5"
     async with running(broker, "e5", standstill_first=True) as (controller, _):
-        async with watching(broker, f"{base}/cmd/result", f"{base}/state") as w:
+        async with watching(broker, f"{base}/cmd/result", f"{base}/state", f"{base}/event") as w:
             await w.publish(f"{base}/cmd/start", json.dumps({"speed_mph": 1.0, "id": "go"}))
             assert (await w.result("go", base))["ok"] is True
             await until_controller(controller, lambda: belt_mph(controller) > 0.85)
@@ -312,10 +312,11 @@ async def test_s5_s6_estop_over_mqtt_stops_latches_and_answers(broker: Mosquitto
             result = await w.result("e1", base)
             assert result == {"cmd": "estop", "id": "e1", "ok": True, "error": None, "rule": None}
             _, msg, state = await w.wait(f"{base}/state", lambda s: s["stop"]["latched"])
-            # S5: latched as "estop" before the payload is read; then the reason is noted (once the
-            # controller can: Controller.note_stop_reason, issue 10).
-            reason = "test" if hasattr(controller, "note_stop_reason") else "estop"
-            assert msg.retain and state["stop"]["reason"] == reason and state["stop"]["rule"] == "S5"
+            # S5: latched as "estop" before the payload is read; then the reason given is noted
+            # (once the controller can: Controller.note_stop_reason, issue 10).
+            assert msg.retain and state["stop"]["reason"] == "estop" and state["stop"]["rule"] == "S5"
+            if hasattr(controller, "note_stop_reason"):
+                await w.wait(f"{base}/event", lambda e: e["kind"] == "estop_reason" and e["reason"] == "test")
             await until_controller(controller, lambda: belt_mph(controller) < 0.01)
 
             await w.publish(f"{base}/cmd/start", json.dumps({"speed_mph": 1.0, "id": "again"}))
@@ -525,8 +526,12 @@ async def test_broker_down_at_start_then_up_logs_once_each_way(
                     async with asyncio.timeout(10):
                         await failed.wait()
                     assert not mqtt.connected
+                    # Between tries it waits (down) or is trying again (opening), never further.
+                    assert mqtt.link_state in (LinkState.DOWN, LinkState.OPENING)
                     await broker.start()
                     await mqtt.wait_connected(within=20)
+                    assert mqtt.link_state is LinkState.UP
+                await mqtt.wait_link(LinkState.DOWN, within=5)  # closed
     finally:
         logging.getLogger("retrotread.api.mqtt").removeHandler(flag)
     warnings = [
@@ -536,6 +541,8 @@ async def test_broker_down_at_start_then_up_logs_once_each_way(
     ]
     assert len([m for m in warnings if "retrying" in m]) == 1, warnings
     assert len([m for m in warnings if "connected again" in m]) == 1, warnings
+    where = f"mqtt://127.0.0.1:{broker.port}"
+    assert all(where in m for m in warnings), warnings  # each names the broker
 
 
 # ------------------------------------------------------------------ acceptance 5

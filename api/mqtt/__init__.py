@@ -66,7 +66,7 @@ from retrotread.api.mqtt.address import (
     parse_broker_url,
 )
 from retrotread.api.mqtt.bodies import COMMANDS, MAX_COMMAND_BYTES, OPEN_COMMANDS
-from retrotread.api.mqtt.bridge import MqttBridge
+from retrotread.api.mqtt.bridge import LinkState, MqttBridge
 from retrotread.api.mqtt.forget import forget
 from retrotread.api.mqtt.topics import Topics
 
@@ -80,6 +80,7 @@ __all__ = [
     "TIMEOUT_S",
     "BrokerAddress",
     "BrokerError",
+    "LinkState",
     "MqttBridge",
     "Topics",
     "forget",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hmac
 import inspect
 import json
@@ -79,6 +80,18 @@ class _Outgoing:
 # ------------------------------------------------------------------ the bridge
 
 
+class LinkState(enum.Enum):
+    """Where the bridge's link to the broker is: down → opening → greeting → up, and down again on
+    any failure, then opening after a capped backoff. The failure is logged once (naming the URL),
+    later retries only at debug, and the recovery once (issue 11: the drivers' links follow the same
+    steps)."""
+
+    DOWN = "down"  # no connection: waiting out the backoff (or closed)
+    OPENING = "opening"  # TCP (and TLS) connect and the MQTT CONNECT under way
+    GREETING = "greeting"  # connected: subscribing, then announcing ``online`` and discovery
+    UP = "up"  # announced: commands come in, updates go out
+
+
 class MqttBridge:
     """Connects one controller to one broker for as long as it is entered (``async with``).
 
@@ -123,6 +136,7 @@ class MqttBridge:
         self._link_task: asyncio.Task[None] | None = None
         self._helpers: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
+        self._state = LinkState.DOWN
         self._entered = False
         self._closed = False
         self.connections = 0
@@ -180,10 +194,22 @@ class MqttBridge:
         if link is not None:
             await _finish([link])
         self._set_client(None)
+        self._enter(LinkState.DOWN)
 
     @property
     def connected(self) -> bool:
         return self._client is not None
+
+    @property
+    def link_state(self) -> LinkState:
+        """Where the link to the broker is now."""
+        return self._state
+
+    async def wait_link(self, state: LinkState, within: float | None = None) -> None:
+        """Until the link is in ``state``."""
+        async with asyncio.timeout(within):
+            while self._state is not state:
+                await self._changed.wait()
 
     @property
     def updates_dropped(self) -> int:
@@ -200,6 +226,14 @@ class MqttBridge:
         self._client = client
         if client is not None:
             self.connections += 1
+            self._state = LinkState.UP
+        self._wake()
+
+    def _enter(self, state: LinkState) -> None:
+        self._state = state
+        self._wake()
+
+    def _wake(self) -> None:
         # Wake every waiter, then re-arm for the next change.
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -234,12 +268,14 @@ class MqttBridge:
         delay = initial
         trouble: str | None = None  # set while failing: failure and recovery are each logged once
         while True:
+            self._enter(LinkState.OPENING)
             client = self._new_client()
             try:
                 async with client:
                     self._link = client
+                    self._enter(LinkState.GREETING)
                     await self._announce(client)
-                    self._set_client(client)
+                    self._set_client(client)  # UP
                     self._resync()
                     if trouble is not None:
                         log.warning("MQTT: connected again to %s", self.broker.where)
@@ -255,9 +291,10 @@ class MqttBridge:
                 reason = str(exc) or type(exc).__name__
                 if trouble is None:
                     log.warning(
-                        "MQTT: %s: %s; retrying in the background (every %g s at most)",
+                        "MQTT: %s: %s (while %s); retrying in the background (every %g s at most)",
                         self.broker.where,
                         reason,
+                        self._state.value,
                         ceiling,
                     )
                 else:
@@ -266,12 +303,14 @@ class MqttBridge:
             except Exception:
                 # A bug of ours, not broker trouble; keep the face alive and say so once.
                 if trouble is None:
-                    log.exception("MQTT: unexpected failure; reconnecting")
+                    where, state = self.broker.where, self._state.value
+                    log.exception("MQTT: %s: unexpected failure (while %s); reconnecting", where, state)
                 trouble = "unexpected failure"
             finally:
                 self._link = None
                 if self._client is not None:
                     self._set_client(None)
+                self._enter(LinkState.DOWN)
             await asyncio.sleep(delay)
             delay = min(delay * 2, ceiling)
 
