@@ -249,7 +249,7 @@ async def test_s5_property_any_bytes_on_cmd_estop_latch_the_real_daemon(
             assert "estop" in [line["cmd"] for line in real_daemon.wire()[mark:]]
 
         @settings(
-            max_examples=30,
+            max_examples=50,
             deadline=None,
             database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
