@@ -172,6 +172,7 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_fault: Callable[[str], None] | None = None
         self._on_ok: Callable[[], None] | None = None
+        self._told_fault = False  # what the listener last heard: a fault (True) or nothing / ok (False)
         self.dropped = 0
         self.committed = 0
         self._thread = threading.Thread(target=self._run, name=f"history writer {name}", daemon=True)
@@ -180,6 +181,8 @@ class Writer:
     # ------------------------------------------------------------------ the caller's side
 
     def submit(self, w: Write) -> None:
+        if self._loop is None and self._on_fault is not None:
+            self._find_loop()  # set_listener ran outside the loop: the writes come from it
         with self._cond:
             if self._closing:
                 self._lose(w, "the history is closed")
@@ -240,15 +243,20 @@ class Writer:
         return self._failing
 
     def set_listener(self, on_fault: Callable[[str], None], on_ok: Callable[[], None]) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None  # no loop (a tool, a test): the callbacks run on the writer thread
+        """The listener is only ever called on an event loop: the one running now, or else the one the
+        next write comes from. A listener set while writes already fail hears ``on_fault`` at once."""
         with self._cond:
-            self._loop, self._on_fault, self._on_ok = loop, on_fault, on_ok
-            failing = self._failing
-        if failing is not None:
-            self._tell(on_fault, failing)  # it was already failing: the new listener hears it once
+            self._loop, self._on_fault, self._on_ok, self._told_fault = None, on_fault, on_ok, False
+        self._find_loop()
+
+    def _find_loop(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        with self._cond:
+            self._loop = loop
+        self._reconcile()
 
     def close(self) -> None:
         with self._cond:
@@ -334,31 +342,30 @@ class Writer:
         with self._cond:
             first = self._failing is None
             self._failing = f"history writes failing on {self._name}: {exc} ({len(self._pending)} waiting)"
-            detail, on_fault = self._failing, self._on_fault
-        if first:
+            detail = self._failing
+        if first:  # log once on failure and once on recovery (style.md)
             log.warning("%s; retrying every %.1f s at most, spooling up to %d", detail, BACKOFF_CAP_S, self._spool_max)
-            if on_fault is not None:
-                self._tell(on_fault, detail)
+            self._reconcile()
 
     def _recovered(self) -> None:
         self._attempts = 0
         with self._cond:
             was, self._failing = self._failing, None
-            on_ok = self._on_ok
         if was is not None:
             log.warning("history writes on %s succeed again; the spooled writes are saved", self._name)
-            if on_ok is not None:
-                self._tell(on_ok)
+            self._reconcile()
 
-    def _tell(self, fn: Callable[..., None], *args: object) -> None:
-        loop = self._loop
-        if loop is None:
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("history listener failed")
-            return
+    def _reconcile(self) -> None:
+        """Tell the listener, on its loop, what it has not heard yet: a fault, or that the fault is over."""
+        with self._cond:
+            loop, on_fault, on_ok, failing = self._loop, self._on_fault, self._on_ok, self._failing
+            if loop is None or on_fault is None or on_ok is None or (failing is not None) == self._told_fault:
+                return
+            self._told_fault = failing is not None
         try:
-            loop.call_soon_threadsafe(fn, *args)
+            if failing is not None:
+                loop.call_soon_threadsafe(on_fault, failing)
+            else:
+                loop.call_soon_threadsafe(on_ok)
         except RuntimeError:
             pass  # the loop is closed: nobody left to tell

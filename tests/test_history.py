@@ -32,7 +32,7 @@ def a_set(n: int, outcome: str = "completed", work_s: float = 60.0) -> SetResult
 
 
 def test_sessions_sets_and_events_round_trip(tmp_path: Path) -> None:
-    store = SqliteHistory(tmp_path / "h.sqlite3")
+    store = SqliteHistory.open(tmp_path / "h.sqlite3")
     sid = store.begin("deadmill", "deadmill", "sim://manual", 3, "2026-11-21T15:00:00.000Z")
     store.checkpoint(sid, a_set(1, "interrupted", 30.0))
     store.record_set(sid, a_set(1))
@@ -48,12 +48,12 @@ def test_sessions_sets_and_events_round_trip(tmp_path: Path) -> None:
 
 
 def test_a_session_a_crash_left_open_is_marked_interrupted(tmp_path: Path) -> None:
-    store = SqliteHistory(tmp_path / "h.sqlite3")
+    store = SqliteHistory.open(tmp_path / "h.sqlite3")
     sid = store.begin("deadmill", "deadmill", "sim://manual", 3, "2026-11-21T15:00:00.000Z")
     store.record_set(sid, a_set(1))
     store.checkpoint(sid, a_set(2, "interrupted", 20.0))
     store.close()  # no end(): as if the process died
-    again = SqliteHistory(tmp_path / "h.sqlite3")
+    again = SqliteHistory.open(tmp_path / "h.sqlite3")
     record = again.get(sid)
     assert record is not None and record.outcome == "interrupted"
     assert [s.outcome for s in record.sets] == ["completed", "interrupted"]

@@ -392,3 +392,21 @@ async def test_a_full_spool_drops_checkpoints_first_and_never_a_finished_set_qui
     assert len(landed) + len(lost) + len(warned) == 7  # 8 writes, one superseded, none gone quietly
     assert landed.get(2, 30.0) == 30.0  # if set 2 landed, it is the newer checkpoint
     assert SPOOL_MAX >= 1000
+
+
+async def test_a_listener_set_off_the_loop_is_told_on_the_loop_the_writes_come_from(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    store = SqliteHistory.open(path)
+    order: list[str] = []
+    heard = Listener(order)
+    await asyncio.to_thread(store.set_listener, heard.on_fault, heard.on_ok)  # no loop on that thread
+    with lock_holder(path) as holder:
+        a_session(store)
+        order.append("returned")
+        await heard.wait(heard.fault)
+        holder.release()
+        order.append("released")
+        await heard.wait(heard.ok)
+    assert order == ["returned", "fault", "released", "ok"]
+    assert heard.threads == {threading.get_ident()}
+    store.close()
