@@ -157,14 +157,16 @@ def test_dashboard_follows_a_session_and_latches_the_stop(tmp_path: Path) -> Non
         page.wait_for("parseFloat(document.getElementById('speed').textContent) >= 0.8", within=10)
         assert float(page.text("#speed") or "nan") <= 1.2
 
-        # The stop button latches the stop; the banner says so, and so does the API.
+        # The stop button latches the stop; the banner says so, and so does the API. The stop
+        # is taken before its body is read (issue 10), so the latch says "estop"; the page's
+        # reason follows as an estop_reason event.
         page.click("#estop")
-        banner = page.wait_text("#banner", r"^EMERGENCY STOP LATCHED — dashboard \(S\d+\)", within=5)
+        banner = page.wait_text("#banner", r"^EMERGENCY STOP LATCHED — estop \(S5\)", within=5)
         assert page.visible("#banner")
-        assert (page.text("#stop-state") or "").startswith("stop: LATCHED — dashboard")
+        assert (page.text("#stop-state") or "").startswith("stop: LATCHED — estop")
         stop = d.state()["stop"]
         assert stop["latched"] is True
-        assert stop["reason"] == "dashboard"
+        assert stop["reason"] == "estop"
         assert f"({stop['rule']})" in banner
         page.wait_text("#phase", r"^aborted$", within=5)
 
