@@ -14,10 +14,10 @@ import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
-from retrotread.daemon.auth import load_or_create_token
+from retrotread.daemon.auth import check_state_dir, load_or_create_token
 from retrotread.daemon.config import Settings
 from retrotread.daemon.controller import Controller
-from retrotread.daemon.history import SqliteHistory
+from retrotread.daemon.history import History, HistoryError, MemoryHistory, SqliteHistory
 from retrotread.drivers.registry import open_driver
 from retrotread.drivers.units import Speed
 from retrotread.safety.rules import Rule
@@ -26,7 +26,9 @@ from retrotread.safety.supervisor import Mode, SafetyConfig
 log = logging.getLogger(__name__)
 
 
-def build_controller(settings: Settings, *, watchdog: Any = None, persist: bool = True) -> Controller:
+def build_controller(settings: Settings, *, watchdog: Any = None) -> Controller:
+    """A controller over the configured driver, with no history yet: nothing here touches the disk,
+    so nothing here can fail after the URL parsed (the S15 stop comes first, then history)."""
     mode = Mode(settings.daemon.mode)
     safety = SafetyConfig(
         mode=mode,
@@ -35,71 +37,152 @@ def build_controller(settings: Settings, *, watchdog: Any = None, persist: bool 
         deadmill_alert_mph=settings.safety.deadmill_alert_mph,
     )
     driver = open_driver(settings.daemon.driver)  # a bad URL fails here, before anything opens
-    history = SqliteHistory(settings.daemon.state_dir / "history.sqlite3") if persist else None
     return Controller(
         driver,
         treadmill_id=settings.daemon.id,
         safety=safety,
         session_speed=Speed.from_mph(settings.session.speed_mph),
-        history=history,
         watchdog=watchdog,
     )
 
 
-async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str | None = None) -> None:
-    """Run the daemon until SIGTERM/SIGINT: driver, safety, session timer, HTTP, MQTT."""
+def open_history(settings: Settings) -> History:
+    """The daemon's history, or (loudly) none: a full disk or a broken database must never keep the
+    daemon, and so its stop, from running (S15)."""
+    path = settings.daemon.state_dir / "history.sqlite3"
+    try:
+        return SqliteHistory.open(path)
+    except HistoryError as exc:
+        log.error("HISTORY OFF: %s; sessions run but are not kept until this is fixed", exc)
+        return MemoryHistory()
+
+
+# Signals whose default action ends the process. Each one stops the belt first (S15): a closed
+# terminal (SIGHUP) or a stray `kill -USR1` must not leave a belt running. SIGKILL and SIGSTOP cannot
+# be caught; the synchronous faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS) are
+# the interpreter's own, and SIGPIPE and SIGXFSZ are ignored by Python already.
+_NOT_FATAL = {"SIGKILL", "SIGSTOP", "SIGCHLD", "SIGCONT", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGWINCH"}
+_FAULTS = {"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGIOT", "SIGTRAP", "SIGSYS", "SIGPIPE", "SIGXFSZ"}
+
+
+def fatal_signals() -> list[int]:
+    return [
+        sig
+        for sig in sorted(int(s) for s in signal.valid_signals())
+        if _signal_name(sig) not in _NOT_FATAL and _signal_name(sig) not in _FAULTS
+    ]
+
+
+def exit_code_for(signum: int) -> int:
+    # systemd's stop (SIGTERM) and Ctrl-C are the normal ways out; any other signal is reported.
+    return 0 if signum in (signal.SIGTERM, signal.SIGINT) else 128 + signum
+
+
+async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str | None = None) -> int:
+    """Run the daemon until a signal (or a failure of its safety loop); returns the exit code.
+
+    The order is the safety promise: the driver opens and its stop goes out (S15) before the state
+    directory, the token, the history, the HTTP socket or the broker are touched, and every
+    process-ending signal is caught from the first line on.
+    """
     from retrotread.api.app import create_app
     from retrotread.api.mqtt import MqttBridge, parse_broker_url
     from retrotread.api.server import bind_listener, build_server
+    from retrotread.daemon.notify import SystemdNotifier
 
     url = mqtt_url if mqtt_url is not None else settings.mqtt.url
     use_mqtt = bool(url) and url.strip().lower() != "none"
     if use_mqtt:
         parse_broker_url(url).tls_context()  # a bad URL or CA fails here, in one line, before the belt
 
-    from retrotread.daemon.notify import SystemdNotifier
-
-    sock = bind_listener(settings.http.listen)
-    token = load_or_create_token(settings.daemon.state_dir) if settings.http.auth else None
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+    stopping: set[asyncio.Task[Any]] = set()
+    live: dict[str, Any] = {}  # what a signal handler must reach: the controller, then the server
     notifier = SystemdNotifier()
-    async with build_controller(settings, watchdog=notifier.watchdog) as controller:
 
-        @contextlib.asynccontextmanager
-        async def borrowed() -> AsyncIterator[Controller]:
-            yield controller
-
-        async def ready(_controller: Controller) -> None:
-            # The socket is already listening and the driver is up: HTTP answers from here on.
-            notifier.ready(f"{settings.daemon.driver} in {settings.daemon.mode} mode")
-
-        app = create_app(borrowed, token=token, public_reads=settings.http.public_reads, on_ready=ready)
-        server = build_server(app)
-        loop = asyncio.get_running_loop()
-        stopping: set[asyncio.Task[Any]] = set()
-
-        def on_signal(signum: int) -> None:
-            name = signal.Signals(signum).name
-            log.warning("%s: stopping the belt, then exiting", name)
+    def on_signal(signum: int) -> None:
+        name = _signal_name(signum)
+        if received:
+            log.warning("%s: already stopping", name)
+            return
+        received.append(signum)
+        log.warning("%s: stopping the belt, then exiting", name)
+        controller: Controller | None = live.get("controller")
+        if controller is not None:
             task = loop.create_task(controller.estop(name.lower(), "process", Rule.S15))
             stopping.add(task)
             controller.hub.close()  # end the event streams so the server can close at once
+        if (server := live.get("server")) is not None:
             server.should_exit = True
-            notifier.stopping()
+        notifier.stopping()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
-        # The bridge leaves after the S15 stop latched (its last state says so) and before the
-        # controller closes; it never waits for the broker, so it cannot delay the belt.
-        async with contextlib.AsyncExitStack() as faces:
-            if use_mqtt:
-                await faces.enter_async_context(MqttBridge(controller, url, token=token))
-            if banner:
-                print(banner, flush=True)
-            try:
-                await server.serve(sockets=[sock])
-            finally:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
-                if stopping:
-                    await asyncio.wait(stopping, timeout=1.0)
-                notifier.close()
+    signals = fatal_signals()
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        async with build_controller(settings, watchdog=notifier.watchdog) as controller:
+            # The driver is open and its stop is on the wire (S15). From here on, anything may fail.
+            live["controller"] = controller
+            if received:
+                return exit_code_for(received[0])  # leaving the block stops the belt again
+            check_state_dir(settings.daemon.state_dir)
+            token = load_or_create_token(settings.daemon.state_dir) if settings.http.auth else None
+            controller.attach_history(open_history(settings))
+            sock = bind_listener(settings.http.listen)
+
+            @contextlib.asynccontextmanager
+            async def borrowed() -> AsyncIterator[Controller]:
+                yield controller
+
+            async def ready(_controller: Controller) -> None:
+                # The socket is already listening and the driver is up: HTTP answers from here on.
+                notifier.ready(f"{settings.daemon.driver} in {settings.daemon.mode} mode")
+
+            app = create_app(
+                borrowed,
+                token=token,
+                public_reads=settings.http.public_reads,
+                on_ready=ready,
+            )
+            server = build_server(app)
+            live["server"] = server
+            failed: asyncio.Event | None = getattr(controller, "failed", None)
+
+            async def watch_failure() -> None:
+                # The safety loop died (it has latched and written its stop): leave, non-zero.
+                if failed is None:
+                    return
+                await failed.wait()
+                log.critical("safety loop failed: %s; the belt was stopped; exiting", controller.failure)
+                server.should_exit = True
+                notifier.stopping()
+
+            watcher = loop.create_task(watch_failure(), name="failure watch")
+            # The bridge leaves after the S15 stop latched (its last state says so) and before the
+            # controller closes; it never waits for the broker, so it cannot delay the belt.
+            async with contextlib.AsyncExitStack() as faces:
+                if use_mqtt:
+                    await faces.enter_async_context(MqttBridge(controller, url, token=token))
+                if banner:
+                    print(banner, flush=True)
+                try:
+                    await server.serve(sockets=[sock])
+                finally:
+                    watcher.cancel()
+                    if stopping:
+                        await asyncio.wait(stopping, timeout=1.0)
+            if failed is not None and failed.is_set():
+                return 70  # EX_SOFTWARE: under systemd, Restart= brings up a fresh daemon
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        notifier.close()
+    return exit_code_for(received[0]) if received else 0
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"

@@ -1,7 +1,13 @@
-"""The API token: generated on first run into the state directory, mode 0600.
+"""The API token and the state directory that holds it (and the history).
 
-Every control call but the stop needs it (S16). ``retrotread token`` prints it; ``--rotate``
-replaces it (a running daemon keeps the old one until restarted).
+The token is generated on first run into the state directory, mode 0600. Every control call but
+the stop needs it (S16). ``retrotread token`` prints it; ``--rotate`` replaces it (a running daemon
+keeps the old one until restarted).
+
+The state directory is trusted only if no one else can write to it: a directory others may write
+lets them plant a token of their choosing, or swap a file for a link to one of ours. So start-up
+refuses such a directory (or token) with a line that says how to fix it, and the token is written
+through a fresh file that never follows a link.
 """
 
 from __future__ import annotations
@@ -20,24 +26,68 @@ def token_path(state_dir: Path) -> Path:
     return state_dir / TOKEN_FILE
 
 
+def check_state_dir(state_dir: Path, *, token: bool = True) -> None:
+    """Make the state directory (0700) if it is missing; refuse one that others could write to, or
+    (with ``token``) a token file that is a link, not ours, or writable by others."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = os.stat(state_dir, follow_symlinks=False)
+    except OSError as exc:
+        raise ConfigError(
+            f"state directory {state_dir}: {exc.strerror}; set daemon.state_dir to a directory this user owns"
+        ) from None
+    if stat.S_ISLNK(st.st_mode):
+        st = os.stat(state_dir)  # a link to a directory is fine if the directory itself is safe
+    _refuse_if_unsafe(state_dir, st, "directory")
+    if not token:
+        return
+    path = token_path(state_dir)
+    try:
+        tst = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"API token {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(tst.st_mode):
+        raise ConfigError(f"API token {path} is not a plain file (a link?); replace it: retrotread token --rotate")
+    _refuse_if_unsafe(path, tst, "file")
+
+
+def _refuse_if_unsafe(path: Path, st: os.stat_result, what: str) -> None:
+    me = os.geteuid()
+    if st.st_uid != me:
+        raise ConfigError(
+            f"state {what} {path} is owned by uid {st.st_uid}, not by this user (uid {me}); "
+            f"fix: chown {me} {path}, or set daemon.state_dir to a directory this user owns"
+        )
+    if st.st_mode & 0o022:
+        mode = stat.S_IMODE(st.st_mode)
+        raise ConfigError(
+            f"state {what} {path} is writable by others (mode {mode:04o}); anyone could plant a token there; "
+            f"fix: chmod go-w {path}"
+        )
+
+
 def read_token(state_dir: Path) -> str | None:
     """The token, or None if there is none yet or this user may not read it."""
     try:
-        return token_path(state_dir).read_text(encoding="utf-8").strip() or None
-    except (FileNotFoundError, PermissionError, NotADirectoryError):
+        fd = os.open(token_path(state_dir), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
         return None
+    with os.fdopen(fd, encoding="utf-8") as f:
+        return f.read().strip() or None
 
 
 def load_or_create_token(state_dir: Path) -> str:
     path = token_path(state_dir)
+    check_state_dir(state_dir)
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if path.exists():
             mode = stat.S_IMODE(path.stat().st_mode)
             if mode & 0o077:
                 # Someone loosened it: the token is a password, so take it back to owner-only.
-                path.chmod(0o600)
-            token = path.read_text(encoding="utf-8").strip()
+                os.chmod(path, 0o600)  # a plain file: check_state_dir made sure
+            token = read_token(state_dir)
             if token:
                 return token
         return _write(path)
@@ -47,19 +97,27 @@ def load_or_create_token(state_dir: Path) -> str:
 
 def rotate_token(state_dir: Path) -> str:
     path = token_path(state_dir)
+    check_state_dir(state_dir, token=False)  # rotating is how a bad token file is replaced
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return _write(path)
     except OSError as exc:
         raise ConfigError(f"API token {path}: {exc.strerror}") from None
 
 
 def _write(path: Path) -> str:
+    """Write a new token atomically: a fresh, unpredictable file (O_EXCL, O_NOFOLLOW: a planted file
+    or link there is never opened), then renamed over the old one (rename replaces a link, never
+    writes through it)."""
     token = secrets.token_urlsafe(32)
-    tmp = path.with_name(path.name + ".new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return token

@@ -39,7 +39,8 @@ class DaemonSection(_Section):
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="this treadmill's id: the MQTT base topic is retrotread/<id>",
     )
-    driver: str = "sim://motorized"
+    # No default: a daemon must be told which treadmill it drives (`retrotread demo` for a simulator).
+    driver: str = Field(default="", description="driver URL: csafe://, ftms://, pulse://, sim://, ...")
     mode: Literal["reverse", "deadmill"] = "reverse"
     state_dir: Path = Field(default_factory=default_state_dir)
 
@@ -75,6 +76,10 @@ class HttpSection(_Section):
     listen: str = Field(default="127.0.0.1:8000", description="HOST:PORT for the HTTP API (loopback unless set)")
     auth: bool = Field(default=True, description="control calls need the token (the stop never does, S16)")
     public_reads: bool = Field(default=False, description="allow reads without the token from other hosts")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names accepted besides loopback and the listen address (DNS rebinding guard)",
+    )
 
     @field_validator("listen")
     @classmethod

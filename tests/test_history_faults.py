@@ -16,11 +16,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import fill_disk
 from test_history import a_set
 
 from retrotread.daemon.history import HistoryError, SqliteHistory
@@ -69,39 +69,6 @@ def lock_holder(path: Path) -> Iterator[LockHolder]:
         finally:
             holder.release()
             proc.wait(10)
-
-
-def fill(disk: Path) -> Path:
-    """Fill a tmpfs to the last page; the returned file frees it all again."""
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as f:
-        for chunk in (1 << 16, 4096, 1):
-            try:
-                while True:
-                    f.write(b"\0" * chunk)
-            except OSError:
-                pass
-    return filler
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """Mount a real tmpfs of the given size (we are root); unmounted again whatever happens."""
-    mounted: list[Path] = []
-
-    def mount(size: str, *options: str) -> Path:
-        where = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-        where.mkdir()
-        opts = ",".join((f"size={size}", *options))
-        out = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True)
-        if out.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {out.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in reversed(mounted):
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 class Listener:
@@ -161,6 +128,7 @@ WRITER = """
 import sys
 from pathlib import Path
 from retrotread.daemon.history import SqliteHistory
+from helpers import fill_disk
 from test_history import a_set
 store = SqliteHistory.open(Path(sys.argv[1]))
 sid = store.begin("deadmill", "deadmill", "sim://manual", 3, "2026-11-21T15:00:00.000Z")
@@ -226,7 +194,7 @@ async def test_a_full_disk_spools_the_writes_and_lands_them_when_space_comes_bac
     order: list[str] = []
     heard = Listener(order)
     store.set_listener(heard.on_fault, heard.on_ok)
-    filler = fill(disk)
+    filler = fill_disk(disk)
     sid = a_session(store, checkpoints=5)
     order.append("returned")
     await heard.wait(heard.fault)
@@ -249,7 +217,7 @@ async def test_an_existing_history_on_a_full_disk_opens_and_recovers_once_there_
     path = disk / "history.sqlite3"
     with live_writer(path) as (proc, sid):
         proc.send_signal(signal.SIGKILL)  # a crash mid-session: no end()
-    filler = fill(disk)
+    filler = fill_disk(disk)
     store = SqliteHistory.open(path)  # must not fail: the daemon runs, the history catches up
     order: list[str] = []
     heard = Listener(order)
@@ -269,7 +237,7 @@ async def test_an_existing_history_on_a_full_disk_opens_and_recovers_once_there_
 
 def test_a_new_history_on_a_full_disk_is_a_clear_error(tmpfs: Callable[..., Path]) -> None:
     disk = tmpfs("256k")
-    fill(disk)
+    fill_disk(disk)
     with pytest.raises(HistoryError) as err:
         SqliteHistory.open(disk / "history.sqlite3")
     assert "full" in one_line(err.value) and "history.sqlite3" in str(err.value)

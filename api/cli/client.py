@@ -1,0 +1,163 @@
+"""``status``, ``session`` and ``estop``: commands that talk to a running daemon over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from retrotread.api.cli.common import (
+    CliError,
+    DaemonUnreachable,
+    token_for,
+)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    import httpx
+
+    headers = {}
+    if tok := token_for(args):
+        headers["Authorization"] = f"Bearer {tok}"
+    return httpx.Client(base_url=args.url, headers=headers, timeout=5.0)
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    import httpx
+
+    try:
+        with _client(args) as client:
+            resp = client.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        raise DaemonUnreachable(f"cannot reach the daemon at {args.url}: {exc}; is `retrotread run` running?") from None
+    try:
+        data = resp.json()
+    except ValueError:
+        data = resp.text
+    if resp.status_code >= 400:
+        if isinstance(data, dict):
+            msg = data.get("error") or data.get("detail") or data
+            rule = data.get("rule")
+            raise CliError(f"refused ({resp.status_code}){' ' + rule if rule else ''}: {msg}")
+        raise CliError(f"refused ({resp.status_code}): {data}")
+    return data
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch:
+        return asyncio.run(_watch(args))
+    state = _call(args, "GET", "/api/v1/state")
+    if args.json:
+        print(json.dumps(state))
+        return 0
+    belt = state.get("belt") or {}
+    stop = state["stop"]
+    print(
+        f"{state['id']}: {state['mode']} on {state['driver']} ({'connected' if state['connected'] else 'DISCONNECTED'})"
+    )
+    print(
+        f"  belt {belt.get('speed_mph', 0):.2f} mph, target {state.get('target_mph')}, "
+        f"envelope {state.get('envelope_mph')}"
+    )
+    print(
+        f"  stop: {'LATCHED ' + str(stop['reason']) + ' (' + str(stop['rule']) + ')' if stop['latched'] else 'clear'}"
+    )
+    if s := state.get("session"):
+        print(
+            f"  session {s['id']} {s['plan']}: {s['phase']} set {s['set']}/{s['sets']}, {s['remaining_s']:.0f} s left"
+        )
+    return 0
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.console import Console
+    from rich.live import Live
+
+    from retrotread.api.termview import keys, render_live
+
+    headers = {"Authorization": f"Bearer {tok}"} if (tok := token_for(args)) else {}
+    loop = asyncio.get_running_loop()
+    quit_ = asyncio.Event()
+    pending: set[asyncio.Task[Any]] = set()
+    state: dict[str, Any] = {}
+    timer: dict[str, Any] | None = None
+    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=None) as client:
+
+        def on_key(ch: str) -> None:
+            if ch in (" ", "s", "S"):
+                task = loop.create_task(client.post("/api/v1/estop", json={"reason": "keyboard"}))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            elif ch in ("q", "Q"):
+                quit_.set()
+
+        async def stream(live: Live) -> None:
+            nonlocal state, timer
+            async with client.stream("GET", "/api/v1/events") as resp:
+                kind = ""
+                async for line in resp.aiter_lines():
+                    if line.startswith("event:"):
+                        kind = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data = json.loads(line[5:])
+                        if kind == "state":
+                            state = data
+                            timer = data.get("session")
+                        elif kind == "timer":
+                            timer = data if data.get("phase") not in ("done", "aborted") else None
+                        live.update(render_live(state, timer, "space/s EMERGENCY STOP · q quit"))
+
+        with keys(on_key), Live(console=Console(), refresh_per_second=8) as live:
+            task = loop.create_task(stream(live))
+            waiter = loop.create_task(quit_.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (task, waiter):
+                    t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                    await task
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+                if pending:
+                    await asyncio.wait(pending, timeout=2.0)
+            if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                raise CliError(f"lost the daemon at {args.url}: {exc}")
+    return 0
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    if args.action == "start":
+        if not args.plan:
+            raise CliError("session start needs a PLAN: a preset (deadmill, phase1, ...) or e.g. 3x60s/60s")
+        body: dict[str, Any] = {"plan": args.plan}
+        if args.speed is not None:
+            body["speed_mph"] = args.speed
+        out = _call(args, "POST", "/api/v1/session", body)
+    else:
+        out = _call(args, "POST", f"/api/v1/session/{args.action}")
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_estop(args: argparse.Namespace) -> int:
+    if args.reset:
+        _call(args, "POST", "/api/v1/estop/reset")
+        print("emergency stop reset; the belt stays stopped until started")
+    else:
+        try:
+            # Any reason is sent as typed: the daemon latches the stop before it reads the body (S5).
+            _call(args, "POST", "/api/v1/estop", {"reason": args.reason} if args.reason else None)
+        except DaemonUnreachable as exc:
+            raise CliError(
+                f"EMERGENCY STOP NOT SENT: the belt was NOT stopped by retrotread. {exc}. "
+                "Use the treadmill's own stop button or pull its safety key."
+            ) from None
+        print("EMERGENCY STOP sent")
+    return 0
+
+
+# ------------------------------------------------------------------ decode

@@ -1,0 +1,97 @@
+"""``deadmill``: time a deadmill session in the terminal, no daemon needed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from retrotread.api.cli.common import (
+    CliError,
+)
+from retrotread.api.compose import build_controller, open_history
+from retrotread.daemon.config import Settings, load_settings
+from retrotread.daemon.plans import PlanError, parse_plan
+
+
+def cmd_deadmill(args: argparse.Namespace) -> int:
+    from retrotread.api.termview import render_summary
+
+    try:
+        plan = parse_plan(args.plan)
+    except PlanError as exc:
+        raise CliError(str(exc)) from None
+    settings = load_settings(
+        Path(args.config) if args.config else None, daemon={"driver": args.driver, "mode": "deadmill"}
+    )
+    record = asyncio.run(_deadmill(settings, plan, plain=args.plain or not sys.stdout.isatty()))
+    sets = [s.model_dump() for s in record.sets] if record else []
+    if args.json:
+        print(json.dumps(record.model_dump(mode="json") if record else None))
+    else:
+        from rich.console import Console
+
+        Console().print(render_summary(sets, f"{plan.name}: {record.outcome if record else 'not run'}"))
+    return 0 if record and record.outcome == "completed" else 1
+
+
+async def _deadmill(settings: Settings, plan: Any, *, plain: bool) -> Any:
+    from rich.console import Console
+    from rich.live import Live
+
+    from retrotread.api.termview import keys, render_live
+
+    console = Console(stderr=True)
+    async with build_controller(settings) as controller:
+        controller.attach_history(open_history(settings))
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        actions: set[asyncio.Task[Any]] = set()
+
+        def act(coro: Coroutine[Any, Any, Any]) -> None:
+            task = loop.create_task(coro)
+            actions.add(task)
+            task.add_done_callback(actions.discard)
+
+        def on_key(ch: str) -> None:
+            session = controller.session
+            if ch == " " and session is not None:
+                act(controller.resume_session() if session.paused_at is not None else controller.pause_session())
+            elif ch in ("q", "Q"):
+                if session is not None:
+                    act(controller.abort_session())
+                done.set()
+
+        sub = controller.hub.subscribe(("state", "timer", "event"))
+        view = await controller.start_session(plan)
+        sid = view.id
+        with keys(on_key) as interactive:
+            hint = "space pause/resume · q end session" if interactive else ""
+            live = None if plain else Live(console=console, refresh_per_second=8, transient=True)
+            with live if live is not None else contextlib.nullcontext():
+                while not done.is_set():
+                    try:
+                        update = await sub.next(within=0.5)
+                    except TimeoutError:
+                        update = None
+                    snap = controller.snapshot().model_dump(mode="json")
+                    timer = snap.get("session")
+                    if live is not None:
+                        live.update(render_live(snap, timer, hint))
+                    if update is not None and update.kind == "event" and plain:
+                        ev = update.payload
+                        if ev.kind in ("set_started", "set_completed", "session_completed", "session_ended"):
+                            console.print(f"{ev.ts} {ev.kind} {ev.set or ''}".rstrip())
+                    if controller.session is None:
+                        done.set()
+        if actions:
+            await asyncio.wait(actions, timeout=1.0)
+        return controller.history.get(sid)
+
+
+# ------------------------------------------------------------------ client commands

@@ -1,0 +1,73 @@
+"""``decode``, ``sim-device`` and ``scan``: protocol and device tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from retrotread.drivers.errors import TreadError
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    lines: Sequence[str] = sys.stdin.read().splitlines() if args.hex == ["-"] else args.hex
+    status = 0
+    for line in lines:
+        text = line.strip().replace(" ", "").replace(":", "")
+        if not text or text.startswith("#"):
+            continue
+        try:
+            data = bytes.fromhex(text)
+            out = _decode(args.kind, data)
+        except (ValueError, TreadError) as exc:
+            print(json.dumps({"error": str(exc), "hex": text}))
+            status = 1
+            continue
+        print(json.dumps(out))
+    return status
+
+
+def _decode(kind: str, data: bytes) -> Any:
+    if kind == "csafe":
+        from retrotread.drivers.csafe import codec as csafe
+
+        return csafe.describe_frame(data)
+    from retrotread.drivers.ftms import codec as ftms
+
+    return ftms.describe(kind, data)
+
+
+# ------------------------------------------------------------------ devices
+
+
+def cmd_sim_device(args: argparse.Namespace) -> int:
+    from retrotread.sims.serial_serve import run_device
+
+    return run_device(args.kind, Path(args.link), fault=args.fault or "", push=args.push)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from retrotread.drivers.scan import serial_ports
+
+    ports = serial_ports()
+    print("serial ports:" if ports else "serial ports: none found")
+    for port in ports:
+        print(f"  {port.describe()}")
+    try:
+        from retrotread.drivers.ftms.scan import scan_ftms
+
+        found = asyncio.run(scan_ftms(args.timeout))
+    except TreadError as exc:
+        print(f"bluetooth: {exc}")
+        return 0
+    print("bluetooth FTMS devices:" if found else "bluetooth FTMS devices: none found")
+    for dev in found:
+        print(f"  {dev.describe()}")
+    return 0
+
+
+# ------------------------------------------------------------------ parser
