@@ -220,13 +220,36 @@ def test_pulses_going_back_alone_is_a_reset() -> None:
     assert result.distance_m == 0.0
 
 
-def test_pulse_jump_no_wrap_explains_is_a_reset_and_credits_nothing() -> None:
+def test_pulse_jump_no_belt_explains_is_implausible_and_credits_nothing() -> None:
     # Line noise that still parses: a million pulses in 200 ms is not a belt.
     speedometer = PulseSpeedometer(M_PER_PULSE)
     speedometer.update(PulseReading(1_000, 100))
     result = speedometer.update(PulseReading(1_200, 1_000_100))
-    assert result.reset
+    assert result.implausible and not result.reset
     assert result.pulses == 0
+    # One bogus line costs one reading: the next, in step with the one before it, counts.
+    after = speedometer.update(PulseReading(1_400, 104))
+    assert not after.implausible and not after.reset
+    assert after.pulses == 4
+
+
+def test_counters_that_jump_by_1e9_together_are_implausible_on_the_host_clock() -> None:
+    # issue 10: both counters jumped by 1e9 in one line that arrived 0.2 s after the last one.
+    # On the board's clock that is 0.25 m/s; on the host's, 1e9 ms cannot have passed.
+    speedometer = PulseSpeedometer(M_PER_PULSE)
+    speedometer.update(PulseReading(1_000, 100), 10.0)
+    result = speedometer.update(PulseReading(1_000_001_200, 1_000_000_100), 10.2)
+    assert result.implausible
+    assert result.distance_m == 0.0
+
+
+def test_counters_that_jump_and_stay_start_a_new_base() -> None:
+    speedometer = PulseSpeedometer(M_PER_PULSE)
+    speedometer.update(PulseReading(1_000, 100))
+    assert speedometer.update(PulseReading(1_200, 1_000_100)).implausible
+    again = speedometer.update(PulseReading(1_400, 1_000_104))
+    assert again.reset and again.pulses == 0
+    assert speedometer.update(PulseReading(1_600, 1_000_105)).pulses == 1
 
 
 def test_speed_is_zero_after_2_s_of_board_time_without_a_pulse() -> None:

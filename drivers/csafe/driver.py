@@ -46,6 +46,7 @@ from urllib.parse import SplitResult
 
 from retrotread.drivers.csafe.codec import (
     EXTENDED_START,
+    METRES_PER_DISTANCE_COUNT,
     STANDARD_START,
     STOP,
     Answer,
@@ -84,6 +85,7 @@ from retrotread.drivers.errors import (
     TreadError,
     Unsupported,
 )
+from retrotread.drivers.plausible import SampleGate
 from retrotread.drivers.registry import float_option
 from retrotread.drivers.serial_driver import SerialDriver
 from retrotread.drivers.serial_link import Backoff, LogLimiter
@@ -208,6 +210,9 @@ class CsafeDriver(SerialDriver):
         self._stop_sent = True  # the first frame on every link is a stop (S9)
         self._last_answered: _Frame | None = None
         self._noisy = LogLimiter(log)
+        # A mile is the coarsest distance count a console reports (csafe codec's units): one count
+        # of it must pass when it ticks over.
+        self._gate = SampleGate(max(METRES_PER_DISTANCE_COUNT.values()), name=self.url, logger=log)
         self.counters = _Counters()
 
     @classmethod
@@ -366,6 +371,7 @@ class CsafeDriver(SerialDriver):
     async def _greet(self) -> None:
         """The first frame on a fresh link is a stop (S9); the console is there once it answers."""
         self._decoder = FrameDecoder()  # bytes of the old link mean nothing on this one
+        self._gate.rebase()  # the console may have counted on, or restarted, while we were away
         self._state = None
         self._timeouts_in_a_row = 0
         for _ in range(TIMEOUTS_BEFORE_REOPEN):
@@ -563,7 +569,14 @@ class CsafeDriver(SerialDriver):
             return
         incline = _optional(decode_grade, response, CommandCode.GetGrade)
         distance = _optional(decode_horizontal, response, CommandCode.GetHorizontal)
-        self._emit(BeltSample(t, speed, incline, distance))
+        sample = self._gate.admit(BeltSample(t, speed, incline, distance))
+        if sample is not None:
+            self._emit(sample)
+
+    @property
+    def bad_samples(self) -> int:
+        """Answers refused because no belt can produce them (plausible.py)."""
+        return self._gate.bad_samples
 
 
 def _optional(decode: Callable[[Answer], float], response: Response, code: int) -> float | None:

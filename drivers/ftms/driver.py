@@ -115,6 +115,7 @@ from retrotread.drivers.ftms.codec import (
     encode_control_point,
 )
 from retrotread.drivers.ftms.scan import bluetooth_error, find_ftms
+from retrotread.drivers.plausible import SampleGate
 from retrotread.drivers.registry import float_option
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
 from retrotread.drivers.units import Rounding, Speed
@@ -292,6 +293,7 @@ class FtmsDriver(Driver):
         self._packets_ok = True
         self.bad_packets = 0
         """Treadmill Data notifications that did not decode (dropped; rule S8 notices a drought)."""
+        self._gate = SampleGate(1.0, name=self.url, logger=log)  # FTMS Total Distance counts metres
         self.reconnects = 0
 
     @classmethod
@@ -578,6 +580,7 @@ class FtmsDriver(Driver):
                 continue
             break
         self._link_up = True
+        self._gate.rebase()  # the treadmill may have counted on, or restarted, while we were away
         self.reconnects += 1
         log.warning("%s: reconnected after %d failed attempt(s); stop sent first (S9)", self.url, failures)
         self._queue.put_nowait(
@@ -605,7 +608,14 @@ class FtmsDriver(Driver):
         if speed is None or not self._link_up:
             return
         distance = float(record.distance_m) if record.distance_m is not None else None
-        self._queue.put_nowait(BeltSample(now, speed, record.incline_pct, distance))
+        sample = self._gate.admit(BeltSample(now, speed, record.incline_pct, distance))
+        if sample is not None:
+            self._queue.put_nowait(sample)
+
+    @property
+    def bad_samples(self) -> int:
+        """Treadmill Data records refused because no belt can produce them (plausible.py)."""
+        return self._gate.bad_samples
 
     def _on_status(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
         now = time.monotonic()

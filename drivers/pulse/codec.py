@@ -11,7 +11,9 @@ The sans-IO half of the ``pulse://`` driver and of the pulse simulator (``docs/p
 - ``encode_reading`` writes a line, for the simulator.
 
 This module must not do I/O, read a clock or import asyncio, pyserial or anything of ours beyond
-``drivers.errors`` and ``drivers.units``. Time is the board's millisecond counter, passed in.
+``drivers.errors``, ``drivers.units`` and ``drivers.plausible`` (what no belt can do: the same
+bound every driver applies). Time is the board's millisecond counter, and optionally the host's
+arrival time of each line, passed in.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from retrotread.drivers.errors import ConfigError
+from retrotread.drivers.plausible import LATE_S, max_distance_m
 from retrotread.drivers.units import Speed
 
 __all__ = [
@@ -199,13 +202,16 @@ class PulseMeasurement:
 
     ``pulses`` and ``distance_m`` count from the first reading this speedometer saw and carry on
     across board resets: they never go backwards. ``reset`` is True on the reading that started a
-    new base (the board restarted, or its counters jumped in a way no wrap explains).
+    new base (the board restarted). ``implausible`` is True on a reading no belt can produce (its
+    counters jumped ahead of what the belt could do since the last one): nothing is credited for
+    it, and the driver refuses it as a bad sample rather than emit it.
     """
 
     speed: Speed
     distance_m: float
     pulses: int
     reset: bool = False
+    implausible: bool = False
 
 
 def _positive(name: str, value: object) -> float:
@@ -232,10 +238,16 @@ class PulseSpeedometer:
     without a pulse reads 0 (pulse.md), and the next pulse starts a fresh window.
 
     Counters wrap at 2**32 and are unwrapped with modular differences. A reading whose board_ms or
-    total_pulses went back (a modular step of 2**31 or more), or that claims more than one pulse
-    per board millisecond since the last reading (250 m/s on a 0.25 m roller: no wrap or belt
-    explains it), starts a new base: speed 0 on that reading, ``reset`` True, no distance
-    credited for the jump.
+    total_pulses went back (a modular step of 2**31 or more) starts a new base: speed 0 on that
+    reading, ``reset`` True, no distance credited for the jump.
+
+    A reading that jumped *ahead* of what a belt can do is ``implausible`` (issue 10: one bogus
+    line put 250,000 km in a set): more pulses than ``plausible.MAX_SPEED`` covers in its board
+    time (plus one pulse, the count's own step), or more board time than the host saw pass since
+    the last line (plus ``plausible.LATE_S`` for lines that arrive bunched; only when the caller
+    passes arrival times). Nothing is credited and the speedometer keeps its state, so one bogus
+    line costs one reading; if the next reading agrees with the bogus one instead (the counters
+    really jumped, and stay), that one starts a new base.
     """
 
     def __init__(self, m_per_pulse: float, window_s: float = 1.0, zero_after_s: float = 2.0) -> None:
@@ -243,6 +255,8 @@ class PulseSpeedometer:
         self._window_ms = _positive("window_s", window_s) * 1000
         self._zero_after_ms = _positive("zero_after_s", zero_after_s) * 1000
         self._last: PulseReading | None = None
+        self._last_t: float | None = None  # host arrival time of ``_last``, if given
+        self._suspect: tuple[PulseReading, float | None] | None = None  # the last implausible one
         self._t_ms = 0  # board time since the base, unwrapped
         self._base_pulses = 0  # pulses since the base, unwrapped
         self._pulses = 0  # pulses since the first reading, across bases
@@ -254,16 +268,26 @@ class PulseSpeedometer:
     def distance_m(self) -> float:
         return self._pulses * self.m_per_pulse
 
-    def update(self, reading: PulseReading) -> PulseMeasurement:
-        last = self._last
-        self._last = reading
+    def update(self, reading: PulseReading, t_s: float | None = None) -> PulseMeasurement:
+        """The belt as of ``reading``; ``t_s`` is the host's monotonic time it arrived, if known."""
+        last, last_t = self._last, self._last_t
         if last is None:
+            self._last, self._last_t = reading, t_s
             return self._measure(0.0, reset=False)
         d_ms = (reading.board_ms - last.board_ms) % COUNTER_MODULUS
         d_pulses = (reading.total_pulses - last.total_pulses) % COUNTER_MODULUS
         half = COUNTER_MODULUS // 2
-        if d_ms >= half or d_pulses >= half or d_pulses > d_ms + 1:
+        if d_ms >= half or d_pulses >= half:
+            self._last, self._last_t, self._suspect = reading, t_s, None
             return self._new_base()
+        if self._impossible(d_ms, d_pulses, last_t, t_s):
+            suspect = self._suspect
+            if suspect is not None and self._agrees(suspect, reading, t_s):
+                self._last, self._last_t, self._suspect = reading, t_s, None
+                return self._new_base()
+            self._suspect = (reading, t_s)
+            return PulseMeasurement(Speed(0.0), self.distance_m, self._pulses, implausible=True)
+        self._last, self._last_t, self._suspect = reading, t_s, None
 
         self._t_ms += d_ms
         if d_pulses:
@@ -280,6 +304,18 @@ class PulseSpeedometer:
         if gap_ms > 0:
             mps = min(mps, self.m_per_pulse * 1000 / gap_ms)
         return self._measure(mps, reset=False)
+
+    def _impossible(self, d_ms: int, d_pulses: int, last_t: float | None, t_s: float | None) -> bool:
+        if d_pulses * self.m_per_pulse > max_distance_m(d_ms / 1000, self.m_per_pulse):
+            return True
+        return last_t is not None and t_s is not None and d_ms / 1000 > max(0.0, t_s - last_t) + LATE_S
+
+    def _agrees(self, suspect: tuple[PulseReading, float | None], reading: PulseReading, t_s: float | None) -> bool:
+        before, before_t = suspect
+        d_ms = (reading.board_ms - before.board_ms) % COUNTER_MODULUS
+        d_pulses = (reading.total_pulses - before.total_pulses) % COUNTER_MODULUS
+        half = COUNTER_MODULUS // 2
+        return d_ms < half and d_pulses < half and not self._impossible(d_ms, d_pulses, before_t, t_s)
 
     def _edge(self, t_ms: int, pulses: int) -> None:
         edges = self._edges

@@ -30,6 +30,7 @@ from typing import Self
 from urllib.parse import SplitResult
 
 from retrotread.drivers.errors import ConfigError, LinkLost, NotConnected, TreadError, Unsupported
+from retrotread.drivers.plausible import SampleGate
 from retrotread.drivers.pulse.codec import BadLine, Comment, PulseReading, PulseSpeedometer, PulseStream
 from retrotread.drivers.registry import float_option
 from retrotread.drivers.serial_driver import SerialDriver
@@ -74,6 +75,7 @@ class PulseDriver(SerialDriver):
         self._heard = asyncio.Event()  # set by every line; the runner's watchdog waits on it
         self._announce = False  # the next line starts a reconnected link: say CONNECTED first
         self._noisy = LogLimiter(log)
+        self._gate = SampleGate(m_per_pulse, name=self.url, logger=log)  # one pulse: the count's own step
 
     @classmethod
     def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
@@ -106,6 +108,11 @@ class PulseDriver(SerialDriver):
     @property
     def bad_lines(self) -> int:
         return self._stream.bad_lines + self._stream.overlong_lines
+
+    @property
+    def bad_samples(self) -> int:
+        """Readings refused because no belt can produce them (plausible.py)."""
+        return self._gate.bad_samples
 
     @property
     def readings(self) -> int:
@@ -198,12 +205,18 @@ class PulseDriver(SerialDriver):
                 self._noisy("bad-line", logging.WARNING, "%s: bad line (%s): %r", self.path, line.reason, line.line)
 
     def _reading(self, reading: PulseReading, t: float) -> None:
-        measured = self._meter.update(reading)
+        measured = self._meter.update(reading, t)
+        if measured.implausible:
+            self._gate.bad_samples += 1  # counted like every refusal; the gate logs the others
+            self._noisy("implausible", logging.WARNING, "%s: refused a line no belt makes: %s", self.path, reading)
+            return
         if measured.reset:
             self._updates.put_nowait(
                 DeviceEvent(t, DeviceEventKind.DEVICE_RESET, "the board's counters went back: it restarted")
             )
-        self._updates.put_nowait(BeltSample(t, measured.speed, None, measured.distance_m))
+        sample = self._gate.admit(BeltSample(t, measured.speed, None, measured.distance_m))
+        if sample is not None:
+            self._updates.put_nowait(sample)
 
 
 __all__ = ["PulseDriver"]
