@@ -179,7 +179,11 @@ def create_app(
 
     @api.get("/events", dependencies=readable, response_class=EventSourceResponse)
     async def events(c: Ctl, request: Request) -> AsyncIterator[ServerSentEvent]:
-        """Server-Sent Events: ``state``, ``telemetry``, ``timer`` and ``event``."""
+        """Server-Sent Events: ``state``, ``telemetry``, ``timer`` and ``event``.
+
+        ``HttpGuard`` serves this stream itself (one task per reader, capped); this route
+        documents it and serves it only when the app is mounted without the guard.
+        """
         # Coalescing: a slow reader gets the latest state and timer, never a growing backlog.
         sub = c.hub.subscribe(maxsize=64, coalesce=True)
         try:
@@ -272,6 +276,7 @@ def create_app(
         HttpGuard,
         controller=lambda: app.state.controller,
         token=token,
+        public_reads=public_reads,
         allowed_hosts=tuple(allowed_hosts),
         max_streams=max_streams,
     )

@@ -12,6 +12,11 @@ Prints one JSON line with p50/p99/max in milliseconds for:
   what the machine allows; ``ratio_p99`` compares ``internal_pty`` with it.
 - ``http_pty``: ``POST /api/v1/estop`` (httpx, in the bench's process) on the real app served by
   uvicorn on a free port → the stop frame read by the console process.
+- ``http_load``: ``POST /api/v1/estop`` on the daemon's own HTTP stack (``bind_listener``,
+  ``build_server``, ``create_app``; sim://motorized at 10 Hz) → the stop handed to the driver and
+  → the 202 read by the client, with no load (the floor), with 500 event-stream readers, and during
+  a slowloris of 1,000 connections; the load comes from a separate process (``--load-only`` skips
+  the other measurements).
 
 Each trial triggers at a random phase of the 10 Hz poll, then resets the latch. The belt stands still
 throughout (the supervisor refuses a reset within 2 s of motion, S6), so this measures the stop's
@@ -247,6 +252,149 @@ async def http_pty(trials: int, where: Path) -> dict[str, Any]:
     }
 
 
+# -- (e) the HTTP stop under load ---------------------------------------------------------------
+
+# The load in its own process: N event-stream readers, or N slowloris connections that dribble a
+# request head (one byte a second) and reconnect when the server drops them.
+_LOAD = r"""
+import asyncio, sys
+
+async def sse(port):
+    while True:
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET /api/v1/events HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            await w.drain()
+            first = await r.read(65536)
+            if b" 200 " not in first.split(b"\r\n", 1)[0]:
+                raise SystemExit(f"stream refused: {first[:80]!r}")
+            ready.release()
+            while await r.read(65536):
+                pass
+        except OSError:
+            await asyncio.sleep(0.1)
+
+async def slowloris(port):
+    counted = False
+    while True:
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            if not counted:
+                counted = True
+                ready.release()
+            for b in b"GET /api/v1/state HTTP/1.1\r\nhost: localhost\r\nx-a: " + b"a" * 100000:
+                w.write(bytes([b]))
+                await w.drain()
+                await asyncio.sleep(1.0)
+        except OSError:
+            await asyncio.sleep(0.05)
+
+async def main():
+    global ready
+    kind, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    ready = asyncio.Semaphore(0)
+    fn = sse if kind == "sse" else slowloris
+    tasks = [asyncio.create_task(fn(port)) for _ in range(n)]
+    for _ in range(n):
+        await ready.acquire()
+    print("ready", flush=True)
+    await asyncio.get_running_loop().connect_read_pipe(asyncio.Protocol, sys.stdin)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@contextlib.asynccontextmanager
+async def load_process(kind: str, port: int, n: int) -> AsyncIterator[None]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _LOAD,
+        kind,
+        str(port),
+        str(n),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(60):
+            line = await proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"load {kind} did not start: {line!r}")
+        yield
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def http_load(trials: int) -> dict[str, Any]:
+    import httpx
+
+    from retrotread.api.app import create_app
+    from retrotread.api.server import bind_listener, build_server
+
+    driver = open_driver("sim://motorized?rate_hz=10")
+    marks: list[float] = []
+    timed_estop(driver, marks)
+    out: dict[str, Any] = {
+        "what": "POST /api/v1/estop on the daemon's HTTP stack (GuardedH11Protocol, HttpGuard), httpx keep-alive "
+        "client in the bench process, load from another process; sim://motorized at 10 Hz",
+    }
+    async with Controller(driver) as controller:
+
+        @contextlib.asynccontextmanager
+        async def borrowed() -> AsyncIterator[Controller]:
+            yield controller
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        sock = bind_listener(f"127.0.0.1:{port}")
+        server = build_server(create_app(borrowed))
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            async with asyncio.timeout(10):
+                while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
+                    await asyncio.sleep(0.01)
+            await settle(controller)
+            for name, kind, n in (("floor", None, 0), ("sse_500", "sse", 500), ("slowloris_1000", "slowloris", 1000)):
+                load = load_process(kind, port, n) if kind else contextlib.nullcontext()
+                async with load:
+                    to_driver: list[float] = []
+                    to_answer: list[float] = []
+                    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                        await client.get("/healthz")  # the connection is open and kept alive
+                        health: list[float] = []
+                        for i in range(trials):
+                            await asyncio.sleep(random.uniform(0, POLL_PERIOD_S))
+                            marks.clear()
+                            t0 = time.monotonic()
+                            answer = await client.post("/api/v1/estop", json={"reason": "bench"})
+                            to_answer.append(time.monotonic() - t0)
+                            to_driver.append(marks[0] - t0)
+                            if answer.status_code != 202:
+                                raise RuntimeError(f"estop answered {answer.status_code}: {answer.text}")
+                            await reset(controller)
+                            if i % 10 == 0:
+                                t1 = time.monotonic()
+                                await client.get("/healthz")
+                                health.append(time.monotonic() - t1)
+                    out[name] = {
+                        "to_driver": summary(to_driver),
+                        "to_answer": summary(to_answer),
+                        "healthz": summary(health),
+                        "subscribers": controller.hub.subscribers,
+                    }
+        finally:
+            controller.hub.close()
+            server.should_exit = True
+            await serving
+            sock.close()
+    return out
+
+
 # -- (c) ---------------------------------------------------------------------------------------
 
 
@@ -279,7 +427,7 @@ async def pty_floor(trials: int) -> dict[str, Any]:
     return {"what": "os.write on a raw pty -> asyncio reader on the other end, one process"} | summary(latencies)
 
 
-async def main(trials: int, with_http: bool) -> dict[str, Any]:
+async def main(trials: int, with_http: bool, load_only: bool = False) -> dict[str, Any]:
     where = Path(tempfile.mkdtemp(prefix="retrotread-b1-"))
     try:
         result: dict[str, Any] = {
@@ -289,12 +437,17 @@ async def main(trials: int, with_http: bool) -> dict[str, Any]:
             "python": platform.python_version(),
             "trials": trials,
         }
+        if load_only:
+            result["http_load"] = await http_load(trials)
+            result["target_p99_ms"] = {"http": 10.0}
+            return result
         result["internal_sim"] = await internal_sim(trials)
         result["internal_pty"] = await internal_pty(trials, where)
         result["pty_floor"] = await pty_floor(trials)
         result["ratio_p99"] = round(result["internal_pty"]["p99_ms"] / result["pty_floor"]["p99_ms"], 1)
         if with_http:
             result["http_pty"] = await http_pty(trials, where)
+            result["http_load"] = await http_load(trials)
         result["target_p99_ms"] = {"internal": 2.0, "http": 10.0}
         result["belt"] = "standing (latch reset between trials); trigger at a random phase of the 10 Hz poll"
         return result
@@ -305,7 +458,8 @@ async def main(trials: int, with_http: bool) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--trials", type=int, default=500, help="trials per measurement (default 500)")
-    parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurement")
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
+    parser.add_argument("--load-only", action="store_true", help="only the HTTP stop under load (http_load)")
     args = parser.parse_args()
     # Where the daemon's log lines go, formatted, so their cost is in the figure; not to the terminal.
     logging.basicConfig(
@@ -313,4 +467,4 @@ if __name__ == "__main__":
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=open(os.devnull, "w"),  # noqa: SIM115
     )
-    print(json.dumps(asyncio.run(main(args.trials, not args.no_http))), flush=True)
+    print(json.dumps(asyncio.run(main(args.trials, not args.no_http, args.load_only))), flush=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,14 +27,21 @@ class Update:
     kind: Kind
     payload: Any
     """An immutable snapshot (a frozen pydantic model or a tuple); never mutated after publishing."""
-    _encoded: list[str] = field(default_factory=list, compare=False, repr=False)
+    _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def json(self) -> str:
         """The payload as JSON, encoded once however many readers there are (500 SSE clients)."""
-        if not self._encoded:
-            dump = getattr(self.payload, "model_dump_json", None)
-            self._encoded.append(dump() if callable(dump) else str(self.payload))
-        return self._encoded[0]
+        return self.memo("json", self._dump)  # type: ignore[no-any-return]
+
+    def memo(self, key: str, make: Callable[[Update], Any]) -> Any:
+        """``make(self)``, computed once per update for every reader that asks (a face's framing)."""
+        if key not in self._memo:
+            self._memo[key] = make(self)
+        return self._memo[key]
+
+    def _dump(self, _self: Update) -> str:
+        dump = getattr(self.payload, "model_dump_json", None)
+        return dump() if callable(dump) else str(self.payload)
 
 
 class Subscription:
@@ -66,6 +73,12 @@ class Subscription:
             self._pending.popitem(last=False)
             self.dropped += 1
         self._wake.set()
+
+    def take_all(self) -> list[Update]:
+        """Everything waiting, without waiting (a reader that writes in batches)."""
+        taken = list(self._pending.values())
+        self._pending.clear()
+        return taken
 
     def close(self) -> None:
         self._closed = True

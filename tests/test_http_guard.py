@@ -255,6 +255,7 @@ def test_the_token_is_checked_before_the_body_is_read() -> None:
 def test_a_dribbled_body_is_cut_off() -> None:
     with served() as s, connect(s.port) as sock:
         sock.sendall(b"POST /api/v1/belt/start HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100\r\n\r\n{")
+        sock.settimeout(30)  # the server's bound on a body is 10 s
         status, _, _ = answer_of(sock)
         assert status == 408
 
