@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, 
 from retrotread.api.http_guard import HttpGuard, clean_text, loopback
 from retrotread.api.metrics import render as render_metrics
 from retrotread.daemon.controller import SESSION_ACTIONS, Controller, SessionError
+from retrotread.daemon.history import HistoryError
 from retrotread.daemon.plans import PlanError, plan_from
 from retrotread.daemon.snapshot import SessionRecord, SessionView, StateSnapshot
 from retrotread.drivers.units import Speed
@@ -90,6 +91,7 @@ class Health(BaseModel):
     ok: bool
     connected: bool
     latched: bool
+    problems: list[str] = Field(default_factory=list, description="what is wrong while ok is false")
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -241,11 +243,17 @@ def create_app(
 
     @api.get("/history", dependencies=readable, response_model=list[SessionRecord])
     async def history(c: Ctl, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[SessionRecord]:
-        return c.history.recent(limit)
+        try:
+            return c.history.recent(limit)
+        except HistoryError as exc:
+            raise RefusedError(503, f"history unavailable: {exc}", None) from None
 
     @api.get("/history/{session_id}", dependencies=readable, response_model=SessionRecord)
     async def history_one(session_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], c: Ctl) -> SessionRecord:
-        rec = c.history.get(session_id)
+        try:
+            rec = c.history.get(session_id)
+        except HistoryError as exc:
+            raise RefusedError(503, f"history unavailable: {exc}", None) from None
         if rec is None:
             raise HTTPException(404, f"no session {session_id}")
         return rec
@@ -261,10 +269,13 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=static), name="static")
 
-    @app.get("/healthz", response_model=Health)
-    async def healthz(c: Ctl) -> Health:
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    async def healthz(c: Ctl) -> JSONResponse:
+        """200 while the daemon is whole; 503 naming each problem (a failing history, say) while not."""
         snap = c.snapshot()
-        return Health(ok=True, connected=snap.connected, latched=snap.stop.latched)
+        problems = list(c.problems)
+        health = Health(ok=not problems, connected=snap.connected, latched=snap.stop.latched, problems=problems)
+        return JSONResponse(health.model_dump(), status_code=200 if health.ok else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(c: Ctl) -> PlainTextResponse:

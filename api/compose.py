@@ -144,16 +144,14 @@ async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str 
                 token=token,
                 public_reads=settings.http.public_reads,
                 on_ready=ready,
+                allowed_hosts=settings.http.allowed_hosts,
             )
             server = build_server(app)
             live["server"] = server
-            failed: asyncio.Event | None = getattr(controller, "failed", None)
 
             async def watch_failure() -> None:
                 # The safety loop died (it has latched and written its stop): leave, non-zero.
-                if failed is None:
-                    return
-                await failed.wait()
+                await controller.failed.wait()
                 log.critical("safety loop failed: %s; the belt was stopped; exiting", controller.failure)
                 server.should_exit = True
                 notifier.stopping()
@@ -172,7 +170,7 @@ async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str 
                     watcher.cancel()
                     if stopping:
                         await asyncio.wait(stopping, timeout=1.0)
-            if failed is not None and failed.is_set():
+            if controller.failed.is_set():
                 return 70  # EX_SOFTWARE: under systemd, Restart= brings up a fresh daemon
     finally:
         for sig in signals:

@@ -49,10 +49,17 @@ def run_checks(config: Path | None) -> list[Finding]:
 
 def check_driver(settings: Settings) -> Iterator[Finding]:
     url = settings.daemon.driver
+    if not url:
+        yield Finding(
+            "fail",
+            "driver: no driver configured",
+            "set daemon.driver (or RETROTREAD_DAEMON__DRIVER), e.g. csafe:///dev/ttyUSB0; see docs/configuration.md",
+        )
+        return
     try:
         open_driver(url)
     except TreadError as exc:
-        yield Finding("fail", f"driver: {exc}", "fix daemon.driver; see README, Driver URLs")
+        yield Finding("fail", f"driver: {exc}", "fix daemon.driver; see docs/configuration.md, driver URLs")
         return
     parts = urlsplit(url)
     if parts.scheme in ("csafe", "pulse"):

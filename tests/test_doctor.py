@@ -15,6 +15,7 @@ from retrotread.api.doctor import run_checks
 def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RETROTREAD_DAEMON__STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("RETROTREAD_HTTP__LISTEN", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("RETROTREAD_DAEMON__DRIVER", "sim://motorized")
 
 
 def lines(config: Path | None = None) -> dict[str, str]:
@@ -27,6 +28,12 @@ def fails(config: Path | None = None) -> list[str]:
 
 def test_a_simulated_setup_passes() -> None:
     assert fails() == []
+
+
+def test_no_driver_is_a_failure_that_says_where_to_set_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RETROTREAD_DAEMON__DRIVER")
+    [problem] = fails()
+    assert "no driver configured" in problem and "daemon.driver" in problem
 
 
 def test_bad_config_names_the_key(tmp_path: Path) -> None:

@@ -83,6 +83,29 @@ def test_s15_a_full_disk_does_not_keep_the_stop_from_going_out(tmp_path: Path, t
     assert cmds and cmds[0]["cmd"] in ("stop", "estop") and cmds[0]["value"] == 0.0
 
 
+def test_a_history_that_stops_writing_is_a_health_failure_not_a_dead_loop(
+    tmp_path: Path, tmpfs: Callable[..., Path]
+) -> None:
+    """Disk full mid-session: the session goes on (the timer ticks, the belt is watched), /healthz
+    answers 503 naming the history, and it is whole again once there is room."""
+    state = tmpfs("1m")
+    state.chmod(0o700)
+    env = {"RETROTREAD_DAEMON__STATE_DIR": str(state)}
+    with daemon("--driver", "sim://manual?rate_hz=20", "--mode", "deadmill", env=env) as d:
+        assert d.http.get("/healthz").status_code == 200
+        filler = fill_disk(state)
+        assert d.post("/api/v1/session", {"plan": "3x1s/1s,countdown=0s"}).status_code == 201
+        d.until(lambda s: d.http.get("/healthz").status_code == 503)
+        health = d.http.get("/healthz").json()
+        assert health["ok"] is False and any("history" in p for p in health["problems"])
+        done = d.until(lambda s: s["session"] is None, within=30)  # the timer ran through the fault
+        assert done["connected"]
+        filler.unlink()
+        d.until(lambda s: d.http.get("/healthz").status_code == 200, within=30)
+        [record] = d.http.get("/api/v1/history").json()
+        assert record["outcome"] == "completed" and len(record["sets"]) == 3  # spooled, then written
+
+
 def test_s15_an_unsafe_state_directory_stops_start_up_after_the_stop(tmp_path: Path) -> None:
     trace = tmp_path / "device.jsonl"
     state = tmp_path / "state"
