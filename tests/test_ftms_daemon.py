@@ -74,7 +74,7 @@ async def rig(driver: SimFtmsDriver) -> AsyncIterator[Rig]:
     async with app.router.lifespan_context(app):
         controller: Controller = app.state.controller
         updates = controller.hub.subscribe(maxsize=100_000)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://retrotread") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             yield Rig(client, controller, updates, driver)
 
 
