@@ -148,9 +148,13 @@ def cmd_estop(args: argparse.Namespace) -> int:
         _call(args, "POST", "/api/v1/estop/reset")
         print("emergency stop reset; the belt stays stopped until started")
     else:
+        # Any reason is sent as typed (the daemon latches the stop before it reads the body, S5);
+        # argument bytes that are not UTF-8 arrive as lone surrogates, which JSON cannot carry.
+        # The daemon keeps 200 characters of a reason; a body it would have to discard is not sent.
+        raw = args.reason[:1000] if args.reason else ""
+        reason = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         try:
-            # Any reason is sent as typed: the daemon latches the stop before it reads the body (S5).
-            _call(args, "POST", "/api/v1/estop", {"reason": args.reason} if args.reason else None)
+            _call(args, "POST", "/api/v1/estop", {"reason": reason} if reason else None)
         except DaemonUnreachable as exc:
             raise CliError(
                 f"EMERGENCY STOP NOT SENT: the belt was NOT stopped by retrotread. {exc}. "
