@@ -35,11 +35,16 @@ from urllib.parse import quote
 from retrotread.daemon.history_writer import (
     BUSY_TIMEOUT_S,
     CLOSE_FLUSH_S,
+    TRACE_BATCH_S,
     AddEvent,
     Begin,
     End,
+    Migrate,
     PutSet,
+    PutTrace,
     Recover,
+    TracePoint,
+    Write,
     Writer,
     commit,
 )
@@ -47,6 +52,9 @@ from retrotread.daemon.snapshot import Event, Outcome, SessionRecord, SetResult
 from retrotread.drivers.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+__all__ = ["History", "HistoryError", "HistoryReader", "MemoryHistory", "SqliteHistory", "TracePoint"]
 
 
 class HistoryError(ConfigError):
@@ -63,9 +71,15 @@ class History(Protocol):
 
     def record_event(self, session_id: int, event: Event) -> None: ...
 
+    def trace(self, session_id: int, point: TracePoint) -> None:
+        """One point of the session's 1 Hz trace (the controller's latest sample); never blocks."""
+
     def end(self, session_id: int, outcome: Outcome, ended_at: str) -> None: ...
 
     def get(self, session_id: int) -> SessionRecord | None: ...
+
+    def get_trace(self, session_id: int) -> list[TracePoint]:
+        """The session's trace in time order (empty for a session without one)."""
 
     def recent(self, limit: int = 20) -> list[SessionRecord]: ...
 
@@ -80,6 +94,7 @@ class History(Protocol):
 class MemoryHistory:
     def __init__(self, first_id: int = 1) -> None:
         self._sessions: dict[int, SessionRecord] = {}
+        self._traces: dict[int, list[TracePoint]] = {}
         self._next = first_id
 
     def begin(self, plan: str, mode: str, driver: str, sets_planned: int, started_at: str) -> int:
@@ -113,12 +128,19 @@ class MemoryHistory:
         rec = self._sessions[session_id]
         self._sessions[session_id] = rec.model_copy(update={"events": (*rec.events, event)})
 
+    def trace(self, session_id: int, point: TracePoint) -> None:
+        if session_id in self._sessions:
+            self._traces.setdefault(session_id, []).append(point)
+
     def end(self, session_id: int, outcome: Outcome, ended_at: str) -> None:
         rec = self._sessions[session_id]
         self._sessions[session_id] = rec.model_copy(update={"outcome": outcome, "ended_at": ended_at})
 
     def get(self, session_id: int) -> SessionRecord | None:
         return self._sessions.get(session_id)
+
+    def get_trace(self, session_id: int) -> list[TracePoint]:
+        return list(self._traces.get(session_id, ()))
 
     def recent(self, limit: int = 20) -> list[SessionRecord]:
         return sorted(self._sessions.values(), key=lambda r: r.id, reverse=True)[:limit]
@@ -128,6 +150,7 @@ class MemoryHistory:
 
     def forget(self, session_id: int) -> None:
         self._sessions.pop(session_id, None)
+        self._traces.pop(session_id, None)
 
     def set_listener(self, on_fault: Callable[[str], None], on_ok: Callable[[], None]) -> None:
         pass  # memory never fails to take a write
@@ -136,8 +159,18 @@ class MemoryHistory:
         pass
 
 
-SCHEMA_VERSION = 1
-TABLES = frozenset({"sessions", "sets", "events"})
+SCHEMA_VERSION = 2
+TABLES_V1 = frozenset({"sessions", "sets", "events"})
+TABLES = TABLES_V1 | {"trace"}
+# Version 2 (issue 15) adds the 1 Hz trace. A version 1 history is migrated in place by its owner
+# (``Migrate``: one transaction, the old rows untouched) and read as it is by a reader (no trace).
+TRACE_TABLE = """
+CREATE TABLE IF NOT EXISTS trace (
+    session_id INTEGER NOT NULL REFERENCES sessions(id), t_s REAL NOT NULL, ts REAL NOT NULL,
+    speed_mph REAL, distance_m REAL, incline_pct REAL, hr INTEGER,
+    PRIMARY KEY (session_id, t_s)
+) WITHOUT ROWID;
+"""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
@@ -155,8 +188,8 @@ CREATE TABLE IF NOT EXISTS events (
     session_id INTEGER NOT NULL REFERENCES sessions(id), ts TEXT NOT NULL, kind TEXT NOT NULL,
     rule TEXT, reason TEXT, detail TEXT NOT NULL DEFAULT '', set_no INTEGER
 );
-PRAGMA user_version = 1;
 """
+SCHEMA = SCHEMA + TRACE_TABLE + f"PRAGMA user_version = {SCHEMA_VERSION};\n"
 
 CACHED_SESSIONS = 64  # the owner's newest sessions, served from memory so a read sees every write at once
 
@@ -185,10 +218,11 @@ def _schema_problem(db: sqlite3.Connection) -> str | None:
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if version == 0 and not tables:
         return None
-    if version != SCHEMA_VERSION:
+    if version not in (1, SCHEMA_VERSION):  # 1: migrated by the owner, read as it is by a reader
         return f"another schema (user_version {version}, expected {SCHEMA_VERSION})"
-    if not tables >= TABLES:
-        return f"another schema (no {', '.join(sorted(TABLES - tables))} table)"
+    wanted = TABLES if version == SCHEMA_VERSION else TABLES_V1
+    if not tables >= wanted:
+        return f"another schema (no {', '.join(sorted(wanted - tables))} table)"
     return None
 
 
@@ -270,6 +304,7 @@ class HistoryReader:
         self.path = path
         self._db = db
         self._read_lock = threading.Lock()
+        self._trace_known = False  # a reader of a version 1 history sees the table once the owner migrates
 
     @classmethod
     def open(cls, path: Path) -> HistoryReader:
@@ -317,6 +352,26 @@ class HistoryReader:
 
         result: list[SessionRecord] = self._read(q)
         return result
+
+    def get_trace(self, session_id: int) -> list[TracePoint]:
+        def q(db: sqlite3.Connection) -> list[TracePoint]:
+            if not self._has_trace(db):
+                return []  # a version 1 history, read as it is: no session has a trace
+            rows = db.execute(
+                "SELECT t_s, ts, speed_mph, distance_m, incline_pct, hr FROM trace WHERE session_id = ? ORDER BY t_s",
+                (session_id,),
+            )
+            return [TracePoint(*r) for r in rows]
+
+        result: list[TracePoint] = self._read(q)
+        return result
+
+    def _has_trace(self, db: sqlite3.Connection) -> bool:
+        if not self._trace_known:
+            self._trace_known = (
+                db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trace'").fetchone() is not None
+            )
+        return self._trace_known
 
     def _started(self) -> dict[int, tuple[str, str]]:
         def q(db: sqlite3.Connection) -> dict[int, tuple[str, str]]:
@@ -397,18 +452,22 @@ class SqliteHistory(HistoryReader):
             problem = _unusable(path)
             if problem is not None:
                 _move_aside(path, problem)
-            db, next_id, open_sids = self._open_writer(path)
+            db, next_id, open_sids, version = self._open_writer(path)
         except BaseException:
             os.close(lock_fd)
             raise
-        recover = Recover(tuple(open_sids))
+        first: list[Write] = []
+        if version < SCHEMA_VERSION:
+            first.append(Migrate(TRACE_TABLE + f"PRAGMA user_version = {SCHEMA_VERSION}"))
         if open_sids:
+            first.append(Recover(tuple(open_sids)))
+        if first:
             try:
-                commit(db, [recover])
+                commit(db, first)
             except sqlite3.Error as exc:  # disk full, a lock held elsewhere: the writer keeps trying
-                log.warning("history %s: marking sessions %s interrupted waits: %s", path, open_sids, exc)
+                log.warning("history %s: %s waits: %s", path, " and ".join(w.describe() for w in first), exc)
             else:
-                open_sids = []
+                first = []
         try:
             reader = _connect_ro(path)
         except sqlite3.Error as exc:
@@ -419,12 +478,13 @@ class SqliteHistory(HistoryReader):
         self._lock_fd: int | None = lock_fd
         self._lock = threading.Lock()
         self._mine = MemoryHistory(first_id=next_id)
+        self._trace_buf: dict[int, list[TracePoint]] = {}
         self._writer = Writer(db, str(path))
-        if open_sids:
-            self._writer.submit(recover)
+        for w in first:  # before anything else: a trace write waits behind the migration
+            self._writer.submit(w)
 
     @staticmethod
-    def _open_writer(path: Path) -> tuple[sqlite3.Connection, int, list[int]]:
+    def _open_writer(path: Path) -> tuple[sqlite3.Connection, int, list[int], int]:
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         except sqlite3.Error as exc:
@@ -433,14 +493,15 @@ class SqliteHistory(HistoryReader):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not tables >= TABLES:  # a new database (an existing one is not written to here: a full disk opens)
+            if not tables >= TABLES_V1:  # a new database (an existing one is not written to here: a full disk opens)
                 db.executescript(SCHEMA)
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
             next_id = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sessions").fetchone()[0]
             open_sids = [r[0] for r in db.execute("SELECT id FROM sessions WHERE ended_at IS NULL ORDER BY id")]
         except sqlite3.Error as exc:
             db.close()
             raise HistoryError(f"cannot open the history {path}: {exc}") from exc
-        return db, int(next_id), open_sids
+        return db, int(next_id), open_sids, version
 
     @classmethod
     def open(cls, path: Path) -> SqliteHistory:
@@ -462,6 +523,7 @@ class SqliteHistory(HistoryReader):
         return sid
 
     def checkpoint(self, session_id: int, result: SetResult) -> None:
+        self._flush_trace(session_id)
         with self._lock:
             if self._mine.get(session_id) is not None:
                 self._mine.checkpoint(session_id, result)
@@ -479,7 +541,23 @@ class SqliteHistory(HistoryReader):
                 self._mine.record_event(session_id, event.model_copy(update={"session": session_id}))
         self._writer.submit(AddEvent(session_id, event))
 
+    def trace(self, session_id: int, point: TracePoint) -> None:
+        with self._lock:
+            self._mine.trace(session_id, point)
+            buf = self._trace_buf.setdefault(session_id, [])
+            buf.append(point)
+            full = point.t_s - buf[0].t_s >= TRACE_BATCH_S
+        if full:
+            self._flush_trace(session_id)
+
+    def _flush_trace(self, session_id: int) -> None:
+        with self._lock:
+            points = self._trace_buf.pop(session_id, None)
+        if points:
+            self._writer.submit(PutTrace(session_id, tuple(points)))
+
     def end(self, session_id: int, outcome: Outcome, ended_at: str) -> None:
+        self._flush_trace(session_id)
         with self._lock:
             if self._mine.get(session_id) is not None:
                 self._mine.end(session_id, outcome, ended_at)
@@ -526,6 +604,12 @@ class SqliteHistory(HistoryReader):
         merged = stored | mine  # what this process wrote wins over what has reached the disk so far
         return [merged[sid] for sid in sorted(merged, reverse=True)[:limit]]
 
+    def get_trace(self, session_id: int) -> list[TracePoint]:
+        with self._lock:
+            if self._mine.get(session_id) is not None:
+                return self._mine.get_trace(session_id)
+        return super().get_trace(session_id)
+
     def weekly(self) -> list[tuple[str, str, int]]:
         with self._lock:
             mine = {r.id: (r.started_at, r.plan) for r in self._mine.sessions()}
@@ -533,6 +617,10 @@ class SqliteHistory(HistoryReader):
 
     def close(self) -> None:
         """Flush what can be flushed within ``CLOSE_FLUSH_S``, stop the writer, give up ownership. Twice is fine."""
+        with self._lock:
+            buffered = list(self._trace_buf)
+        for sid in buffered:
+            self._flush_trace(sid)
         self._writer.close()
         super().close()
         fd, self._lock_fd = self._lock_fd, None

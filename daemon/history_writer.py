@@ -32,6 +32,24 @@ BACKOFF_FIRST_S = 0.05
 BACKOFF_CAP_S = 2.0  # a disk that comes back is noticed within this
 BUSY_TIMEOUT_S = 0.25  # SQLite's own wait for another process's lock, per attempt; the backoff does the rest
 CLOSE_FLUSH_S = 2.0  # what close() spends flushing before it gives up (and says what it lost)
+TRACE_BATCH_S = 1.0  # trace points wait in memory until they span this: with the commit, a crash loses < 2 s
+
+
+@dataclass(frozen=True, slots=True)
+class TracePoint:
+    """One point of a session's 1 Hz trace: what the belt read at ``t_s`` seconds after the session began.
+
+    ``ts`` is the wall clock (Unix seconds). A field the driver does not give is None, never 0:
+    a timer-only session has points with neither speed nor distance (nothing invented)."""
+
+    t_s: float
+    ts: float
+    speed_mph: float | None = None
+    distance_m: float | None = None
+    """Belt distance since the session began."""
+    incline_pct: float | None = None
+    hr: int | None = None
+
 
 # Errors that say the write itself is wrong, not the disk: retrying cannot help (the batch is split and
 # the bad write dropped, loudly). Everything else (OperationalError, a corrupt page) is retried.
@@ -88,6 +106,38 @@ class PutSet:
 
 
 @dataclass(frozen=True, slots=True)
+class PutTrace:
+    sid: int
+    points: tuple[TracePoint, ...]
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO trace VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(self.sid, p.t_s, p.ts, p.speed_mph, p.distance_m, p.incline_pct, p.hr) for p in self.points],
+        )
+
+    def describe(self) -> str:
+        span = f"{self.points[0].t_s:g}-{self.points[-1].t_s:g} s" if self.points else "empty"
+        return f"trace of session {self.sid} ({len(self.points)} points, {span})"
+
+
+@dataclass(frozen=True, slots=True)
+class Migrate:
+    """Schema version 1 to 2 (issue 15): the trace table; every old row stays as it is."""
+
+    script: str
+    sid: int = 0
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        for statement in self.script.split(";"):  # executescript would COMMIT the batch's transaction
+            if statement.strip():
+                db.execute(statement)
+
+    def describe(self) -> str:
+        return "the schema migration to version 2 (trace table)"
+
+
+@dataclass(frozen=True, slots=True)
 class AddEvent:
     sid: int
     event: Event
@@ -138,7 +188,7 @@ class Recover:
         return f"marking sessions {list(self.sids)} interrupted"
 
 
-Write = Begin | PutSet | AddEvent | End | Recover
+Write = Begin | PutSet | PutTrace | AddEvent | End | Recover | Migrate
 
 
 def commit(db: sqlite3.Connection, batch: list[Write]) -> None:
@@ -206,9 +256,11 @@ class Writer:
         return False
 
     def _make_room(self, w: Write) -> bool:
+        # What goes first when the spool is full: a superseded checkpoint, then the oldest trace
+        # points (a plot loses a stretch); a finished set or an event only when nothing else is left.
         for i in range(self._inflight, len(self._pending)):
             old = self._pending[i]
-            if isinstance(old, PutSet) and not old.final:
+            if (isinstance(old, PutSet) and not old.final) or isinstance(old, PutTrace):
                 del self._pending[i]
                 log.warning(
                     "history spool full (%d writes waiting): dropped %s to keep %s",
