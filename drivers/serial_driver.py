@@ -1,9 +1,12 @@
 """What every driver on a serial line shares: the line, the update queue, and open/close.
 
-A ``SerialDriver`` owns one ``SerialLink`` and one background task that owns the line. Opening
-greets the device (``_greet``, e.g. CSAFE's stop-first exchange or a pulse board's first line)
-before the task starts; closing ends the task, then the link, then the sample stream. Subclasses
-say how to greet, what the task does (``_run``), and what to do with bytes and a lost link.
+A ``SerialDriver`` owns one ``SerialLink``, one ``LinkMachine`` that keeps it up, and one
+background task that runs the machine. Opening is the machine's first attempt (``connect()``):
+the port opens, then the driver greets the device (``_greet``, e.g. CSAFE's stop-first exchange
+or a pulse board's first line); a failure there is raised to the caller, never retried. The task
+then serves the line (``_converse``) and, after a loss, lets the machine reopen and greet again
+with backoff. Closing ends the task, then the link, then the sample stream. Subclasses say how to
+greet, what the line does while up, and what to do with bytes and a lost link.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import time
 from collections.abc import AsyncIterator
 
 from retrotread.drivers.base import Driver, cancel_and_wait, drain
-from retrotread.drivers.errors import LinkLost
-from retrotread.drivers.serial_link import Backoff, SerialLink
+from retrotread.drivers.errors import LinkLost, TreadError
+from retrotread.drivers.link_state import Backoff, LinkChange, LinkFailure, LinkMachine, LinkState
+from retrotread.drivers.serial_link import SerialLink
 from retrotread.drivers.types import DeviceEvent, DeviceEventKind, Update
 
 log = logging.getLogger(__name__)
@@ -28,8 +32,21 @@ class SerialDriver(Driver):
 
     def __init__(self, path: str, *, baudrate: int, backoff: Backoff | None = None) -> None:
         self.path = path
-        self._backoff = backoff or Backoff()
         self._link = SerialLink(path, baudrate=baudrate, on_data=self._on_bytes, on_lost=self._on_link_lost)
+        self._machine = LinkMachine(
+            f"{self.task_name}://{path}",
+            opening=self._link.open,
+            greeting=self._greet,
+            up=self._up,
+            closing=self._link.close,
+            backoff=backoff or Backoff(),
+            # TreadError is a link or device problem: retried. Anything else is a bug of ours
+            # and ends the driver (see _run).
+            retry_on=(TreadError,),
+            on_failure=self._link_failed,
+            logger=log,
+        )
+        self._machine.add_listener(self._link_changed)
         self._updates: asyncio.Queue[Update | None] = asyncio.Queue()
         self._runner: asyncio.Task[None] | None = None
         self._connected = False
@@ -38,22 +55,22 @@ class SerialDriver(Driver):
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def link_machine(self) -> LinkMachine:
+        """The state machine that keeps the line up (its state, and ``wait_for``)."""
+        return self._machine
+
     async def open(self) -> None:
         if self._runner is not None:
             return
         self._updates = asyncio.Queue()  # reusable: a stream ended by close() starts afresh
-        await self._link.open()
-        try:
-            await self._greet()
-        except BaseException:
-            await self._link.close()
-            raise
-        self._connected = True
+        await self._machine.connect()
         self._runner = asyncio.create_task(self._run(), name=f"{self.task_name} {self.path}")
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None
         await cancel_and_wait(runner)
+        self._machine.closed()
         self._connected = False
         self._closing()
         await self._link.close()
@@ -66,18 +83,33 @@ class SerialDriver(Driver):
         """After the task ended, before the link closes: fail what still waits on the device."""
 
     async def _run(self) -> None:
-        """The task that owns the line: talk until the link is lost, say so, get it back, again."""
+        """The task that keeps the line: the link machine, until close() cancels it."""
         try:
-            while True:
-                why = await self._converse()
-                self._lose(why)
-                await self._link.close()
-                await self._reconnect()
+            await self._machine.run()
         except Exception as exc:
             # A bug of ours: end the stream rather than fall silent, so the daemon latches (S9).
             log.exception("%s: the %s driver failed", self.path, self.task_name)
             self._lose(f"driver failed: {exc}")
             self._updates.put_nowait(None)
+
+    async def _up(self) -> None:
+        why = await self._converse()
+        raise LinkLost(why)
+
+    def _link_failed(self, failure: LinkFailure) -> None:
+        if failure.state is LinkState.UP:
+            self._lose(str(failure.error))
+        else:
+            self._lost(str(failure.error))
+
+    def _link_changed(self, change: LinkChange) -> None:
+        if change.after is LinkState.UP:
+            self._connected = True
+            if change.recovered:
+                self._reconnected()
+
+    def _reconnected(self) -> None:
+        """The link is back and the device greeted (S9: its first command was a stop)."""
 
     def _lose(self, why: str) -> None:
         """The link is gone: say so once (S9)."""
@@ -85,7 +117,6 @@ class SerialDriver(Driver):
         self._connected = False
         self._lost(why)
         if was:
-            log.warning("%s: link lost: %s", self.path, why)
             self._updates.put_nowait(DeviceEvent(time.monotonic(), DeviceEventKind.DISCONNECTED, why))
 
     def _lost(self, why: str) -> None:
@@ -98,10 +129,6 @@ class SerialDriver(Driver):
     @abc.abstractmethod
     async def _converse(self) -> str:
         """Work the line until the link is lost; return why."""
-
-    @abc.abstractmethod
-    async def _reconnect(self) -> None:
-        """Get the link back (with backoff) and greet the device again."""
 
     @abc.abstractmethod
     def _on_bytes(self, data: bytes, t: float) -> None: ...

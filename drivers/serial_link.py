@@ -9,11 +9,10 @@ transport sees it, not at the next poll timeout: rule S9 wants the daemon latche
 pyserial and OS errors are translated here, at the boundary (``translate_open_error``): a missing
 port names the path, a permission problem names the dialout group and the command that fixes it.
 
-``Backoff`` is the capped exponential delay both drivers reopen with; ``LogLimiter`` keeps a noisy
-line (garbage bytes, bad lines) to one log record a minute.
+``LogLimiter`` keeps a noisy line (garbage bytes, bad lines) to one log record a minute.
 
 This module must not parse any protocol, decide anything about safety, or retry by itself: the
-drivers own their reconnect state machines and call ``open()`` again.
+drivers' ``LinkMachine`` (``drivers.link_state``) calls ``open()`` again.
 """
 
 from __future__ import annotations
@@ -70,26 +69,6 @@ def translate_open_error(path: str, exc: BaseException) -> DriverError | ConfigE
         # pyserial's words when tcgetattr fails: the path exists but is no terminal at all.
         return ConfigError(f"{path} is not a serial port ({exc})")
     return NotConnected(f"cannot open serial port {path}: {exc}")
-
-
-class Backoff:
-    """Capped exponential delays for reopening a port: first, first * factor, ... up to ``cap_s``."""
-
-    def __init__(self, first_s: float = 0.05, cap_s: float = 1.0, factor: float = 2.0) -> None:
-        if not (0 < first_s <= cap_s) or factor < 1:
-            raise ValueError(f"backoff needs 0 < first_s <= cap_s and factor >= 1, got {first_s}, {cap_s}, {factor}")
-        self.first_s = first_s
-        self.cap_s = cap_s
-        self.factor = factor
-        self._next = first_s
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self.cap_s, self._next * self.factor)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first_s
 
 
 class LogLimiter:

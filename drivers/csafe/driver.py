@@ -9,7 +9,8 @@ CSAFE cannot report; ``max_grade_pct`` (15; 0 for a console without an incline m
 The link is master/slave (csafe.md "Link"): one frame out, one answer back, 1 s to answer. One task
 per driver (``_run``) owns the line: it polls GetStatus, GetSpeed, GetGrade and GetHorizontal in one
 frame at ``poll_hz`` on monotonic deadlines, sends queued commands between polls, counts timeouts,
-and after ``TIMEOUTS_BEFORE_REOPEN`` in a row closes the port and reopens it with capped backoff.
+and after ``TIMEOUTS_BEFORE_REOPEN`` in a row gives the line back to the link machine
+(``drivers.link_state``), which closes the port and reopens it with capped backoff.
 Answers are matched to the frames in flight in order, by what they answer (a poll's answer carries
 GetSpeed; a stop's carries nothing), so a late answer never passes for another frame's.
 
@@ -82,13 +83,13 @@ from retrotread.drivers.errors import (
     LinkLost,
     NotConnected,
     RemoteProtocolError,
-    TreadError,
     Unsupported,
 )
+from retrotread.drivers.link_state import Backoff
 from retrotread.drivers.plausible import SampleGate
 from retrotread.drivers.registry import float_option
 from retrotread.drivers.serial_driver import SerialDriver
-from retrotread.drivers.serial_link import Backoff, LogLimiter
+from retrotread.drivers.serial_link import LogLimiter
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
 from retrotread.drivers.units import Rounding, Speed, SpeedUnit
 
@@ -346,26 +347,9 @@ class CsafeDriver(SerialDriver):
 
     # -- the line ------------------------------------------------------------------------------
 
-    async def _reconnect(self) -> None:
-        backoff = self._backoff
-        backoff.reset()
-        reported = False
-        while True:
-            try:
-                await self._link.open()
-                await self._greet()
-                break
-            except TreadError as exc:
-                await self._link.close()
-                if not reported:
-                    log.warning(
-                        "%s: console unreachable (%s); retrying every %.1f s at most", self.path, exc, backoff.cap_s
-                    )
-                    reported = True
-            await asyncio.sleep(backoff.next())
-        log.warning("%s: console answers again; the first frame it got was a stop (S9)", self.path)
+    def _reconnected(self) -> None:
+        # The link machine logged the recovery; the first frame the console got was a stop (S9).
         self.counters.reconnects += 1
-        self._connected = True
         self._emit(DeviceEvent(time.monotonic(), DeviceEventKind.CONNECTED, f"{self.path} answers again"))
 
     async def _greet(self) -> None:

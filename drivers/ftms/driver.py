@@ -36,9 +36,10 @@ What the driver does, in ftms.md's terms:
   them; such an echo, within ``ECHO_WINDOW_S`` of our own Start or Stop, is not reported as the
   user's. Only those two directions are filtered, so a filtered echo can never hide a start we
   did not ask for.
-- A disconnect (bleak's ``disconnected_callback``) yields ``DISCONNECTED`` at once, then the driver
-  reconnects with capped backoff (``RECONNECT_FIRST_S`` doubling to ``RECONNECT_MAX_S``; logged once
-  on failure and once on recovery). On each reconnect it reads the ranges again, enables
+- A disconnect (bleak's ``disconnected_callback``) yields ``DISCONNECTED`` at once, then the link
+  machine (``drivers.link_state``: opening = connect, read, subscribe; greeting = the stop and
+  control) reconnects with capped backoff (``RECONNECT_FIRST_S`` doubling to ``RECONNECT_MAX_S``;
+  logged once on failure and once on recovery). On each reconnect it reads the ranges again, enables
   indications again, and the FIRST control point write is Stop (0x08 0x01), before Request
   Control, whatever the machine says to it (rule S9); then it yields ``CONNECTED``. Commands while
   the link is down raise ``NotConnected``. Nothing is replayed.
@@ -76,7 +77,6 @@ from retrotread.drivers.errors import (
     DriverError,
     LinkLost,
     NotConnected,
-    TreadError,
     Unsupported,
 )
 from retrotread.drivers.ftms.codec import (
@@ -115,6 +115,7 @@ from retrotread.drivers.ftms.codec import (
     encode_control_point,
 )
 from retrotread.drivers.ftms.scan import bluetooth_error, find_ftms
+from retrotread.drivers.link_state import Backoff, LinkChange, LinkMachine
 from retrotread.drivers.plausible import SampleGate
 from retrotread.drivers.registry import float_option
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
@@ -273,10 +274,22 @@ class FtmsDriver(Driver):
 
         self._target: BLEDevice | str | None = None
         self._client: BleakClient | None = None
-        self._opened = False
-        self._closing = False
-        self._link_up = False
+        self._link = LinkMachine(
+            self.url,
+            opening=self._open_link,
+            greeting=self._greet,
+            up=self._until_dropped,
+            closing=self._close_link,
+            backoff=Backoff(reconnect_first_s, reconnect_max_s),
+            retry_on=(Exception,),  # whatever went wrong, the link must keep being tried
+            expected=(BleakError,),
+            logger=log,
+        )
+        self._link.add_listener(self._link_changed)
+        self._runner: asyncio.Task[None] | None = None
+        self._dropped = asyncio.Event()  # set by bleak's disconnected callback while up
         self._in_control = False
+        self._found: _Machine | None = None  # read on the link being opened, kept once it greeted
         self._machine: _Machine | None = None
         self._caps = Capabilities(can_drive=False, nominal_period_s=nominal_period_s)
         self._open_refusal: str | None = "not connected yet"
@@ -289,7 +302,6 @@ class FtmsDriver(Driver):
         self._inflight: _InFlight | None = None
         self._echoes: dict[StatusOpcode, _Echo] = {}
         self._stop_generation = 0
-        self._reconnector: asyncio.Task[None] | None = None
         self._packets_ok = True
         self.bad_packets = 0
         """Treadmill Data notifications that did not decode (dropped; rule S8 notices a drought)."""
@@ -338,7 +350,12 @@ class FtmsDriver(Driver):
 
     @property
     def connected(self) -> bool:
-        return self._link_up
+        return self._link.is_up
+
+    @property
+    def link_machine(self) -> LinkMachine:
+        """The state machine that keeps the Bluetooth link up (its state, and ``wait_for``)."""
+        return self._link
 
     def samples(self) -> AsyncIterator[Update]:
         return drain(self._queue)
@@ -346,27 +363,19 @@ class FtmsDriver(Driver):
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._opened:
+        if self._runner is not None:
             return
-        self._closing = False
         self._queue = asyncio.Queue()
         self._target = await self._resolve_target()
-        await self._connect(reconnect=False)
-        self._link_up = True
-        self._opened = True
+        await self._link.connect()  # the first open fails to the caller; never retried
+        self._runner = asyncio.create_task(self._link.run(), name=f"link {self.url}")
 
     async def close(self) -> None:
-        self._closing = True
-        task, self._reconnector = self._reconnector, None
-        await cancel_and_wait(task)
-        client, self._client = self._client, None
-        self._link_up = False
-        self._in_control = False
-        self._fail_inflight(NotConnected(f"{self.url}: closed"))
-        if client is not None:
-            await self._disconnect(client)
-        if self._opened:
-            self._opened = False
+        runner, self._runner = self._runner, None
+        await cancel_and_wait(runner)
+        self._link.closed()
+        await self._close_link(NotConnected(f"{self.url}: closed"))
+        if runner is not None:
             self._queue.put_nowait(None)
 
     async def _resolve_target(self) -> BLEDevice | str:
@@ -401,43 +410,67 @@ class FtmsDriver(Driver):
             **self._backend_options,
         )
 
-    async def _connect(self, *, reconnect: bool) -> None:
-        """One connection attempt, up to the moment the link may carry commands (and samples)."""
+    async def _open_link(self) -> None:
+        """The link machine's opening: connect, read what the machine is, subscribe."""
+        self._dropped.clear()
         client = self._new_client()
         self._client = client
         self._in_control = False
         try:
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await client.connect()
-            except TimeoutError:
-                raise NotConnected(
-                    f"{self.url}: no connection within {self.connect_timeout:g} s; is the treadmill on and in range?"
-                ) from None
-            except BleakDeviceNotFoundError as exc:
-                raise NotConnected(
-                    f"{self.url}: device not found; is the treadmill on, awake and in range? "
-                    "(retrotread scan lists what it hears)"
-                ) from exc
-            except (BleakError, OSError, EOFError) as exc:
-                raise bluetooth_error(exc, f"{self.url}: connecting", NotConnected) from exc
-            machine = await self._read_machine(client)
-            self._assembler.reset()
-            await self._subscribe(client)
-            if machine.has_control_point:
-                await self._take_control(client, reconnect=reconnect)
-            self._machine = machine
-            self._caps, refusal = self._capabilities(machine)
-            if refusal is None and not reconnect and not self._in_control:
-                # Refused control at open is a capability (ftms.md: report it, do not loop on it).
-                # After a reconnect the next command asks once more instead: control is per link.
-                refusal = self._control_refusal or "the machine did not grant control"
-            self._open_refusal = refusal
-        except BaseException:
-            self._client = None
-            self._fail_inflight(NotConnected(f"{self.url}: connection attempt failed"))
+            async with asyncio.timeout(self.connect_timeout):
+                await client.connect()
+        except TimeoutError:
+            raise NotConnected(
+                f"{self.url}: no connection within {self.connect_timeout:g} s; is the treadmill on and in range?"
+            ) from None
+        except BleakDeviceNotFoundError as exc:
+            raise NotConnected(
+                f"{self.url}: device not found; is the treadmill on, awake and in range? "
+                "(retrotread scan lists what it hears)"
+            ) from exc
+        except (BleakError, OSError, EOFError) as exc:
+            raise bluetooth_error(exc, f"{self.url}: connecting", NotConnected) from exc
+        self._found = await self._read_machine(client)
+        self._assembler.reset()
+        await self._subscribe(client)
+
+    async def _greet(self) -> None:
+        """The link machine's greeting: on a reconnect a stop first (S9), then take control."""
+        client, machine = self._client, self._found
+        assert client is not None
+        assert machine is not None
+        reconnect = self._link.ups > 0
+        if machine.has_control_point:
+            await self._take_control(client, reconnect=reconnect)
+        self._machine = machine
+        self._caps, refusal = self._capabilities(machine)
+        if refusal is None and not reconnect and not self._in_control:
+            # Refused control at open is a capability (ftms.md: report it, do not loop on it).
+            # After a reconnect the next command asks once more instead: control is per link.
+            refusal = self._control_refusal or "the machine did not grant control"
+        self._open_refusal = refusal
+
+    async def _until_dropped(self) -> None:
+        """The link machine's up: bleak tells us of a drop by callback (``_on_disconnected``)."""
+        await self._dropped.wait()
+        raise LinkLost(f"{self.url}: Bluetooth link lost")
+
+    async def _close_link(self, error: DriverError | None = None) -> None:
+        """After a failed attempt, a drop, or close(): fail what waits, let the client go."""
+        client, self._client = self._client, None  # its disconnected callback is ours no more
+        self._in_control = False
+        self._fail_inflight(error or NotConnected(f"{self.url}: connection attempt failed"))
+        if client is not None:
             await self._disconnect(client)
-            raise
+
+    def _link_changed(self, change: LinkChange) -> None:
+        if not change.recovered:
+            return
+        self._gate.rebase()  # the treadmill may have counted on, or restarted, while we were away
+        self.reconnects += 1
+        self._queue.put_nowait(
+            DeviceEvent(time.monotonic(), DeviceEventKind.CONNECTED, "Bluetooth link back; a stop went first (S9)")
+        )
 
     async def _read_machine(self, client: BleakClient) -> _Machine:
         services = client.services
@@ -548,44 +581,14 @@ class FtmsDriver(Driver):
 
     def _on_disconnected(self, client: BleakClient) -> None:
         if client is not self._client:
-            return  # an earlier connection, already replaced
+            return  # an earlier connection, already replaced, or our own close
         self._fail_inflight(LinkLost(f"{self.url}: the Bluetooth link dropped"))
-        if self._closing or not self._link_up:
-            return  # our own disconnect, or a connection attempt that will fail on its own
-        self._link_up = False
+        if not self._link.is_up or self._dropped.is_set():
+            return  # a connection attempt, which fails on its own
         self._in_control = False
-        log.warning("%s: Bluetooth link lost; reconnecting (S9)", self.url)
+        self._dropped.set()  # the link machine logs it and reconnects
+        # At once, from the callback, so the daemon latches within 100 ms (S9).
         self._queue.put_nowait(DeviceEvent(time.monotonic(), DeviceEventKind.DISCONNECTED, "Bluetooth link lost"))
-        self._reconnector = asyncio.get_running_loop().create_task(self._reconnect(), name=f"reconnect {self.url}")
-
-    async def _reconnect(self) -> None:
-        delay = self.reconnect_first_s
-        failures = 0
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await self._connect(reconnect=True)
-            except Exception as exc:  # whatever went wrong, the link must keep being tried
-                failures += 1
-                if failures == 1:
-                    log.warning(
-                        "reconnecting failed: %s; retrying with backoff up to %g s",
-                        exc,
-                        self.reconnect_max_s,
-                        exc_info=not isinstance(exc, TreadError | BleakError | OSError | EOFError),
-                    )
-                else:
-                    log.debug("%s: reconnect attempt %d failed: %s", self.url, failures, exc)
-                delay = min(delay * 2, self.reconnect_max_s)
-                continue
-            break
-        self._link_up = True
-        self._gate.rebase()  # the treadmill may have counted on, or restarted, while we were away
-        self.reconnects += 1
-        log.warning("%s: reconnected after %d failed attempt(s); stop sent first (S9)", self.url, failures)
-        self._queue.put_nowait(
-            DeviceEvent(time.monotonic(), DeviceEventKind.CONNECTED, "Bluetooth link back; a stop went first (S9)")
-        )
 
     # -- notifications ---------------------------------------------------------------------------
 
@@ -605,7 +608,7 @@ class FtmsDriver(Driver):
             self._packets_ok = True
             log.warning("%s: valid Treadmill Data again (%d malformed so far)", self.url, self.bad_packets)
         speed = record.speed
-        if speed is None or not self._link_up:
+        if speed is None or not self._link.is_up:
             return
         distance = float(record.distance_m) if record.distance_m is not None else None
         sample = self._gate.admit(BeltSample(now, speed, record.incline_pct, distance))
@@ -790,7 +793,7 @@ class FtmsDriver(Driver):
 
     def _live_client(self, what: str) -> BleakClient:
         client = self._client
-        if not self._link_up or client is None:
+        if not self._link.is_up or client is None:
             raise NotConnected(f"{self.url}: not connected; {what} not sent")
         return client
 

@@ -11,8 +11,9 @@ restarted (its counters went back) yields ``DEVICE_RESET``. Bad lines are counte
 most once a minute, never fatal; comment lines are logged.
 
 The link: a port that drops yields ``DISCONNECTED`` at once (S9); a board silent for
-``SILENT_S`` (ten lines it owed us) is treated the same, and the port is closed and reopened with
-capped backoff. ``CONNECTED`` comes with the first line the board writes on the new link.
+``SILENT_S`` (ten lines it owed us) is treated the same, and the link machine
+(``drivers.link_state``) closes the port and reopens it with capped backoff. ``CONNECTED`` comes
+with the first line the board writes on the new link.
 
 The daemon cannot drive this belt: ``start``/``set_speed``/``set_incline`` raise ``Unsupported``;
 ``stop`` and ``emergency_stop`` do nothing and say so in the log, because there is no motor to stop
@@ -29,12 +30,13 @@ import logging
 from typing import Self
 from urllib.parse import SplitResult
 
-from retrotread.drivers.errors import ConfigError, LinkLost, NotConnected, TreadError, Unsupported
+from retrotread.drivers.errors import ConfigError, LinkLost, NotConnected, Unsupported
+from retrotread.drivers.link_state import Backoff
 from retrotread.drivers.plausible import SampleGate
 from retrotread.drivers.pulse.codec import BadLine, Comment, PulseReading, PulseSpeedometer, PulseStream
 from retrotread.drivers.registry import float_option
 from retrotread.drivers.serial_driver import SerialDriver
-from retrotread.drivers.serial_link import Backoff, LogLimiter
+from retrotread.drivers.serial_link import LogLimiter
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind
 from retrotread.drivers.units import Speed
 
@@ -142,10 +144,12 @@ class PulseDriver(SerialDriver):
     async def _greet(self) -> None:
         self._stream = PulseStream()  # a partial line of the old link means nothing on this one
         self._heard.clear()
+        self._announce = self.link_machine.ups > 0  # a reconnected link: its first line says CONNECTED
         try:
             async with asyncio.timeout(FIRST_LINE_S):
                 await self._heard.wait()
         except TimeoutError:
+            self._announce = False
             raise NotConnected(
                 f"{self.path}: no line from the pulse board within {FIRST_LINE_S:g} s: is it running the "
                 f"retrotread sketch at {self._link.baudrate} baud?"
@@ -161,27 +165,6 @@ class PulseDriver(SerialDriver):
                     await self._heard.wait()
             except TimeoutError:
                 return f"no line from the board for {SILENT_S:g} s"
-
-    async def _reconnect(self) -> None:
-        backoff = self._backoff
-        backoff.reset()
-        reported = False
-        while True:
-            try:
-                await self._link.open()
-                self._announce = True
-                await self._greet()
-                break
-            except TreadError as exc:
-                self._announce = False
-                await self._link.close()
-                if not reported:
-                    log.warning(
-                        "%s: pulse board unreachable (%s); retrying every %.1f s at most", self.path, exc, backoff.cap_s
-                    )
-                    reported = True
-            await asyncio.sleep(backoff.next())
-        log.warning("%s: pulse board is back", self.path)
 
     def _lost(self, why: str) -> None:
         self._heard.set()  # wake the listener: the line it waits on is gone
