@@ -16,6 +16,7 @@ Faults (``fault=KIND@SECONDS`` of interfaces.md, or ``strike()`` now):
 - ``reboot``: the link drops for ``REBOOT_OFFLINE_S`` and the belt coasts; the console comes back
   in Ready and ``REBOOT_RESUME_S`` later resumes the belt at its last speed on its own (state InUse),
   whatever it was told in between: the uncommanded motion of rule S11.
+- ``console-stop``: someone presses Stop on the console: state Finished, belt to 0 (S10).
 - ``key``: the safety key is pulled: state Error, the motor loses power and the belt coasts to 0;
   stops are accepted, anything that would move the belt is answered "rejected".
 - ``garbage``: answers come with noise around them (a stray start flag before, junk after) or, one
@@ -65,7 +66,8 @@ from retrotread.drivers.csafe.codec import (
 from retrotread.drivers.errors import CodecError
 from retrotread.drivers.units import Speed
 from retrotread.sims.belt import Belt
-from retrotread.sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind
+from retrotread.sims.faults import Fault, FaultKind, Recovery
+from retrotread.sims.link import Manipulator, cycle, flip, prefix, suffix
 from retrotread.sims.pty import PtyDevice, TraceSink
 
 VERSION = struct.pack("<BBBHH", 0x52, 3, 1, 1, 0)  # manufacturer "R", class 3, model 1, v1.0
@@ -85,6 +87,18 @@ _GETS = frozenset(
 _STOPS = frozenset({CommandCode.GoFinished, CommandCode.GoIdle})
 _MAX_ANSWER_MPS = Speed.from_mph(100.0).mps  # a runaway left alone still fits in a u16 answer
 _KEY_ERROR_CODE = 0x000101
+
+
+def garbage() -> Manipulator[bytes]:
+    """What ``garbage`` does to the console's answers, in turn (a manipulator of ``sims.link``)."""
+    return cycle(
+        # Line noise before the answer, with a stray start flag and no end: the host must resync.
+        prefix(b"\x00\x55\xaa\xf1\x13\x37"),
+        # The answer with one bit flipped in its status byte (never a flag: status < 0xC0), so its
+        # checksum fails: a whole frame that must be dropped instead of the answer.
+        flip(1, 0x01),
+        suffix(b"\x00\xff\x7e"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +169,7 @@ class CsafeDevice(PtyDevice):
         speed_unit: Unit = Unit.MPH_HUNDREDTHS,
         trace: TraceSink | None = None,
     ) -> None:
-        super().__init__(link, faults=faults, trace=trace)
+        super().__init__(link, faults=faults, trace=trace, garbage=garbage())
         self.speed_unit = speed_unit
         self.belt = Belt(motorized=True, t=time.monotonic())
         self.state = MachineState.READY
@@ -169,7 +183,6 @@ class CsafeDevice(PtyDevice):
         self._in_use_since: float | None = None
         self._key_out = False
         self._resume_mps = 0.0
-        self._garbage_count = 0
         self._held: list[ReceivedFrame] | None = None
         self._frame_waiters: list[tuple[int, FrameMatch, asyncio.Future[ReceivedFrame]]] = []
 
@@ -238,31 +251,30 @@ class CsafeDevice(PtyDevice):
 
     # -- faults --------------------------------------------------------------------------------
 
-    def strike(self, kind: FaultKind) -> None:
-        now = time.monotonic()
+    def _on_fault(self, kind: FaultKind, now: float) -> None:
         belt = self.belt
         belt.advance_to(now)
-        self.note(f"fault:{kind.value}")
         match kind:
             case FaultKind.RUNAWAY:
-                self.active.add(kind)
                 belt.run_away()
-            case FaultKind.STALL | FaultKind.GARBAGE | FaultKind.IGNORE:
-                self.active.add(kind)
             case FaultKind.KEY:
-                self.active.add(kind)
                 self._key_out = True
                 belt.powered = False  # the key cuts the motor, no software involved
                 self._halt()
                 self._enter(MachineState.ERROR, now)
-            case FaultKind.UNPLUG:
-                self.unplug("cable unplugged")
-                self.later(UNPLUG_S, lambda: self.replug("cable back"))
+            case FaultKind.CONSOLE_STOP:
+                self.press_stop()
             case FaultKind.REBOOT:
                 self._resume_mps = max(belt.command_mps, self._target_mps if self.state is MachineState.IN_USE else 0)
                 self.unplug("console rebooting")
                 belt.powered = False
-                self.later(REBOOT_OFFLINE_S, self._rebooted)
+            # stall, garbage and unplug are the link's (sims.link); ignore is read in _on_bytes.
+
+    def _on_recovery(self, step: Recovery, now: float) -> None:
+        if step is Recovery.BACK:
+            self._rebooted()
+        elif step is Recovery.RESUME:
+            self._resume()
 
     def _rebooted(self) -> None:
         now = time.monotonic()
@@ -274,7 +286,6 @@ class CsafeDevice(PtyDevice):
         self._decoder = FrameDecoder()
         self._enter(MachineState.READY, now)
         self.replug("console back after reboot")
-        self.later(REBOOT_RESUME_S, self._resume)
 
     def _resume(self) -> None:
         # The console restores its last program and starts the belt with nobody asking (S11).
@@ -299,9 +310,9 @@ class CsafeDevice(PtyDevice):
                 commands, error = (), str(exc)
             frame = ReceivedFrame(len(self.received), t, item.contents, commands, error)
             self._record(frame)
-            if FaultKind.STALL in self.active:
-                continue
-            if FaultKind.IGNORE in self.active and not frame.is_poll:
+            if self.schedule.active(FaultKind.STALL):
+                continue  # a hung console obeys nothing either (its answers are dropped on the link)
+            if self.schedule.active(FaultKind.IGNORE) and not frame.is_poll:
                 continue
             if self._held is not None:
                 self._held.append(frame)
@@ -316,30 +327,13 @@ class CsafeDevice(PtyDevice):
                 waiter.set_result(frame)
 
     def _answer(self, frame: ReceivedFrame) -> None:
-        if not self.endpoint.plugged:
+        if not self.wire.plugged:
             return
         now = time.monotonic()
         self.belt.advance_to(now)
         response = self._process(frame, now)
-        wire = encode_contents(response.encode_contents())
-        if FaultKind.GARBAGE in self.active:
-            wire = self._garble(wire)
-        self.endpoint.write(wire)
+        self.wire.write([encode_contents(response.encode_contents())])
         self.answers_sent += 1
-
-    def _garble(self, wire: bytes) -> bytes:
-        k = self._garbage_count
-        self._garbage_count += 1
-        if k % 3 == 0:
-            # Line noise before the answer, with a stray start flag and no end: the host must resync.
-            return b"\x00\x55\xaa\xf1\x13\x37" + wire
-        if k % 3 == 1:
-            # The answer with one bit flipped in its status byte (never a flag: status < 0xC0), so
-            # its checksum fails: a whole frame that must be dropped instead of the answer.
-            bad = bytearray(wire)
-            bad[1] ^= 0x01
-            return bytes(bad)
-        return wire + b"\x00\xff\x7e"
 
     # -- the console ---------------------------------------------------------------------------
 
@@ -421,7 +415,7 @@ class CsafeDevice(PtyDevice):
     def _halt(self) -> None:
         self._target_mps = 0.0
         self.belt.stop_motor()
-        self.active.discard(FaultKind.RUNAWAY)
+        self.schedule.clear(FaultKind.RUNAWAY)
 
     def _enter(self, state: MachineState, now: float) -> None:
         if self._key_out and state is not MachineState.ERROR:

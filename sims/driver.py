@@ -27,9 +27,15 @@ from retrotread.drivers.registry import float_option
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
 from retrotread.drivers.units import Speed
 from retrotread.sims.belt import Belt, PushSegment, parse_push
-from retrotread.sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind, parse_faults
+from retrotread.sims.faults import Fault, FaultKind, FaultSchedule, Recovery, parse_faults
+from retrotread.sims.link import FaultyLink
 
 IGNORE_TIMEOUT_S = 0.05  # a real device would be given 1 s; the sim need not make tests wait
+
+
+def _garbled(samples: list[BeltSample]) -> list[BeltSample]:
+    # What a decoder makes of corrupt bytes that slipped through: nothing believable.
+    return [BeltSample(s.t, Speed(math.nan), None, None) for s in samples]
 
 
 class SimBeltDriver(Driver):
@@ -74,9 +80,10 @@ class SimBeltDriver(Driver):
         self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
         self._ticker: asyncio.Task[None] | None = None
         self._connected = False
-        self._stalled = False
-        self._garbled = False
-        self._ignoring = False
+        # The simulated device's "transport" is its stream of samples: stall, garbage and unplug
+        # are manipulators on it (sims.link), the rest is the belt's (on_fault).
+        self.link: FaultyLink[BeltSample] = FaultyLink(self._queue.put_nowait, garbage=_garbled)
+        self.schedule = FaultSchedule(faults, self, link=self.link, device=self.url)
         self._t0 = 0.0
         self._resume_mps = 0.0
         self.commands: list[tuple[float, str, float | None]] = []
@@ -119,7 +126,7 @@ class SimBeltDriver(Driver):
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        return self._connected and self.link.plugged
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -135,11 +142,15 @@ class SimBeltDriver(Driver):
             # Opened once at start, line-buffered: a debugging and test aid, not a hot path.
             self._trace = open(self._trace_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115, ASYNC230
         self._connected = True
+        self.link.clear()
+        self.link.plugged = True
+        self.schedule.start(now)
         self._ticker = asyncio.create_task(self._run(), name=f"sim-belt {self.url}")
 
     async def close(self) -> None:
         ticker, self._ticker = self._ticker, None
         await cancel_and_wait(ticker)
+        self.schedule.stop()
         self._connected = False
         self._queue.put_nowait(None)
         if self._trace is not None:
@@ -153,8 +164,6 @@ class SimBeltDriver(Driver):
 
     async def _run(self) -> None:
         period = 1.0 / self.rate_hz
-        pending = list(self.faults)
-        timers: list[tuple[float, str]] = []
         k = 0
         while True:
             k += 1
@@ -163,75 +172,67 @@ class SimBeltDriver(Driver):
             if delay > 0:
                 await asyncio.sleep(delay)
             now = time.monotonic()
-            elapsed = now - self._t0
-            while pending and pending[0].at_s <= elapsed:
-                timers.extend(self._strike(pending.pop(0), now))
-            for due in [tm for tm in timers if tm[0] <= now]:
-                timers.remove(due)
-                self._recover(due[1], now)
+            # Faults strike and recover on the sample clock: what a sample shows is what was due.
+            self.schedule.advance_to(now)
             belt = self._belt()
             belt.advance_to(now)
-            if self._connected and not self._stalled:
-                self._queue.put_nowait(self._sample(now))
+            if self._connected:
+                self.link.write([self._sample(now)])
 
     def _sample(self, now: float) -> BeltSample:
         belt = self._belt()
-        if self._garbled:
-            # What a decoder makes of corrupt bytes that slipped through: nothing believable.
-            return BeltSample(now, Speed(math.nan), None, None)
         mph = Speed(belt.speed_mps).mph
         if self.noise_mph and mph > 0:
             mph = max(0.0, mph + self._rng.gauss(0.0, self.noise_mph))
         return BeltSample(now, Speed.from_mph(mph), belt.incline_pct, belt.distance_m)
 
-    def _strike(self, fault: Fault, now: float) -> list[tuple[float, str]]:
+    # -- faults (sims.faults.FaultTarget) -------------------------------------------------------
+
+    def strike(self, kind: FaultKind) -> None:
+        """Make ``kind`` happen now (tests and demos)."""
+        self.schedule.strike(kind, time.monotonic())
+
+    def on_fault(self, kind: FaultKind, now: float) -> None:
         belt = self._belt()
         belt.advance_to(now)
-        self._log(now, f"fault:{fault.kind.value}", None)
-        match fault.kind:
+        self._log(now, f"fault:{kind.value}", None)
+        match kind:
             case FaultKind.RUNAWAY:
                 belt.run_away()
-            case FaultKind.STALL:
-                self._stalled = True
-            case FaultKind.GARBAGE:
-                self._garbled = True
-            case FaultKind.IGNORE:
-                self._ignoring = True
             case FaultKind.KEY:
                 belt.powered = False
                 self._event(now, DeviceEventKind.SAFETY_KEY, "safety key pulled")
+            case FaultKind.CONSOLE_STOP:
+                # Stop pressed on the machine: it stops its own motor and says so, the way a
+                # CSAFE console goes Finished or an FTMS machine reports 0x02 (S10).
+                belt.stop_motor()
+                self._event(now, DeviceEventKind.STOPPED_BY_USER, "console went Finished by itself")
             case FaultKind.UNPLUG:
-                self._drop_link(now, "cable unplugged")
-                return [(now + UNPLUG_S, "replug")]
+                self._event(now, DeviceEventKind.DISCONNECTED, "cable unplugged")
             case FaultKind.REBOOT:
                 # The device loses power for a moment: the motor coasts down, the link drops.
                 self._drop_link(now, "device rebooting")
                 self._resume_mps = belt.command_mps
                 belt.powered = False
-                return [
-                    (now + REBOOT_OFFLINE_S, "reboot-done"),
-                    (now + REBOOT_OFFLINE_S + REBOOT_RESUME_S, "reboot-resume"),
-                ]
-        return []
+            # stall and garbage are the link's alone; ignore is read by _command.
 
-    def _recover(self, what: str, now: float) -> None:
+    def on_recovery(self, step: Recovery, now: float) -> None:
         belt = self._belt()
         belt.advance_to(now)
-        if what == "replug":
-            self._connected = True
+        if step is Recovery.REPLUG:
             self._event(now, DeviceEventKind.CONNECTED, "cable back")
-        elif what == "reboot-done":
+        elif step is Recovery.BACK:
             belt.powered = True
             belt.command_mps = 0.0
-            self._connected = True
+            self.link.replug()
             self._event(now, DeviceEventKind.CONNECTED, "device back after reboot")
-        elif what == "reboot-resume":
+        elif step is Recovery.RESUME:
             # The device restores its last program and starts the belt with nobody asking (S11).
             belt.command_mps = self._resume_mps
             self._log(now, "device:resume", Speed(self._resume_mps).mph)
 
     def _drop_link(self, now: float, why: str) -> None:
-        self._connected = False
+        self.link.unplug()
         self._event(now, DeviceEventKind.DISCONNECTED, why)
 
     def _event(self, now: float, kind: DeviceEventKind, detail: str) -> None:
@@ -251,11 +252,11 @@ class SimBeltDriver(Driver):
 
     async def _command(self, kind: str, value: float | None) -> Belt:
         belt = self._belt()
-        if not self._connected:
+        if not self.connected:
             raise NotConnected(f"{self.url}: link is down")
         if not self.motorized and kind != "stop" and kind != "estop":
             raise Unsupported(f"{self.url} has no motor: it can only be measured")
-        if self._ignoring:
+        if self.schedule.active(FaultKind.IGNORE):
             await asyncio.sleep(IGNORE_TIMEOUT_S)
             raise CommandRejected(f"{self.url}: no acknowledgement for {kind}")
         now = time.monotonic()
@@ -278,10 +279,12 @@ class SimBeltDriver(Driver):
     async def stop(self) -> None:
         belt = await self._command("stop", 0.0)
         belt.stop_motor()
+        self.schedule.clear(FaultKind.RUNAWAY)
 
     async def emergency_stop(self) -> None:
         belt = await self._command("estop", 0.0)
         belt.stop_motor()
+        self.schedule.clear(FaultKind.RUNAWAY)
 
     # -- for tests and demos ---------------------------------------------------------------------
 

@@ -18,8 +18,10 @@ What a real FTMS treadmill does that matters to the driver (docs/ftms.md), and n
 - the faults of interfaces.md (``sims.faults``): runaway, stall, unplug (the link drops; the
   machine comes back ``unplug_s`` later), reboot (offline ``reboot_offline_s``, then it resumes the
   belt on its own ``reboot_resume_s`` later), key (status 0x03, the belt coasts to 0), garbage
-  (Treadmill Data that cannot decode), ignore (control point writes are never answered); plus
-  ``lose_control_at`` (status 0xFF).
+  (Treadmill Data that cannot decode), ignore (control point writes are never answered),
+  console-stop (someone presses Stop on the console: the belt stops, status 0x02 stopped by user);
+  plus ``lose_control_at`` (status 0xFF). One ``sims.faults.FaultSchedule`` times them all; the
+  link faults are manipulators of the Treadmill Data stream (``sims.link.FaultyLink``).
 
 Every control point write is recorded (``writes``; and one JSON line each in ``trace_path``) with
 its monotonic time, its connection number, its bytes, what it decodes to and what was answered.
@@ -81,7 +83,17 @@ from retrotread.drivers.ftms.codec import (
     split_treadmill_data,
 )
 from retrotread.sims.belt import Belt
-from retrotread.sims.faults import REBOOT_OFFLINE_S, REBOOT_RESUME_S, UNPLUG_S, Fault, FaultKind
+from retrotread.sims.faults import (
+    REBOOT_OFFLINE_S,
+    REBOOT_RESUME_S,
+    UNPLUG_S,
+    Fault,
+    FaultKind,
+    FaultSchedule,
+    FaultTimings,
+    Recovery,
+)
+from retrotread.sims.link import FaultyLink, replace
 
 __all__ = [
     "ADDRESS",
@@ -223,10 +235,18 @@ class FtmsPeripheral:
         self._target_raw = 0
         self._started_at: float | None = None
         self._resume_raw = 0
-        self._ignoring = False
-        self._stalled = False
-        self._garbled = False
-        self._garbage_n = 0
+        # Treadmill Data is the stream the link faults hit (stall, garbage, unplug: sims.link);
+        # status and control point indications still flow while it stalls, as on a hung sensor.
+        self.data_link: FaultyLink[bytes] = FaultyLink(
+            self._send_data, garbage=replace(_garbage), unplug=self._unplugged, plug=self._replugged
+        )
+        self.schedule = FaultSchedule(
+            m.faults,
+            self,
+            link=self.data_link,
+            device="FTMS treadmill",
+            timings=FaultTimings(m.unplug_s, m.reboot_offline_s, m.reboot_resume_s),
+        )
         self._t0 = 0.0
         self._ticker: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
@@ -247,15 +267,17 @@ class FtmsPeripheral:
         self._t0 = now
         self.belt = Belt(motorized=True, t=now)
         self._powered = self._online = True
-        self._running = self._ignoring = self._stalled = self._garbled = False
+        self._running = False
         self._target_raw = self._resume_raw = 0
         self._started_at = None
+        self.data_link.clear()
+        self.data_link.plugged = True
         m = self.machine
         if m.trace_path:
             # Opened once, line-buffered: a test and debugging aid, not a hot path.
             self._trace = open(m.trace_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115, ASYNC230
-        for fault in m.faults:
-            self._later(fault.at_s, self.strike, fault.kind)
+        self.schedule.start(now)
+        self.schedule.attach(loop)
         if m.lose_control_at is not None:
             self._later(m.lose_control_at, self.revoke_control)
         self._ticker = loop.create_task(self._run(), name=f"ftms peripheral {self.address}")
@@ -270,6 +292,7 @@ class FtmsPeripheral:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise
+        self.schedule.stop()
         for handle in self._timers | self._answers:
             handle.cancel()
         self._timers.clear()
@@ -369,7 +392,7 @@ class FtmsPeripheral:
         if self._busy:
             self._record(ControlPointWrite(now, self.connections, data, _decoded(data), None, "busy"))
             raise AttError(ATT_PROCEDURE_ALREADY_IN_PROGRESS, "procedure already in progress")
-        if self._ignoring:
+        if self.schedule.active(FaultKind.IGNORE):
             self._record(ControlPointWrite(now, self.connections, data, _decoded(data), None, "ignored"))
             return
         self.belt.advance_to(now)
@@ -473,6 +496,7 @@ class FtmsPeripheral:
         self._running = False
         self._started_at = None
         self.belt.stop_motor()
+        self.schedule.clear(FaultKind.RUNAWAY)
 
     def _training_status(self) -> TrainingStatus:
         return TrainingStatus(TrainingStatusCode.MANUAL_MODE if self._running else TrainingStatusCode.IDLE)
@@ -487,16 +511,13 @@ class FtmsPeripheral:
                 await asyncio.sleep(delay)
             now = time.monotonic()
             self.belt.advance_to(now)
-            if self._link is None or self._stalled:
-                continue
-            for packet in self._treadmill_data(now):
-                self._send(TREADMILL_DATA_UUID, packet)
+            if self._link is not None:
+                self.data_link.write(self._treadmill_data(now))
+
+    def _send_data(self, packet: bytes) -> None:
+        self._send(TREADMILL_DATA_UUID, packet)
 
     def _treadmill_data(self, now: float) -> list[bytes]:
-        if self._garbled:
-            # Flags 0xfffe announce every field (some 40 bytes); five arrive: no decoder can use it.
-            self._garbage_n += 1
-            return [bytes((0xFE, 0xFF, 0x13, 0x37, self._garbage_n & 0xFF))]
         belt = self.belt
         kmh = belt.speed_mps * 3.6
         elapsed = int(now - self._started_at) if self._started_at is not None else 0
@@ -527,26 +548,19 @@ class FtmsPeripheral:
 
     def strike(self, kind: FaultKind) -> None:
         """Make ``kind`` happen now."""
-        now = time.monotonic()
+        self.schedule.strike(kind, time.monotonic())
+
+    def on_fault(self, kind: FaultKind, now: float) -> None:
         belt = self.belt
         belt.advance_to(now)
         self._note("fault", kind.value)
         match kind:
             case FaultKind.RUNAWAY:
                 belt.run_away()
-            case FaultKind.STALL:
-                self._stalled = True
-            case FaultKind.GARBAGE:
-                self._garbled = True
-            case FaultKind.IGNORE:
-                self._ignoring = True
             case FaultKind.KEY:
                 self.pull_key()
-            case FaultKind.UNPLUG:
-                # The link drops; the machine keeps doing what it was told (the danger of S9).
-                self._online = False
-                self._drop("unplugged")
-                self._later(self.machine.unplug_s, self._back, "replugged")
+            case FaultKind.CONSOLE_STOP:
+                self.console_stop()
             case FaultKind.REBOOT:
                 self._resume_raw = self._target_raw if self._running else 0
                 self._online = False
@@ -554,8 +568,21 @@ class FtmsPeripheral:
                 self._running = False
                 self._started_at = None
                 belt.powered = False  # the motor loses power and coasts
-                self._later(self.machine.reboot_offline_s, self._rebooted)
-                self._later(self.machine.reboot_offline_s + self.machine.reboot_resume_s, self._resume)
+            # stall, garbage and unplug are the data link's (sims.link); ignore is read by write().
+
+    def on_recovery(self, step: Recovery, now: float) -> None:
+        if step is Recovery.BACK:
+            self._rebooted()
+        elif step is Recovery.RESUME:
+            self._resume()
+
+    def _unplugged(self) -> None:
+        # The link drops; the machine keeps doing what it was told (the danger of S9).
+        self._online = False
+        self._drop("unplugged")
+
+    def _replugged(self) -> None:
+        self._back("replugged")
 
     def _back(self, why: str) -> None:
         self._online = True
@@ -588,6 +615,7 @@ class FtmsPeripheral:
 
     def insert_key(self) -> None:
         self.belt.powered = True
+        self.schedule.clear(FaultKind.KEY)
 
     def revoke_control(self) -> None:
         """The machine takes control back (another client, or its own console): status 0xFF."""
@@ -620,6 +648,11 @@ class FtmsPeripheral:
 
 def _mps(raw: int) -> float:
     return raw / 100 / 3.6
+
+
+def _garbage(n: int) -> bytes:
+    # Flags 0xfffe announce every field (some 40 bytes); five arrive: no decoder can use it.
+    return bytes((0xFE, 0xFF, 0x13, 0x37, n & 0xFF))
 
 
 def _decoded(data: bytes) -> ControlRequest | None:

@@ -9,10 +9,11 @@ reopens the port never makes the device end see EOF.
 "Unplug" closes both ends and removes the link: the driver's next read fails with EIO, as a pulled
 USB adapter's does. "Replug" makes a new pty and points the link at it.
 
-``PtyDevice`` is what the simulated CSAFE console and pulse board share: the endpoint, the fault
-schedule (``fault=KIND@SECONDS`` of interfaces.md, timers on the event loop's monotonic clock, plus
-``strike_next()`` to bring the next fault forward, e.g. on SIGUSR1), and an optional trace sink that
-gets one JSON-able dict per thing that happened.
+``PtyDevice`` is what the simulated CSAFE console and pulse board share: the endpoint behind a
+``sims.link.FaultyLink`` (stall, garbage and unplug are manipulators of the byte stream), the fault
+engine (``sims.faults.FaultSchedule`` on the event loop's monotonic clock, plus ``strike_next()`` to
+bring the next fault forward, e.g. on SIGUSR1), and an optional trace sink that gets one JSON-able
+dict per thing that happened.
 
 This module must not speak any protocol, and must not replace a path that is not a symlink.
 """
@@ -32,7 +33,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from retrotread.drivers.errors import ConfigError
-from retrotread.sims.faults import Fault, FaultKind
+from retrotread.sims.faults import Fault, FaultKind, FaultSchedule, Recovery
+from retrotread.sims.link import FaultyLink, Manipulator
 
 log = logging.getLogger(__name__)
 
@@ -146,27 +148,34 @@ def _point(link: Path, target: str) -> None:
 
 
 class PtyDevice:
-    """Base of the simulated serial devices: a pty endpoint, a fault schedule and a trace.
+    """Base of the simulated serial devices: a pty endpoint behind a ``FaultyLink``, a fault
+    schedule (``sims.faults.FaultSchedule``) and a trace.
 
-    Subclasses implement ``_on_bytes`` (what the host wrote) and ``strike`` (a fault, now), and may
-    extend ``open``/``close``. Faults are given in seconds after ``open()``; each kind a subclass
+    Subclasses implement ``_on_bytes`` (what the host wrote) and ``_on_fault``/``_on_recovery``
+    (their own faults; the link's are applied before), may give ``garbage`` (their wire's noise) and
+    may extend ``open``/``close``. Faults are given in seconds after ``open()``; each kind a subclass
     does not simulate is refused at construction (``ConfigError`` naming the kinds it does).
+    Everything a subclass writes goes through ``self.wire``.
     """
 
     kind = "serial device"
     fault_kinds: frozenset[FaultKind] = frozenset(FaultKind)
 
-    def __init__(self, link: Path, *, faults: Sequence[Fault] = (), trace: TraceSink | None = None) -> None:
-        refused = sorted({f.kind.value for f in faults} - {k.value for k in self.fault_kinds})
-        if refused:
-            allowed = ", ".join(sorted(k.value for k in self.fault_kinds))
-            raise ConfigError(f"the simulated {self.kind} has no fault {refused[0]!r}; allowed: {allowed}")
+    def __init__(
+        self,
+        link: Path,
+        *,
+        faults: Sequence[Fault] = (),
+        trace: TraceSink | None = None,
+        garbage: Manipulator[bytes] | None = None,
+    ) -> None:
         self.endpoint = PtyEndpoint(link, self._on_bytes)
-        self.faults = tuple(sorted(faults, key=lambda f: f.at_s))
-        self.active: set[FaultKind] = set()
+        self.wire: FaultyLink[bytes] = FaultyLink(
+            self.endpoint.write, garbage=garbage, unplug=self.endpoint.unplug, plug=self.endpoint.plug
+        )
+        self.schedule = FaultSchedule(faults, self, link=self.wire, allowed=self.fault_kinds, device=self.kind)
+        self.faults = self.schedule.faults
         self._trace = trace
-        self._pending: list[tuple[Fault, asyncio.TimerHandle]] = []
-        self._timers: set[asyncio.TimerHandle] = set()
         self.started_at = 0.0
         self.history: list[tuple[float, str]] = []
         """What happened to the device (faults, unplug, replug ...), with monotonic times."""
@@ -180,24 +189,24 @@ class PtyDevice:
     def host_name(self) -> str | None:
         return self.endpoint.host_name
 
+    @property
+    def active(self) -> frozenset[FaultKind]:
+        """The faults struck and not cleared."""
+        return self.schedule.struck
+
     async def open(self) -> None:
         if self.endpoint.plugged:
             return
-        loop = asyncio.get_running_loop()
         self.started_at = time.monotonic()
+        self.wire.clear()
+        self.wire.plugged = True
         self.endpoint.plug()
         self.note("plugged", host=self.endpoint.host_name)
-        for fault in self.faults:
-            handle = loop.call_at(loop.time() + fault.at_s, self._strike_scheduled, fault)
-            self._pending.append((fault, handle))
+        self.schedule.start(self.started_at)
+        self.schedule.attach(asyncio.get_running_loop())
 
     async def close(self) -> None:
-        for _, handle in self._pending:
-            handle.cancel()
-        self._pending.clear()
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
+        self.schedule.stop()
         self.endpoint.unplug()
         for _, waiter in self._waiters:
             if not waiter.done():
@@ -212,42 +221,39 @@ class PtyDevice:
     ) -> None:
         await self.close()
 
-    # -- faults --------------------------------------------------------------------------------
+    # -- faults (sims.faults.FaultTarget) -------------------------------------------------------
 
     def strike(self, kind: FaultKind) -> None:
         """Make fault ``kind`` happen now."""
-        raise NotImplementedError
+        self.schedule.strike(kind)
 
     def strike_next(self) -> FaultKind | None:
         """Bring the next scheduled fault forward to now (SIGUSR1 of ``retrotread sim-device``)."""
-        if not self._pending:
-            return None
-        fault, handle = self._pending.pop(0)
-        handle.cancel()
-        self.strike(fault.kind)
-        return fault.kind
+        return self.schedule.strike_next()
 
-    def _strike_scheduled(self, fault: Fault) -> None:
-        self._pending = [(f, h) for f, h in self._pending if f is not fault]
-        self.strike(fault.kind)
+    def on_fault(self, kind: FaultKind, now: float) -> None:
+        self.note(f"fault:{kind.value}")
+        if kind is FaultKind.UNPLUG:
+            self.note("unplugged", why="cable unplugged")
+        self._on_fault(kind, now)
 
-    def later(self, delay_s: float, action: Callable[[], None]) -> None:
-        """Run ``action`` after ``delay_s`` unless the device closes first (recoveries of faults)."""
-        loop = asyncio.get_running_loop()
+    def on_recovery(self, step: Recovery, now: float) -> None:
+        if step is Recovery.REPLUG:
+            self.note("replugged", why="cable back", host=self.endpoint.host_name)
+        self._on_recovery(step, now)
 
-        def run() -> None:
-            self._timers.discard(handle)
-            action()
+    def _on_fault(self, kind: FaultKind, now: float) -> None:
+        """What ``kind`` does to this device beyond the link (nothing, unless a subclass says)."""
 
-        handle = loop.call_later(delay_s, run)
-        self._timers.add(handle)
+    def _on_recovery(self, step: Recovery, now: float) -> None:
+        """The device's part of a recovery step (nothing, unless a subclass says)."""
 
     def unplug(self, why: str) -> None:
-        self.endpoint.unplug()
+        self.wire.unplug()
         self.note("unplugged", why=why)
 
     def replug(self, why: str) -> None:
-        self.endpoint.plug()
+        self.wire.replug()
         self.note("replugged", why=why, host=self.endpoint.host_name)
 
     # -- what happened -------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from pathlib import Path
 from retrotread.drivers.pulse.codec import encode_reading
 from retrotread.drivers.units import Speed
 from retrotread.sims.belt import Belt, PushSegment
-from retrotread.sims.faults import REBOOT_OFFLINE_S, UNPLUG_S, Fault, FaultKind
+from retrotread.sims.faults import Fault, FaultKind, Recovery
+from retrotread.sims.link import cycle, suffix
 from retrotread.sims.pty import PtyDevice, TraceSink
 
 DEFAULT_PUSH = (PushSegment(0.0, Speed.from_mph(1.5)),)
@@ -58,7 +59,7 @@ class PulseBoard(PtyDevice):
         line_hz: float = 5.0,
         trace: TraceSink | None = None,
     ) -> None:
-        super().__init__(link, faults=faults, trace=trace)
+        super().__init__(link, faults=faults, trace=trace, garbage=cycle(*(suffix(g) for g in _GARBAGE)))
         if not (m_per_pulse > 0 and line_hz >= 1):
             raise ValueError(f"m_per_pulse must be > 0 and line_hz >= 1, got {m_per_pulse}, {line_hz}")
         self.push = tuple(push)
@@ -70,7 +71,6 @@ class PulseBoard(PtyDevice):
         self.lines_written = 0
         self._boot_t = 0.0
         self._base_m = 0.0
-        self._garbage_count = 0
         self._runner: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -103,24 +103,16 @@ class PulseBoard(PtyDevice):
 
     # -- faults --------------------------------------------------------------------------------
 
-    def strike(self, kind: FaultKind) -> None:
-        self.belt.advance_to(time.monotonic())
-        self.note(f"fault:{kind.value}")
-        match kind:
-            case FaultKind.STALL | FaultKind.GARBAGE:
-                self.active.add(kind)
-            case FaultKind.UNPLUG:
-                self.unplug("cable unplugged")
-                self.later(UNPLUG_S, lambda: self.replug("cable back"))
-            case FaultKind.REBOOT:
-                self.unplug("board rebooting")
-                self.later(REBOOT_OFFLINE_S, self._rebooted)
-            case _:
-                raise ValueError(f"the simulated pulse board has no fault {kind.value!r}")
+    def _on_fault(self, kind: FaultKind, now: float) -> None:
+        self.belt.advance_to(now)
+        if kind is FaultKind.REBOOT:
+            self.unplug("board rebooting")
+        # stall, garbage and unplug are the link's (sims.link): the board keeps counting behind it.
 
-    def _rebooted(self) -> None:
-        self.replug("board back after reboot")
-        self._boot(time.monotonic())
+    def _on_recovery(self, step: Recovery, now: float) -> None:
+        if step is Recovery.BACK:
+            self.replug("board back after reboot")
+            self._boot(now)
 
     # -- the board -----------------------------------------------------------------------------
 
@@ -129,7 +121,7 @@ class PulseBoard(PtyDevice):
         self._boot_t = now
         self._base_m = self.belt.distance_m
         self.pulses = 0
-        self.endpoint.write(COMMENT + b", m_per_pulse=%g\n" % self.m_per_pulse)
+        self.wire.write([COMMENT + b", m_per_pulse=%g\n" % self.m_per_pulse])
 
     async def _run(self) -> None:
         period = 1.0 / self.line_hz
@@ -151,14 +143,8 @@ class PulseBoard(PtyDevice):
             await asyncio.sleep(max(wait, _MIN_WAIT_S))
 
     def _line(self, now: float) -> None:
-        if FaultKind.STALL in self.active or not self.endpoint.plugged:
-            return
-        line = encode_reading(int((now - self._boot_t) * 1000), self.pulses)
-        if FaultKind.GARBAGE in self.active:
-            line += _GARBAGE[self._garbage_count % len(_GARBAGE)]
-            self._garbage_count += 1
-        self.endpoint.write(line)
-        self.lines_written += 1
+        if self.wire.write([encode_reading(int((now - self._boot_t) * 1000), self.pulses)]):
+            self.lines_written += 1
 
 
 __all__ = ["COMMENT", "DEFAULT_PUSH", "PulseBoard"]
