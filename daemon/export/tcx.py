@@ -24,16 +24,17 @@ TCD = "http://www.garmin.com/xmlschemas/TrainingCenterDatabase/v2"
 AX = "http://www.garmin.com/xmlschemas/ActivityExtension/v2"
 MPH_TO_MPS = 0.44704
 
-ET.register_namespace("", TCD)
-ET.register_namespace("ns3", AX)
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+# The tree is built with plain names and the namespace declarations written as attributes: ElementTree's
+# own namespace handling needs a process-wide registry (register_namespace) to write a default namespace.
 
 
 def _t(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _sub(parent: ET.Element, tag: str, text: str | None = None, ns: str = TCD) -> ET.Element:
-    el = ET.SubElement(parent, f"{{{ns}}}{tag}")
+def _sub(parent: ET.Element, tag: str, text: str | None = None, ns: str = "") -> ET.Element:
+    el = ET.SubElement(parent, f"{ns}:{tag}" if ns else tag)
     if text is not None:
         el.text = text
     return el
@@ -50,7 +51,7 @@ def notes(record: SessionRecord) -> str:
 
 def to_tcx(record: SessionRecord, trace: Sequence[TracePoint]) -> bytes:
     belt = measured(record, trace)
-    root = ET.Element(f"{{{TCD}}}TrainingCenterDatabase")
+    root = ET.Element("TrainingCenterDatabase", {"xmlns": TCD, "xmlns:ax": AX, "xmlns:xsi": XSI})
     activity = _sub(_sub(root, "Activities"), "Activity")
     activity.set("Sport", "Other")
     _sub(activity, "Id", _t(parse_ts(record.started_at).timestamp()))
@@ -79,15 +80,15 @@ def to_tcx(record: SessionRecord, trace: Sequence[TracePoint]) -> bytes:
                 if p.hr is not None:
                     _sub(_sub(tp, "HeartRateBpm"), "Value", str(p.hr))
                 if belt and p.speed_mph is not None:
-                    tpx = _sub(_sub(tp, "Extensions"), "TPX", ns=AX)
-                    _sub(tpx, "Speed", _num(p.speed_mph * MPH_TO_MPS), ns=AX)
+                    tpx = _sub(_sub(tp, "Extensions"), "TPX", ns="ax")
+                    _sub(tpx, "Speed", _num(p.speed_mph * MPH_TO_MPS), ns="ax")
         _sub(lap, "Notes", f"set {s.set}: {s.outcome}" + ("; simulated" if simulated(record) else ""))
         if belt:
-            lx = _sub(_sub(lap, "Extensions"), "LX", ns=AX)
-            _sub(lx, "AvgSpeed", _num(s.avg_mph * MPH_TO_MPS), ns=AX)
+            lx = _sub(_sub(lap, "Extensions"), "LX", ns="ax")
+            _sub(lx, "AvgSpeed", _num(s.avg_mph * MPH_TO_MPS), ns="ax")
     _sub(activity, "Notes", notes(record))
     creator = _sub(activity, "Creator")
-    creator.set("{http://www.w3.org/2001/XMLSchema-instance}type", "Device_t")
+    creator.set("xsi:type", "Device_t")
     _sub(creator, "Name", "retrotread simulator" if simulated(record) else "retrotread")
     _sub(creator, "UnitId", "0")
     _sub(creator, "ProductID", "0")
