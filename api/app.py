@@ -21,16 +21,27 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, Field
 
-from retrotread.api.http_guard import HttpGuard, clean_text, loopback
+from retrotread.api.http_guard import HttpGuard, clean_text, http_status, loopback
 from retrotread.api.metrics import render as render_metrics
-from retrotread.daemon.controller import SESSION_ACTIONS, Controller, SessionError
+from retrotread.daemon.commands import (
+    SESSION_ACTIONS,
+    EStopCommand,
+    InclineCommand,
+    Outcome,
+    ResetCommand,
+    SessionCommand,
+    SpeedCommand,
+    StartCommand,
+    StopCommand,
+    describe_invalid,
+)
+from retrotread.daemon.controller import Controller
+from retrotread.daemon.events import RUNNING_PHASES, Phase
 from retrotread.daemon.history import HistoryError
-from retrotread.daemon.plans import PlanError, plan_from
+from retrotread.daemon.plans import PRESETS
 from retrotread.daemon.snapshot import SessionRecord, SessionView, StateSnapshot
-from retrotread.drivers.units import Speed
-from retrotread.safety.supervisor import Decision
 
 log = logging.getLogger(__name__)
 
@@ -38,43 +49,9 @@ ControllerFactory = Callable[[], AbstractAsyncContextManager[Controller]]
 
 # --- bodies ---------------------------------------------------------------------------------
 
-# JSON numbers only: a string such as "fast" or "1.0" is a malformed body (422), never coerced.
-# NaN and Infinity parse as numbers and are refused by the supervisor with S1.
-
-
-def _as_float(value: float) -> float:
-    try:
-        return float(value)
-    except OverflowError:  # a 400-digit integer: no float holds it, so no belt runs at it
-        raise ValueError("number too large") from None
-
-
-Number = Annotated[StrictFloat | StrictInt, AfterValidator(_as_float)]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SpeedBody(_Body):
-    speed_mph: Number = Field(description="belt speed in mph; reverse mode accepts 0.8..1.2 (S1)")
-
-
-class InclineBody(_Body):
-    incline_pct: Number
-
-
-class EStopBody(_Body):
-    reason: str | None = Field(default=None, max_length=200)
-
-
-class SessionBody(_Body):
-    plan: str | None = Field(default=None, max_length=100, description="a preset name or e.g. 3x60s/60s")
-    sets: int | None = Field(default=None, ge=1, le=50)
-    work_s: float | None = Field(default=None, ge=1, le=14400)
-    rest_s: float | None = Field(default=None, ge=0, le=14400)
-    countdown_s: float | None = Field(default=None, ge=0, le=600)
-    speed_mph: Number | None = None
+# The bodies are the commands of daemon/commands.py: JSON numbers only (a string such as "fast"
+# or "1.0" is a 422 naming S1, never coerced), extra fields refused; NaN and Infinity parse as
+# numbers and are refused by the supervisor with S1 (409).
 
 
 class Accepted(BaseModel):
@@ -85,6 +62,23 @@ class Accepted(BaseModel):
 class Refused(BaseModel):
     error: str
     rule: str | None = None
+
+
+class PresetView(BaseModel):
+    name: str
+    sets: int
+    work_s: float
+    rest_s: float
+    countdown_s: float
+    cap_s: float | None
+    total_s: float
+    describe: str
+
+
+class PlansView(BaseModel):
+    presets: list[PresetView]
+    phases: list[Phase] = Field(description="every phase a session view can show")
+    running: list[Phase] = Field(description="the phases of a session that is still going")
 
 
 class Health(BaseModel):
@@ -157,21 +151,13 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {}
-        # "body.speed_mph.float" → "speed_mph": the union member tried is noise to a user.
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "float", "int"))
-        rule = "S1" if any("speed_mph" in map(str, e.get("loc", ())) for e in errors) else None
-        msg = f"{where}: {first.get('msg', 'malformed')}" if where else str(first.get("msg", "malformed body"))
+        msg, rule = describe_invalid(errors)
         content = {"error": clean_text(msg), "rule": rule, "detail": _jsonable(errors)}
         return JSONResponse(status_code=422, content=content)
 
     @app.exception_handler(RefusedError)
     async def refused(request: Request, exc: RefusedError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"error": exc.detail, "rule": exc.rule})
-
-    @app.exception_handler(SessionError)
-    async def session_refused(request: Request, exc: SessionError) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"error": str(exc), "rule": exc.rule.value if exc.rule else None})
 
     api = APIRouter(prefix="/api/v1")
 
@@ -195,51 +181,62 @@ def create_app(
             c.hub.unsubscribe(sub)  # the client hung up (or the hub closed): no lingering subscription
 
     @api.post("/belt/start", status_code=202, dependencies=guarded, response_model=Accepted)
-    async def belt_start(body: SpeedBody, c: Ctl) -> Accepted:
-        return _answer(await c.start_belt(Speed.from_mph(float(body.speed_mph))))
+    async def belt_start(body: StartCommand, c: Ctl) -> Accepted:
+        return _answer(await c.execute(body, "http"))
 
     @api.post("/belt/speed", status_code=202, dependencies=guarded, response_model=Accepted)
-    async def belt_speed(body: SpeedBody, c: Ctl) -> Accepted:
-        return _answer(await c.set_speed(Speed.from_mph(float(body.speed_mph))))
+    async def belt_speed(body: SpeedCommand, c: Ctl) -> Accepted:
+        return _answer(await c.execute(body, "http"))
 
     @api.post("/belt/stop", status_code=202, response_model=Accepted)
     async def belt_stop(c: Ctl) -> Accepted:
-        # A stop never needs a token (S16).
-        return _answer(await c.stop_belt("http"))
+        """A stop never needs a token (S16). ``HttpGuard`` answers this call itself, before any body."""
+        return _answer(await c.execute(StopCommand(), "http"))
 
     @api.post("/belt/incline", status_code=202, dependencies=guarded, response_model=Accepted)
-    async def belt_incline(body: InclineBody, c: Ctl) -> Accepted:
-        return _answer(await c.set_incline(float(body.incline_pct)))
+    async def belt_incline(body: InclineCommand, c: Ctl) -> Accepted:
+        return _answer(await c.execute(body, "http"))
 
     @api.post("/estop", status_code=202, response_model=Accepted)
-    async def estop(c: Ctl, body: EStopBody | None = None) -> Accepted:
+    async def estop(c: Ctl, body: EStopCommand | None = None) -> Accepted:
         """Latch the emergency stop (S5). Any body at all is accepted: the stop is sent before it is read.
 
         ``HttpGuard`` answers this call itself; this route documents it (and answers if mounted bare).
         """
-        reason = body.reason if body and body.reason else "estop"
-        return _answer(await c.estop(reason, "http"))
+        return _answer(await c.execute(body or EStopCommand(), "http"))
 
     @api.post("/estop/reset", status_code=200, dependencies=guarded, response_model=Accepted)
     async def estop_reset(c: Ctl) -> Accepted:
-        return _answer(await c.reset())
+        return _answer(await c.execute(ResetCommand(), "http"))
 
     @api.post("/session", status_code=201, dependencies=guarded, response_model=SessionView)
-    async def session_start(body: SessionBody, c: Ctl) -> SessionView:
-        try:
-            plan = plan_from(body.plan, body.sets, body.work_s, body.rest_s, body.countdown_s)
-        except PlanError as exc:
-            # The same shape as every other malformed body (FastAPI's validation error schema).
-            # The message already names the plan; the location stays the body.
-            raise RequestValidationError([{"loc": ("body",), "msg": str(exc), "type": "value_error"}]) from None
-        speed = Speed.from_mph(float(body.speed_mph)) if body.speed_mph is not None else None
-        return await c.start_session(plan, speed)
+    async def session_start(body: SessionCommand, c: Ctl) -> SessionView | None:
+        return _checked(await c.execute(body, "http")).session
 
     @api.post("/session/{action}", status_code=200, dependencies=guarded, response_model=SessionView | None)
     async def session_action(action: str, c: Ctl) -> SessionView | None:
-        if action not in SESSION_ACTIONS:
+        command = SESSION_ACTIONS.get(action)
+        if command is None:
             raise HTTPException(404, f"unknown session action {action!r}; use {', '.join(SESSION_ACTIONS)}")
-        return await c.session_action(action)
+        return _checked(await c.execute(command(), "http")).session
+
+    @api.get("/plans", response_model=PlansView)
+    async def plans() -> PlansView:
+        """The session presets (program.md) and the phase names: the dashboard's list."""
+        presets = [
+            PresetView(
+                name=p.name,
+                sets=p.sets,
+                work_s=p.work_s,
+                rest_s=p.rest_s,
+                countdown_s=p.countdown_s,
+                cap_s=p.cap_s,
+                total_s=p.total_s,
+                describe=p.describe(),
+            )
+            for p in PRESETS.values()
+        ]
+        return PlansView(presets=presets, phases=list(Phase), running=list(RUNNING_PHASES))
 
     @api.get("/history", dependencies=readable, response_model=list[SessionRecord])
     async def history(c: Ctl, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[SessionRecord]:
@@ -294,12 +291,16 @@ def create_app(
     return app
 
 
-def _answer(decision: Decision) -> Accepted:
-    refusal = decision.refusal
-    if refusal is None:
-        return Accepted()
-    status = 503 if refusal.unavailable else 409
-    raise RefusedError(status, refusal.error, refusal.rule.value if refusal.rule else None)
+def _checked(outcome: Outcome) -> Outcome:
+    """The outcome if the command was carried out; else its refusal, as 409, 422 or 503."""
+    if not outcome.ok:
+        raise RefusedError(http_status(outcome), outcome.error or "refused", outcome.rule)
+    return outcome
+
+
+def _answer(outcome: Outcome) -> Accepted:
+    _checked(outcome)
+    return Accepted()
 
 
 class RefusedError(HTTPException):

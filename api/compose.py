@@ -1,6 +1,7 @@
 """The composition root: a running daemon built from its settings.
 
-This is the one place that imports every floor. It decides the order of things: the driver
+This is the one place that builds a whole process: the faces, and the controller (through
+``daemon.runtime``, so no face imports ``safety``). It decides the order of things: the driver
 opens and its stop (S15) goes out before anything that can fail, and every signal that would end
 the process stops the belt first.
 """
@@ -18,10 +19,7 @@ from retrotread.daemon.auth import check_state_dir, load_or_create_token
 from retrotread.daemon.config import Settings
 from retrotread.daemon.controller import Controller
 from retrotread.daemon.history import History, HistoryError, MemoryHistory, SqliteHistory
-from retrotread.drivers.registry import open_driver
-from retrotread.drivers.units import Speed
-from retrotread.safety.rules import Rule
-from retrotread.safety.supervisor import Mode, SafetyConfig
+from retrotread.daemon.runtime import controller_from
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +27,7 @@ log = logging.getLogger(__name__)
 def build_controller(settings: Settings, *, watchdog: Any = None) -> Controller:
     """A controller over the configured driver, with no history yet: nothing here touches the disk,
     so nothing here can fail after the URL parsed (the S15 stop comes first, then history)."""
-    mode = Mode(settings.daemon.mode)
-    safety = SafetyConfig(
-        mode=mode,
-        envelope=settings.safety.envelope(),
-        max_incline_pct=settings.safety.max_incline_pct,
-        deadmill_alert_mph=settings.safety.deadmill_alert_mph,
-    )
-    driver = open_driver(settings.daemon.driver)  # a bad URL fails here, before anything opens
-    return Controller(
-        driver,
-        treadmill_id=settings.daemon.id,
-        safety=safety,
-        session_speed=Speed.from_mph(settings.session.speed_mph),
-        watchdog=watchdog,
-    )
+    return controller_from(settings, watchdog=watchdog)
 
 
 def open_history(settings: Settings) -> History:
@@ -110,7 +94,7 @@ async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str 
         log.warning("%s: stopping the belt, then exiting", name)
         controller: Controller | None = live.get("controller")
         if controller is not None:
-            task = loop.create_task(controller.estop(name.lower(), "process", Rule.S15))
+            task = loop.create_task(controller.stop_for_signal(name))
             stopping.add(task)
             controller.hub.close()  # end the event streams so the server can close at once
         if (server := live.get("server")) is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import inspect
 import ipaddress
 import json
 import logging
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from retrotread.daemon.commands import STOP_REASON_MAX, EStopCommand, Outcome, StopCommand
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def stop_reason(body: bytes) -> str | None:
     except RecursionError:
         return "unreadable"
     if isinstance(data, dict) and isinstance(data.get("reason"), str) and data["reason"].strip():
-        return clean_text(data["reason"].strip())[:200]
+        return clean_text(data["reason"].strip())[:STOP_REASON_MAX]
     return "unreadable"
 
 
@@ -335,10 +336,8 @@ class HttpGuard:
     async def _stop(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
         controller = self.controller()
         try:
-            if kind == "estop":
-                decision = await controller.estop("estop", "http")
-            else:
-                decision = await controller.stop_belt("http")
+            # Before a byte of the body is read (S5): the command takes nothing from it.
+            outcome: Outcome = await controller.execute(EStopCommand() if kind == "estop" else StopCommand(), "http")
         except Exception:
             log.exception("HTTP %s failed", kind)
             await _json(send, 503, {"error": f"{kind} could not be sent; use the treadmill's key", "rule": "S5"})
@@ -346,23 +345,24 @@ class HttpGuard:
         body, complete = await _read_some(receive)
         reason = stop_reason(body)
         if kind == "estop" and reason is not None:
-            note = getattr(controller, "note_stop_reason", None)  # daemon/controller.py, being added
-            if callable(note):
-                try:
-                    result = note(reason)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    log.exception("noting the stop reason failed")
+            try:
+                controller.note_stop_reason(reason)
+            except Exception:
+                log.exception("noting the stop reason failed")
         extra = [] if complete else [(b"connection", b"close")]
-        refusal = decision.refusal
-        if refusal is None:
+        if outcome.ok:
             await _json(send, 202, {"ok": True, "detail": ""}, extra)
         else:
-            status = 503 if refusal.unavailable else 409
-            await _json(
-                send, status, {"error": refusal.error, "rule": refusal.rule.value if refusal.rule else None}, extra
-            )
+            await _json(send, http_status(outcome), {"error": outcome.error, "rule": outcome.rule}, extra)
+
+
+def http_status(outcome: Outcome) -> int:
+    """A command's outcome on HTTP: carried out 202, malformed 422, device unreachable 503, refused 409."""
+    if outcome.ok:
+        return 202
+    if outcome.invalid:
+        return 422
+    return 503 if outcome.unavailable else 409
 
 
 async def _read_some(receive: Receive) -> tuple[bytes, bool]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 DEFAULT_COUNTDOWN_S = 5.0  # program.md (ours)
 MAX_SETS = 50
 MAX_PHASE_S = 4 * 3600.0
+MIN_WORK_S = 1.0
+MAX_COUNTDOWN_S = 600.0  # a request's countdown (HTTP, MQTT); a plan's text may say more
 
 
 class PlanError(ValueError):
@@ -34,7 +36,7 @@ class Plan:
         if not 1 <= self.sets <= MAX_SETS:
             raise PlanError(f"sets must be 1..{MAX_SETS}, got {self.sets}")
         for what, value, low in (
-            ("work", self.work_s, 1.0),
+            ("work", self.work_s, MIN_WORK_S),
             ("rest", self.rest_s, 0.0),
             ("countdown", self.countdown_s, 0.0),
         ):

@@ -10,7 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from retrotread.daemon.events import EventKind
+from retrotread.daemon.timer import Phase
 
 
 class _Frozen(BaseModel):
@@ -40,7 +43,7 @@ class StopView(_Frozen):
 class SessionView(_Frozen):
     id: int
     plan: str
-    phase: Literal["countdown", "work", "rest", "done", "aborted"]
+    phase: Phase
     set: int
     sets: int
     remaining_s: float
@@ -73,7 +76,7 @@ class Telemetry(_Frozen):
 
 
 class Event(_Frozen):
-    kind: str
+    kind: EventKind
     rule: str | None = None
     reason: str | None = None
     detail: str = ""
@@ -81,8 +84,18 @@ class Event(_Frozen):
     session: int | None = None
     set: int | None = None
 
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _one_spelling(cls, value: object) -> object:
+        # History rows written before the one spelling say "arm-refused": the same kind.
+        if isinstance(value, str) and not isinstance(value, EventKind):
+            return EventKind.spelled(value) or value
+        return value
 
-Outcome = Literal["completed", "aborted", "safety-stop", "interrupted", "capped"]
+
+SetOutcome = Literal["completed", "aborted", "safety-stop", "interrupted", "capped"]
+"""How a set or a session ended (not to be confused with ``daemon.commands.Outcome``, a command's answer)."""
+Outcome = SetOutcome  # the history's name for it
 
 
 class SetResult(_Frozen):

@@ -100,7 +100,7 @@ async def test_s4_a_start_just_after_standstill_is_held_then_carried_out() -> No
         d = await c.start_belt(Speed.from_mph(1.0))
         assert d.accepted and d.held
         await wait_until(lambda: len(starts(c)) == 1, sub, within=5)
-        assert any(e.kind == "start-held" and e.rule == Rule.S4.value for e in events)
+        assert any(e.kind == "start_held" and e.rule == Rule.S4.value for e in events)
 
 
 async def test_s4_a_set_that_starts_while_the_belt_coasts_starts_once_it_stood_still() -> None:

@@ -11,25 +11,34 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from retrotread.api.cli.common import (
     CliError,
 )
 from retrotread.api.compose import build_controller, open_history
+from retrotread.daemon.commands import AbortCommand, PauseCommand, ResumeCommand, SessionCommand, describe_invalid
 from retrotread.daemon.config import Settings, load_settings
-from retrotread.daemon.plans import PlanError, parse_plan
+from retrotread.daemon.events import EventKind
+
+SHOWN_PLAIN = frozenset(
+    {EventKind.SET_STARTED, EventKind.SET_COMPLETED, EventKind.SESSION_COMPLETED, EventKind.SESSION_ENDED}
+)
+"""The events a plain (not a terminal) run prints, one line each."""
 
 
 def cmd_deadmill(args: argparse.Namespace) -> int:
     from retrotread.api.termview import render_summary
 
     try:
-        plan = parse_plan(args.plan)
-    except PlanError as exc:
-        raise CliError(str(exc)) from None
+        command = SessionCommand(plan=args.plan)
+    except ValidationError as exc:
+        raise CliError(describe_invalid(exc.errors())[0]) from None
+    plan = command.to_plan()
     settings = load_settings(
         Path(args.config) if args.config else None, daemon={"driver": args.driver, "mode": "deadmill"}
     )
-    record = asyncio.run(_deadmill(settings, plan, plain=args.plain or not sys.stdout.isatty()))
+    record = asyncio.run(_deadmill(settings, command, plain=args.plain or not sys.stdout.isatty()))
     sets = [s.model_dump() for s in record.sets] if record else []
     if args.json:
         print(json.dumps(record.model_dump(mode="json") if record else None))
@@ -40,7 +49,7 @@ def cmd_deadmill(args: argparse.Namespace) -> int:
     return 0 if record and record.outcome == "completed" else 1
 
 
-async def _deadmill(settings: Settings, plan: Any, *, plain: bool) -> Any:
+async def _deadmill(settings: Settings, command: SessionCommand, *, plain: bool) -> Any:
     from rich.console import Console
     from rich.live import Live
 
@@ -59,17 +68,19 @@ async def _deadmill(settings: Settings, plan: Any, *, plain: bool) -> Any:
             task.add_done_callback(actions.discard)
 
         def on_key(ch: str) -> None:
-            session = controller.session
-            if ch == " " and session is not None:
-                act(controller.resume_session() if session.paused_at is not None else controller.pause_session())
+            paused = controller.session_paused  # None: no session
+            if ch == " " and paused is not None:
+                act(controller.execute(ResumeCommand() if paused else PauseCommand(), "cli"))
             elif ch in ("q", "Q"):
-                if session is not None:
-                    act(controller.abort_session())
+                if paused is not None:
+                    act(controller.execute(AbortCommand(), "cli"))
                 done.set()
 
         sub = controller.hub.subscribe(("state", "timer", "event"))
-        view = await controller.start_session(plan)
-        sid = view.id
+        started = await controller.execute(command, "cli")
+        if started.session is None:
+            raise CliError(f"the session did not start: {started.error}")
+        sid = started.session.id
         with keys(on_key) as interactive:
             hint = "space pause/resume · q end session" if interactive else ""
             live = None if plain else Live(console=console, refresh_per_second=8, transient=True)
@@ -85,9 +96,9 @@ async def _deadmill(settings: Settings, plan: Any, *, plain: bool) -> Any:
                         live.update(render_live(snap, timer, hint))
                     if update is not None and update.kind == "event" and plain:
                         ev = update.payload
-                        if ev.kind in ("set_started", "set_completed", "session_completed", "session_ended"):
+                        if ev.kind in SHOWN_PLAIN:
                             console.print(f"{ev.ts} {ev.kind} {ev.set or ''}".rstrip())
-                    if controller.session is None:
+                    if controller.session_paused is None:
                         done.set()
         if actions:
             await asyncio.wait(actions, timeout=1.0)

@@ -1,65 +1,37 @@
-"""Command payloads: parsed into the JSON bodies each command takes, and the results answered."""
+"""Command payloads: parsed into the commands of ``daemon/commands.py``, and the results answered.
+
+A payload is the command's JSON body (the same fields as on HTTP) plus the MQTT envelope: an
+optional ``id`` echoed in the result and, when auth is on, the ``token`` (S16). No limit of a
+command is declared here: the command models hold them.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from retrotread.safety.supervisor import Decision
+from retrotread.daemon.commands import COMMANDS as COMMAND_MODELS
+from retrotread.daemon.commands import SESSION_ACTIONS, STOP_REASON_MAX, STOPS, Command, Outcome, describe_invalid
 
 MAX_COMMAND_BYTES = 4096  # a command body is a few dozen bytes; anything bigger is refused unread
-MAX_REASON_CHARS = 200  # a stop's reason is kept to this many characters
+MAX_REASON_CHARS = STOP_REASON_MAX  # a stop's reason is kept to this many characters
 UNREADABLE = "unreadable"  # the reason recorded for a stop whose payload could not be read (S5)
 
-COMMANDS = ("estop", "reset", "start", "speed", "stop", "incline", "session")
-OPEN_COMMANDS = frozenset({"estop", "stop"})  # S16: a stop never needs a token
-STOPS = OPEN_COMMANDS  # S5: carried out before their payload is read, whatever it is; never refused
+COMMANDS = tuple(COMMAND_MODELS)
+OPEN_COMMANDS = STOPS  # S16: a stop never needs a token; S5: carried out before its payload is read
 
-# JSON numbers only, as on HTTP: "1.0" or true is malformed, never coerced. NaN and Infinity parse
-# as numbers and are refused by the supervisor naming S1; integers too big for a float are malformed.
-Number = Annotated[float, Field(strict=True)]
 CommandId = Annotated[StrictStr, Field(max_length=100)] | StrictInt
 
 
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Envelope(BaseModel):
+    """What MQTT adds to a command's body (the transport's, not the command's)."""
+
+    model_config = ConfigDict(frozen=True)
     id: CommandId | None = None
     token: Annotated[StrictStr, Field(max_length=500)] | None = None
-
-
-class NoArgs(Body):
-    pass
-
-
-class SpeedBody(Body):
-    speed_mph: Number
-
-
-class InclineBody(Body):
-    incline_pct: Number
-
-
-class SessionBody(Body):
-    action: Literal["pause", "resume", "skip", "abort"] | None = None
-    plan: Annotated[StrictStr, Field(max_length=100)] | None = None
-    sets: Annotated[StrictInt, Field(ge=1, le=50)] | None = None
-    work_s: Annotated[float, Field(strict=True, ge=1, le=14400)] | None = None
-    rest_s: Annotated[float, Field(strict=True, ge=0, le=14400)] | None = None
-    countdown_s: Annotated[float, Field(strict=True, ge=0, le=600)] | None = None
-    speed_mph: Number | None = None
-
-
-# The commands whose body is parsed before they are carried out: every one but the stops.
-BODIES: dict[str, type[Body]] = {
-    "reset": NoArgs,
-    "start": SpeedBody,
-    "speed": SpeedBody,
-    "incline": InclineBody,
-    "session": SessionBody,
-}
 
 
 class Refused(Exception):
@@ -125,13 +97,32 @@ def peek_id(body: dict[str, Any] | bytes) -> str | int | None:
     return None
 
 
+def parse_command(name: str, body: dict[str, Any]) -> Command:
+    """The command ``cmd/<name>`` carries (its body without the envelope), or ``Refused``.
+
+    ``cmd/session`` takes either ``{"action": "pause"}`` (pause, resume, skip, abort) or a plan
+    to start."""
+    model = COMMAND_MODELS.get(name)
+    if model is None:
+        raise Refused(f"unknown command {name[:64]!r}; one of {', '.join(COMMANDS)}")
+    fields = {k: v for k, v in body.items() if k not in Envelope.model_fields}
+    try:
+        Envelope.model_validate({k: v for k, v in body.items() if k in Envelope.model_fields})
+        if name == "session" and "action" in fields:
+            action = fields.pop("action")
+            if fields:
+                raise Refused(f"give either 'action' or a plan to start, not both (got {', '.join(fields)})")
+            if not isinstance(action, str) or action not in SESSION_ACTIONS:
+                raise Refused(f"action: use one of {', '.join(SESSION_ACTIONS)}")
+            return SESSION_ACTIONS[action]()
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise malformed(exc) from None
+
+
 def malformed(exc: ValidationError) -> Refused:
-    errors = exc.errors(include_url=False, include_input=False)
-    where = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
-    msg = errors[0]["msg"] if errors else "malformed"
-    # A bad speed is a speed request refused, as on HTTP: name S1.
-    speed = any("speed_mph" in map(str, e.get("loc", ())) for e in errors)
-    return Refused(f"{where}: {msg}" if where else msg, "S1" if speed else None)
+    error, rule = describe_invalid(exc.errors(include_url=False, include_input=False))
+    return Refused(error, rule)
 
 
 def _short(exc: BaseException) -> str:
@@ -143,8 +134,10 @@ def reply(name: str, cmd_id: str | int | None, *, error: str | None = None, rule
     return {"cmd": name[:64], "id": cmd_id, "ok": error is None, "error": error, "rule": rule}
 
 
-def reply_to_decision(name: str, cmd_id: str | int | None, decision: Decision) -> dict[str, Any]:
-    refusal = decision.refusal
-    if refusal is None:
-        return reply(name, cmd_id)
-    return reply(name, cmd_id, error=refusal.error, rule=refusal.rule.value if refusal.rule else None)
+def reply_to(name: str, cmd_id: str | int | None, outcome: Outcome) -> dict[str, Any]:
+    """The ``cmd/result`` of a command the controller answered (with the session view for a
+    session command)."""
+    out = reply(name, cmd_id, error=None if outcome.ok else (outcome.error or "refused"), rule=outcome.rule)
+    if outcome.ok and name == "session":
+        out["session"] = outcome.session.model_dump(mode="json") if outcome.session is not None else None
+    return out

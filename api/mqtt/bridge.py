@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import enum
 import hmac
-import inspect
 import json
 import logging
 from collections.abc import Coroutine
@@ -20,33 +19,25 @@ from typing import Any, Self
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from retrotread.api.discovery import discovery_payload
 from retrotread.api.mqtt.address import NO_DELAY, TIMEOUT_S, parse_broker_url
 from retrotread.api.mqtt.bodies import (
-    BODIES,
     COMMANDS,
-    STOPS,
-    Body,
-    InclineBody,
-    NoArgs,
+    OPEN_COMMANDS,
     Refused,
-    SessionBody,
-    SpeedBody,
-    malformed,
+    parse_command,
     parse_object,
     peek_id,
     read_stop,
     reply,
-    reply_to_decision,
+    reply_to,
 )
 from retrotread.api.mqtt.topics import Topics
-from retrotread.daemon.controller import Controller, SessionError
+from retrotread.daemon.commands import EStopCommand, StopCommand
+from retrotread.daemon.controller import Controller
 from retrotread.daemon.hub import Kind, Subscription
-from retrotread.daemon.plans import PlanError, plan_from
-from retrotread.daemon.snapshot import SessionView
-from retrotread.drivers.units import Speed
 
 log = logging.getLogger(__name__)
 
@@ -435,14 +426,14 @@ class MqttBridge:
         """One command, start to answer. Never raises (but for cancellation)."""
         cmd_id: str | int | None = None
         try:
-            if name in STOPS:
+            if name in OPEN_COMMANDS:
                 return await self._stop(name, payload)
             try:
                 body: dict[str, Any] | None = parse_object(payload)
             except Refused as bad:
                 body, unreadable = None, bad
             cmd_id = peek_id(body) if body is not None else None
-            if name not in BODIES:
+            if name not in COMMANDS:
                 raise Refused(f"unknown command {name[:64]!r}; one of {', '.join(COMMANDS)}")
             if body is None:
                 raise unreadable
@@ -450,15 +441,10 @@ class MqttBridge:
                 given = body.get("token")
                 if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self._token.encode()):
                     raise Refused(f'{name} needs the API token as "token" in the body', "S16")
-            try:
-                args = BODIES[name].model_validate(body)
-            except ValidationError as exc:
-                raise malformed(exc) from None
-            return await self._carry_out(name, args, cmd_id)
+            command = parse_command(name, body)
+            return reply_to(name, cmd_id, await self.controller.execute(command, "mqtt"))
         except Refused as refused:
             return reply(name, cmd_id, error=refused.error, rule=refused.rule)
-        except SessionError as exc:
-            return reply(name, cmd_id, error=str(exc), rule=exc.rule.value if exc.rule else None)
         except Exception as exc:
             log.exception("MQTT: command %s failed", name[:64])
             return reply(name, cmd_id, error=f"internal error: {type(exc).__name__}")
@@ -470,53 +456,14 @@ class MqttBridge:
         takes no arguments, and is never refused for its body."""
         c = self.controller
         if name == "estop":
-            decision = await c.estop("estop", "mqtt")
+            outcome = await c.execute(EStopCommand(), "mqtt")
             note = read_stop(payload)
             if note.reason is not None:
-                # Controller.note_stop_reason is being added (issue 10); until then the latch says "estop".
-                noting = getattr(c, "note_stop_reason", None)
-                if noting is not None:
-                    noted = noting(note.reason)
-                    if inspect.isawaitable(noted):
-                        await noted
+                c.note_stop_reason(note.reason)
         else:
-            decision = await c.stop_belt("mqtt")
+            outcome = await c.execute(StopCommand(), "mqtt")
             note = read_stop(payload)
-        return reply_to_decision(name, note.id, decision)
-
-    async def _carry_out(self, name: str, args: Body, cmd_id: str | int | None) -> dict[str, Any]:
-        c = self.controller
-        match args:
-            case SpeedBody() if name == "start":
-                return reply_to_decision(name, cmd_id, await c.start_belt(Speed.from_mph(args.speed_mph)))
-            case SpeedBody():
-                return reply_to_decision(name, cmd_id, await c.set_speed(Speed.from_mph(args.speed_mph)))
-            case InclineBody():
-                return reply_to_decision(name, cmd_id, await c.set_incline(args.incline_pct))
-            case SessionBody():
-                view = await self._session(args)
-                out = reply(name, cmd_id)
-                out["session"] = view.model_dump(mode="json") if view is not None else None
-                return out
-            case NoArgs():
-                return reply_to_decision(name, cmd_id, await c.reset())
-        raise Refused(f"unknown command {name[:64]!r}")
-
-    async def _session(self, body: SessionBody) -> SessionView | None:
-        c = self.controller
-        starts = [
-            k for k in ("plan", "sets", "work_s", "rest_s", "countdown_s", "speed_mph") if getattr(body, k) is not None
-        ]
-        if body.action is not None:
-            if starts:
-                raise Refused(f"give either 'action' or a plan to start, not both (got {', '.join(starts)})")
-            return await c.session_action(body.action)
-        try:
-            plan = plan_from(body.plan, body.sets, body.work_s, body.rest_s, body.countdown_s)
-        except PlanError as exc:
-            raise Refused(str(exc)) from None
-        speed = Speed.from_mph(body.speed_mph) if body.speed_mph is not None else None
-        return await c.start_session(plan, speed)
+        return reply_to(name, note.id, outcome)
 
 
 # ------------------------------------------------------------------ helpers

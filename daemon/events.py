@@ -1,0 +1,61 @@
+"""The closed set of event kinds, in one spelling (snake_case), and the phase names.
+
+Every event on the hub, on ``GET /api/v1/events``, on MQTT ``event`` and in the history carries one
+of these kinds. The supervisor (``safety/``) names its events in kebab-case (``overspeed-alert``,
+``arm-refused``): the controller turns each into its kind here (``overspeed_alert``); a *reason*
+keeps the kebab-case spelling of safety.md (reason ``overspeed-alert`` under kind
+``overspeed_alert``). docs/http.md lists the mapping.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from retrotread.daemon.timer import Phase
+
+__all__ = ["RUNNING_PHASES", "EventKind", "Phase"]
+
+
+class EventKind(StrEnum):
+    # from the supervisor (safety.md)
+    BOOT = "boot"
+    ARMED = "armed"
+    ARM_REFUSED = "arm_refused"
+    START = "start"
+    START_HELD = "start_held"
+    START_REFUSED = "start_refused"
+    STOP = "stop"
+    STOPPED = "stopped"
+    ESTOP = "estop"
+    RESET = "reset"
+    RECONNECTED = "reconnected"
+    DEVICE_RESET = "device_reset"
+    FAULT = "fault"
+    OVERSPEED_ALERT = "overspeed_alert"
+    # from the controller
+    FAULT_CLEARED = "fault_cleared"
+    ESTOP_REASON = "estop_reason"
+    VOLUME_CAP = "volume_cap"
+    # from sessions
+    SESSION_STARTED = "session_started"
+    SESSION_PAUSED = "session_paused"
+    SESSION_RESUMED = "session_resumed"
+    SESSION_COMPLETED = "session_completed"
+    SESSION_ENDED = "session_ended"
+    SET_STARTED = "set_started"
+    SET_COMPLETED = "set_completed"
+    SET_ENDED = "set_ended"
+    SET_REFUSED = "set_refused"
+
+    @classmethod
+    def spelled(cls, name: str) -> EventKind | None:
+        """The kind a supervisor event (or a history row written before the one spelling) names,
+        or None when it names none of ours."""
+        try:
+            return cls(name.strip().lower().replace("-", "_"))
+        except ValueError:
+            return None
+
+
+RUNNING_PHASES: tuple[Phase, ...] = (Phase.COUNTDOWN, Phase.WORK, Phase.REST)
+"""The phases of a session that is still going (``done`` and ``aborted`` end it)."""
