@@ -197,14 +197,18 @@ class FaultSchedule:
         return min(due, default=None)
 
     def advance_to(self, now: float) -> None:
-        """Strike and recover, in time order, everything due at or before ``now``."""
+        """Strike and recover, in time order, everything due at or before ``now``.
+
+        Each happens at its own due time (what the device is told as ``now``), so a late call still
+        replugs before a later fault strikes and times recoveries from the strike, not the call.
+        """
         while (due := self.next_due()) is not None and due <= now:
             pending = [st for st in self.states if self._pending_at(st) == due]
             if pending:
-                self._strike(pending[0], now)
+                self._strike(pending[0], due)
             else:
                 _, _, state, step = self._steps.pop(0)
-                self._recover(state, step, now)
+                self._recover(state, step, due)
         self._rearm()
 
     # -- by hand ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.exc import BleakDeviceNotFoundError, BleakGATTProtocolError
 from contract import DriverContract
 
-from retrotread.drivers import ConfigError, open_driver
+from retrotread.drivers import ConfigError, Speed, open_driver
 from retrotread.drivers.ftms.codec import (
     CONTROL_POINT_UUID,
     FEATURE_UUID,
@@ -35,7 +35,8 @@ from retrotread.drivers.ftms.codec import (
     decode_feature,
     decode_speed_range,
 )
-from retrotread.sims.faults import Fault, FaultKind
+from retrotread.drivers.types import BeltSample, DeviceEvent, DeviceEventKind
+from retrotread.sims.faults import Fault, FaultKind, Phase
 from retrotread.sims.ftms import SimFtmsBackend, SimFtmsDriver, machine_from_options
 from retrotread.sims.ftms_peripheral import FtmsPeripheral, SimMachine, SpeedControl
 
@@ -246,3 +247,42 @@ def test_url_options_build_the_machine() -> None:
     with pytest.raises(ConfigError, match="no address"):
         SimFtmsDriver.from_url(urlsplit("ftms+sim://AA:BB:CC:DD:EE:FF"), {})
     assert open_driver("ftms+sim://?response_timeout=0.5").response_timeout == 0.5  # type: ignore[attr-defined]
+
+
+# -- faults through the one engine (sims.faults) -----------------------------------------------------
+
+
+async def test_s10_console_stop_fault_stops_the_belt_and_notifies_stopped_by_user() -> None:
+    """``fault=console-stop@T`` on the FTMS machine too: belt stopped, status 0x02 stop (issue 11)."""
+    async with open_driver("ftms+sim://?rate_hz=20&fault=console-stop@9999") as driver:
+        assert isinstance(driver, SimFtmsDriver)
+        peripheral = driver.peripheral
+        await driver.start(Speed.from_mph(1.0))
+        async with asyncio.timeout(10):
+            async for item in driver.samples():
+                if isinstance(item, BeltSample) and item.speed.mph > 0.9:
+                    break
+            # What SIGUSR1 does to a pty device: the next scheduled fault, now.
+            assert peripheral.schedule.strike_next() is FaultKind.CONSOLE_STOP
+            async for item in driver.samples():
+                if isinstance(item, DeviceEvent):
+                    assert item.kind is DeviceEventKind.STOPPED_BY_USER, item
+                    break
+        assert not peripheral.running and peripheral.belt.command_mps == 0.0
+        assert ("fault", "console-stop") in [(what, detail) for _, what, detail in peripheral.log]
+        assert [s.phase for s in peripheral.schedule.states] == [Phase.STRUCK]
+
+
+async def test_a_runaway_is_cleared_by_a_stop_and_a_stall_only_silences_treadmill_data() -> None:
+    async with open_driver("ftms+sim://?rate_hz=20") as driver:
+        assert isinstance(driver, SimFtmsDriver)
+        schedule = driver.peripheral.schedule
+        await driver.start(Speed.from_mph(1.0))
+        driver.peripheral.strike(FaultKind.RUNAWAY)
+        assert schedule.active(FaultKind.RUNAWAY)
+        await driver.stop()
+        assert not schedule.active(FaultKind.RUNAWAY)
+        assert [s.phase for s in schedule.states] == [Phase.CLEARED]
+        driver.peripheral.strike(FaultKind.STALL)
+        assert driver.peripheral.data_link.write([b"\x00\x00"]) == 0
+        assert schedule.struck == frozenset({FaultKind.STALL})
