@@ -20,7 +20,7 @@ from retrotread.drivers.errors import (
 )
 from retrotread.drivers.registry import BACKENDS, open_driver
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
-from retrotread.drivers.units import KMH_PER_MPH, Rounding, Speed, SpeedUnit
+from retrotread.drivers.units import KMH_PER_MPH, Rounding, Speed, SpeedGrid, SpeedUnit
 
 __all__ = [
     "BACKENDS",
@@ -41,6 +41,7 @@ __all__ = [
     "RemoteProtocolError",
     "Rounding",
     "Speed",
+    "SpeedGrid",
     "SpeedUnit",
     "TreadError",
     "Unsupported",

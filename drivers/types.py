@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from retrotread.drivers.units import Speed
+from retrotread.drivers.units import Speed, SpeedGrid
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +57,18 @@ class Capabilities:
 
     can_drive: bool
     """False for a belt the daemon can only measure (manual treadmill, pulse sensor)."""
-    speed_min: Speed = field(default_factory=Speed.zero)
-    speed_max: Speed = field(default_factory=Speed.zero)
-    speed_increment: Speed = field(default_factory=lambda: Speed.from_kmh(0.01))
-    speed_imperial: bool = False
-    """True if the device's speed grid is in mph steps (CSAFE 0.01/0.1 mph), else km/h steps."""
+    speed_grid: SpeedGrid = field(default_factory=SpeedGrid)
+    """The settable speeds: unit, increment and range in one value (FTMS 0x2AD4, CSAFE's unit)."""
     incline_min_pct: float = 0.0
     incline_max_pct: float = 0.0
     incline_increment_pct: float = 0.1
     nominal_period_s: float = 0.1
     """How often the driver produces a sample when all is well (rule S8 scales on it)."""
 
-    def grid_step(self) -> float:
-        """The speed increment in the device's own grid unit (mph or km/h)."""
-        return self.speed_increment.mph if self.speed_imperial else self.speed_increment.kmh
+    @property
+    def speed_min(self) -> Speed:
+        return self.speed_grid.minimum
+
+    @property
+    def speed_max(self) -> Speed:
+        return self.speed_grid.maximum

@@ -11,6 +11,7 @@ This module does no I/O and imports nothing else of ours.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Self
@@ -98,30 +99,99 @@ class Speed:
 ZERO = Speed(0.0)
 
 
+@dataclass(frozen=True, slots=True)
+class _Quantity:
+    """A speed quantity a device counts in (mph or km/h): how to read it off a ``Speed`` and back."""
+
+    label: str
+    of: Callable[[Speed], float]
+    speed: Callable[[float], Speed]
+
+
+_MPH = _Quantity("mph", lambda s: s.mph, Speed.from_mph)
+_KMH = _Quantity("km/h", lambda s: s.kmh, Speed.from_kmh)
+
+
 class SpeedUnit(Enum):
     """A unit a device counts speed in: the size of one step of its integer."""
 
-    MPH = ("mph", 1.0)
-    MPH_TENTHS = ("0.1 mph", 0.1)
-    MPH_HUNDREDTHS = ("0.01 mph", 0.01)
-    KMH = ("km/h", 1.0)
-    KMH_TENTHS = ("0.1 km/h", 0.1)
-    KMH_HUNDREDTHS = ("0.01 km/h", 0.01)
+    MPH = ("mph", 1.0, _MPH)
+    MPH_TENTHS = ("0.1 mph", 0.1, _MPH)
+    MPH_HUNDREDTHS = ("0.01 mph", 0.01, _MPH)
+    KMH = ("km/h", 1.0, _KMH)
+    KMH_TENTHS = ("0.1 km/h", 0.1, _KMH)
+    KMH_HUNDREDTHS = ("0.01 km/h", 0.01, _KMH)
 
-    def __init__(self, label: str, step: float) -> None:
+    def __init__(self, label: str, step: float, quantity: _Quantity) -> None:
         self.label = label
         self.step = step
+        self.quantity = quantity
 
-    @property
-    def imperial(self) -> bool:
-        return self.name.startswith("MPH")
+    def amount(self, speed: Speed) -> float:
+        """``speed`` in this unit's quantity (mph or km/h, not counts)."""
+        return self.quantity.of(speed)
 
     def to_count(self, speed: Speed, rounding: Rounding = Rounding.NEAREST) -> int:
         """The device integer for ``speed`` in this unit."""
-        value = speed.mph if self.imperial else speed.kmh
-        return steps(value, self.step, rounding)
+        return steps(self.quantity.of(speed), self.step, rounding)
 
     def from_count(self, count: int) -> Speed:
-        per_unit = round(1 / self.step)
-        value = count / per_unit
-        return Speed.from_mph(value) if self.imperial else Speed.from_kmh(value)
+        # count / 100 rather than count * 0.01: the division is exact where the product is not.
+        return self.quantity.speed(count / round(1 / self.step))
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedGrid:
+    """The speeds a device can be set to: whole multiples of ``increment`` counts of ``unit``,
+    from ``minimum`` to ``maximum``. One value, so its unit and its step cannot disagree.
+
+    FTMS: ``SpeedGrid(SpeedUnit.KMH_HUNDREDTHS, increment_raw)`` from 0x2AD4; CSAFE: the unit the
+    console was configured for (0.1 or 0.01 mph, ...), increment 1. Counts are device integers:
+    ``encode`` is what goes on the wire, ``decode`` reads it back.
+    """
+
+    unit: SpeedUnit = SpeedUnit.KMH_HUNDREDTHS
+    increment: int = 1
+    """Counts of ``unit`` per settable step (FTMS 0x2AD4's increment: 10 for 0.1 km/h)."""
+    minimum: Speed = ZERO
+    maximum: Speed = ZERO
+
+    def __post_init__(self) -> None:
+        if self.increment < 1:
+            raise ValueError(f"a speed grid's increment is a whole number of counts >= 1, got {self.increment!r}")
+
+    @property
+    def step(self) -> Speed:
+        """The smallest change of settable speed."""
+        return self.unit.from_count(self.increment)
+
+    def encode(self, speed: Speed, rounding: Rounding = Rounding.NEAREST) -> int:
+        """The device integer for ``speed``: a whole multiple of the increment, rounded as asked.
+
+        DOWN never decodes above ``speed`` and UP never below, compared as ``Speed`` values
+        (rule S2): ``steps`` forgives float noise, which at an exact grid point can sit on the
+        wrong side by a few ulps; then one more step is taken inward.
+        """
+        count = steps(self.unit.amount(speed), self.unit.step * self.increment, rounding) * self.increment
+        if rounding is Rounding.DOWN and self.decode(count) > speed:
+            count -= self.increment
+        elif rounding is Rounding.UP and self.decode(count) < speed:
+            count += self.increment
+        return count
+
+    def decode(self, count: int) -> Speed:
+        return self.unit.from_count(count)
+
+    def within(self, low: Speed, high: Speed) -> tuple[int, int] | None:
+        """The first and last device integers on the grid inside ``low..high`` and the device's range.
+
+        Toward the inside (rule S2): the bottom rounds up, the top rounds down, so no count decodes
+        outside the envelope. ``None`` when no step fits at all (rule S3).
+        """
+        first = self.encode(max(low, self.minimum), Rounding.UP)
+        last = self.encode(min(high, self.maximum), Rounding.DOWN)
+        return (first, last) if first <= last else None
+
+    def __str__(self) -> str:
+        q = self.unit.quantity
+        return f"{q.of(self.minimum):g}..{q.of(self.maximum):g} {q.label} in steps of {q.of(self.step):g} {q.label}"

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from retrotread.drivers.types import Capabilities
-from retrotread.drivers.units import Rounding, Speed, steps
+from retrotread.drivers.units import Rounding, Speed, SpeedGrid
 
 REVERSE_MIN_MPH = 0.8
 REVERSE_MAX_MPH = 1.2
@@ -59,37 +59,23 @@ class Envelope:
 class Grid:
     """The device's speed steps that lie inside the envelope and the device's range."""
 
-    step: float  # in the device's unit (mph or km/h)
-    imperial: bool
-    first: int  # lowest allowed step count
-    last: int  # highest allowed step count
+    speeds: SpeedGrid
+    first: int  # lowest allowed device count
+    last: int  # highest allowed device count
 
     @classmethod
     def inside(cls, envelope: Envelope, caps: Capabilities) -> Grid | None:
         """The usable grid, or None if no step of the device lies inside the envelope (S3)."""
-        step = caps.grid_step()
-        if not (math.isfinite(step) and step > 0):
+        span = caps.speed_grid.within(envelope.low, envelope.high)  # toward the inside (S2)
+        if span is None:
             return None
-
-        def unit(s: Speed) -> float:
-            return s.mph if caps.speed_imperial else s.kmh
-
-        lo = max(unit(envelope.low), unit(caps.speed_min))
-        hi = min(unit(envelope.high), unit(caps.speed_max))
-        # Toward the inside (S2): the bottom rounds up, the top rounds down.
-        first = steps(lo, step, Rounding.UP)
-        last = steps(hi, step, Rounding.DOWN)
-        if first > last:
-            return None
-        return cls(step, caps.speed_imperial, first, last)
+        return cls(caps.speed_grid, *span)
 
     def speed(self, count: int) -> Speed:
-        value = count * self.step
-        return Speed.from_mph(value) if self.imperial else Speed.from_kmh(value)
+        return self.speeds.decode(count)
 
     def count(self, speed: Speed, rounding: Rounding) -> int:
-        value = speed.mph if self.imperial else speed.kmh
-        return steps(value, self.step, rounding)
+        return self.speeds.encode(speed, rounding)
 
     @property
     def lowest(self) -> Speed:

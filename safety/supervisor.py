@@ -247,8 +247,7 @@ class Supervisor:
                 None
                 if self.grid
                 else (
-                    f"no speed step of this device ({caps.speed_min}..{caps.speed_max} in steps of "
-                    f"{caps.speed_increment}) lies inside the envelope "
+                    f"no speed step of this device ({caps.speed_grid}) lies inside the envelope "
                     f"{self.config.envelope.low}..{self.config.envelope.high}"
                 )
             )

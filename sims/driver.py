@@ -25,7 +25,7 @@ from retrotread.drivers.base import Driver, cancel_and_wait, drain
 from retrotread.drivers.errors import CommandRejected, ConfigError, NotConnected, Unsupported
 from retrotread.drivers.registry import float_option
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
-from retrotread.drivers.units import Speed
+from retrotread.drivers.units import Speed, SpeedGrid, SpeedUnit
 from retrotread.sims.belt import Belt, PushSegment, parse_push
 from retrotread.sims.faults import Fault, FaultKind, FaultSchedule, Recovery, parse_faults
 from retrotread.sims.link import FaultyLink
@@ -64,13 +64,13 @@ class SimBeltDriver(Driver):
         self._rng = random.Random(seed)
         self._trace_path = trace_path
         self._trace: IO[str] | None = None
-        step = Speed.from_mph(0.1) if imperial_grid else Speed.from_kmh(0.1)
         self._caps = Capabilities(
             can_drive=motorized,
-            speed_min=Speed.from_mph(0.5) if motorized else Speed.zero(),
-            speed_max=Speed.from_mph(12.0) if motorized else Speed.from_mph(10.0),
-            speed_increment=step,
-            speed_imperial=imperial_grid,
+            speed_grid=SpeedGrid(
+                SpeedUnit.MPH_TENTHS if imperial_grid else SpeedUnit.KMH_TENTHS,
+                minimum=Speed.from_mph(0.5) if motorized else Speed.zero(),
+                maximum=Speed.from_mph(12.0) if motorized else Speed.from_mph(10.0),
+            ),
             incline_min_pct=0.0,
             incline_max_pct=15.0 if motorized else 0.0,
             incline_increment_pct=0.5,

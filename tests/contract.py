@@ -62,7 +62,7 @@ class DriverContract:
         assert caps.nominal_period_s > 0
         if caps.can_drive:
             assert Speed.zero() <= caps.speed_min <= caps.speed_max
-            assert caps.speed_increment.mps > 0
+            assert caps.speed_grid.step.mps > 0
 
     async def test_drives_or_refuses_to(self, driver_url: str) -> None:
         async with open_driver(driver_url) as driver:

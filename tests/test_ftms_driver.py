@@ -28,6 +28,7 @@ from retrotread.drivers import (
 )
 from retrotread.drivers.ftms.codec import CONTROL_POINT_UUID, StopAction
 from retrotread.drivers.ftms.driver import RESPONSE_TIMEOUT_S, FtmsDriver, _ProcedureSlot
+from retrotread.drivers.units import SpeedUnit
 from retrotread.safety.envelope import Envelope, Grid
 from retrotread.sims.faults import FaultKind
 from retrotread.sims.ftms import SimFtmsDriver
@@ -135,8 +136,8 @@ async def test_capabilities_come_from_the_ranges() -> None:
         caps = driver.capabilities
     assert caps.speed_min.kmh == pytest.approx(0.8)
     assert caps.speed_max.kmh == pytest.approx(16.0)
-    assert caps.speed_increment.kmh == pytest.approx(0.1)
-    assert not caps.speed_imperial
+    assert caps.speed_grid.step.kmh == pytest.approx(0.1)
+    assert (caps.speed_grid.unit, caps.speed_grid.increment) == (SpeedUnit.KMH_HUNDREDTHS, 10)
     assert (caps.incline_min_pct, caps.incline_max_pct, caps.incline_increment_pct) == (0.0, 15.0, 0.5)
     assert caps.nominal_period_s == pytest.approx(0.05)
 

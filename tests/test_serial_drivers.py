@@ -41,7 +41,7 @@ from retrotread.drivers.csafe.codec import CommandCode
 from retrotread.drivers.csafe.driver import CsafeDriver
 from retrotread.drivers.pulse.driver import PulseDriver
 from retrotread.drivers.types import Update
-from retrotread.drivers.units import Rounding
+from retrotread.drivers.units import Rounding, SpeedUnit
 from retrotread.safety.envelope import Envelope, Grid
 from retrotread.sims.csafe_device import CsafeDevice, ReceivedFrame
 from retrotread.sims.faults import FaultKind
@@ -132,12 +132,12 @@ def test_csafe_url_options_pick_the_grid_and_range() -> None:
     drv = open_driver("csafe:///dev/ttyUSB9?unit=kmh&res=0.01&min_mph=0.6&max_mph=10&poll_hz=5")
     assert isinstance(drv, CsafeDriver)
     caps = drv.capabilities
-    assert caps.can_drive and not caps.speed_imperial
-    assert caps.grid_step() == pytest.approx(0.01)
+    assert caps.can_drive
+    assert caps.speed_grid.unit is SpeedUnit.KMH_HUNDREDTHS and caps.speed_grid.increment == 1
     assert caps.speed_min.mph == pytest.approx(0.6) and caps.speed_max.mph == pytest.approx(10)
     assert caps.nominal_period_s == pytest.approx(0.2)
     default = open_driver("csafe:///dev/ttyUSB9").capabilities
-    assert default.speed_imperial and default.grid_step() == pytest.approx(0.1)
+    assert default.speed_grid.unit is SpeedUnit.MPH_TENTHS
     assert default.speed_min.mph == pytest.approx(0.5) and default.speed_max.mph == pytest.approx(12)
     assert default.nominal_period_s == pytest.approx(0.1)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retrotread.drivers import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Speed
+from retrotread.drivers import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Speed, SpeedGrid, SpeedUnit
 from retrotread.safety import (
     CommandKind,
     Decision,
@@ -28,18 +28,13 @@ from retrotread.safety import (
 
 FTMS_LIKE = Capabilities(
     can_drive=True,
-    speed_min=Speed.from_kmh(0.5),
-    speed_max=Speed.from_kmh(20),
-    speed_increment=Speed.from_kmh(0.01),
+    speed_grid=SpeedGrid(SpeedUnit.KMH_HUNDREDTHS, minimum=Speed.from_kmh(0.5), maximum=Speed.from_kmh(20)),
     incline_max_pct=10,
     nominal_period_s=0.1,
 )
 CSAFE_TENTHS = Capabilities(
     can_drive=True,
-    speed_min=Speed.from_mph(0.5),
-    speed_max=Speed.from_mph(12),
-    speed_increment=Speed.from_mph(0.1),
-    speed_imperial=True,
+    speed_grid=SpeedGrid(SpeedUnit.MPH_TENTHS, minimum=Speed.from_mph(0.5), maximum=Speed.from_mph(12)),
     nominal_period_s=0.1,
 )
 MANUAL = Capabilities(can_drive=False, nominal_period_s=0.2)
@@ -135,7 +130,7 @@ def test_s2_ftms_ends_are_193_and_129() -> None:
 
 def test_s3_refuses_to_arm_when_no_device_step_fits_the_envelope() -> None:
     coarse = Capabilities(
-        can_drive=True, speed_min=Speed.from_kmh(1.0), speed_max=Speed.from_kmh(20), speed_increment=Speed.from_kmh(1.0)
+        can_drive=True, speed_grid=SpeedGrid(SpeedUnit.KMH, minimum=Speed.from_kmh(1.0), maximum=Speed.from_kmh(20))
     )  # steps at 1 and 2 km/h: 0.62 and 1.24 mph
     b = Belt(caps=coarse).standing()
     assert not b.sup.armed
@@ -376,19 +371,14 @@ def test_s8_garbage_samples_count_as_no_samples() -> None:
 def test_s8_threshold_scales_with_the_driver_period_and_is_capped() -> None:
     slow = Capabilities(
         can_drive=True,
-        speed_min=Speed.from_mph(0.5),
-        speed_max=Speed.from_mph(12),
-        speed_increment=Speed.from_mph(0.1),
-        speed_imperial=True,
+        speed_grid=SpeedGrid(SpeedUnit.MPH_TENTHS, minimum=Speed.from_mph(0.5), maximum=Speed.from_mph(12)),
         nominal_period_s=0.8,
     )
     assert Belt(caps=slow).sup.stale_after_s == pytest.approx(2.4)
     very_slow = Capabilities(
         can_drive=True,
         nominal_period_s=2.0,
-        speed_max=Speed.from_mph(12),
-        speed_increment=Speed.from_mph(0.1),
-        speed_imperial=True,
+        speed_grid=SpeedGrid(SpeedUnit.MPH_TENTHS, maximum=Speed.from_mph(12)),
     )
     assert Belt(caps=very_slow).sup.stale_after_s == 3.0
     assert Belt().sup.stale_after_s == 1.5

@@ -23,8 +23,8 @@ from hypothesis import assume, event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from retrotread.drivers import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Speed
-from retrotread.drivers.units import Rounding, steps
+from retrotread.drivers import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Speed, SpeedGrid, SpeedUnit
+from retrotread.drivers.units import Rounding
 from retrotread.safety import (
     CommandKind,
     Decision,
@@ -45,40 +45,28 @@ from retrotread.safety.supervisor import STANDSTILL_MPH, STANDSTILL_S
 DEVICES = {
     "ftms-0.01kmh": Capabilities(
         can_drive=True,
-        speed_min=Speed.from_kmh(0.5),
-        speed_max=Speed.from_kmh(20),
-        speed_increment=Speed.from_kmh(0.01),
+        speed_grid=SpeedGrid(SpeedUnit.KMH_HUNDREDTHS, minimum=Speed.from_kmh(0.5), maximum=Speed.from_kmh(20)),
         incline_max_pct=15,
         nominal_period_s=1.0,
     ),
     "ftms-0.1kmh": Capabilities(
         can_drive=True,
-        speed_min=Speed.from_kmh(0.8),
-        speed_max=Speed.from_kmh(16),
-        speed_increment=Speed.from_kmh(0.1),
+        speed_grid=SpeedGrid(SpeedUnit.KMH_TENTHS, minimum=Speed.from_kmh(0.8), maximum=Speed.from_kmh(16)),
         nominal_period_s=0.5,
     ),
     "csafe-0.1mph": Capabilities(
         can_drive=True,
-        speed_min=Speed.from_mph(0.5),
-        speed_max=Speed.from_mph(12),
-        speed_increment=Speed.from_mph(0.1),
-        speed_imperial=True,
+        speed_grid=SpeedGrid(SpeedUnit.MPH_TENTHS, minimum=Speed.from_mph(0.5), maximum=Speed.from_mph(12)),
         nominal_period_s=0.1,
     ),
     "csafe-0.01mph": Capabilities(
         can_drive=True,
-        speed_min=Speed.from_mph(0.5),
-        speed_max=Speed.from_mph(12),
-        speed_increment=Speed.from_mph(0.01),
-        speed_imperial=True,
+        speed_grid=SpeedGrid(SpeedUnit.MPH_HUNDREDTHS, minimum=Speed.from_mph(0.5), maximum=Speed.from_mph(12)),
         nominal_period_s=0.1,
     ),
     "coarse-1kmh": Capabilities(
         can_drive=True,
-        speed_min=Speed.from_kmh(1),
-        speed_max=Speed.from_kmh(20),
-        speed_increment=Speed.from_kmh(1.0),
+        speed_grid=SpeedGrid(SpeedUnit.KMH, minimum=Speed.from_kmh(1), maximum=Speed.from_kmh(20)),
         nominal_period_s=0.1,
     ),
     "manual": Capabilities(can_drive=False, nominal_period_s=0.2),
@@ -99,10 +87,8 @@ envelopes = st.tuples(st.floats(0.8, 1.2), st.floats(0.8, 1.2)).map(sorted).map(
 
 def on_wire_mph(speed: Speed, caps: Capabilities) -> float:
     """What the device would read back for ``speed``: drivers encode to the nearest grid step."""
-    step = caps.grid_step()
-    if caps.speed_imperial:
-        return steps(speed.mph, step, Rounding.NEAREST) * step
-    return Speed.from_kmh(steps(speed.kmh, step, Rounding.NEAREST) * step).mph
+    grid = caps.speed_grid
+    return grid.decode(grid.encode(speed, Rounding.NEAREST)).mph
 
 
 class SupervisorMachine(RuleBasedStateMachine):

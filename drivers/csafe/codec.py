@@ -317,9 +317,7 @@ class SpeedScale:
 
 
 def _scale_of(unit: SpeedUnit) -> SpeedScale:
-    if unit.imperial:
-        return SpeedScale(unit.step, lambda s: s.mph, Speed.from_mph)
-    return SpeedScale(unit.step, lambda s: s.kmh, Speed.from_kmh)
+    return SpeedScale(unit.step, unit.quantity.of, unit.quantity.speed)
 
 
 SPEED_SCALES: Final[Mapping[Unit, SpeedScale]] = {

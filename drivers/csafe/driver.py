@@ -91,7 +91,7 @@ from retrotread.drivers.registry import float_option
 from retrotread.drivers.serial_driver import SerialDriver
 from retrotread.drivers.serial_link import LogLimiter
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
-from retrotread.drivers.units import Rounding, Speed, SpeedUnit
+from retrotread.drivers.units import Rounding, Speed, SpeedGrid, SpeedUnit
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +190,11 @@ class CsafeDriver(SerialDriver):
         self._stop_wire = encode_frame(self._stop_commands)  # built once: the stop is the hot path (B1)
         self._caps = Capabilities(
             can_drive=True,
-            speed_min=min_speed if min_speed is not None else Speed.from_mph(0.5),
-            speed_max=max_speed if max_speed is not None else Speed.from_mph(12.0),
-            speed_increment=(
-                Speed.from_mph(speed_unit.step) if speed_unit.imperial else Speed.from_kmh(speed_unit.step)
+            speed_grid=SpeedGrid(
+                speed_unit,  # CSAFE sets speed in whole counts of the unit configured (csafe.md)
+                minimum=min_speed if min_speed is not None else Speed.from_mph(0.5),
+                maximum=max_speed if max_speed is not None else Speed.from_mph(12.0),
             ),
-            speed_imperial=speed_unit.imperial,
             incline_min_pct=0.0,
             incline_max_pct=max_grade_pct,
             incline_increment_pct=0.1,

@@ -40,7 +40,7 @@ from enum import IntEnum, IntFlag
 from typing import Any, ClassVar, Final, TypeAlias
 
 from retrotread.drivers.errors import LocalProtocolError, RemoteProtocolError
-from retrotread.drivers.units import Rounding, Speed, SpeedUnit, steps
+from retrotread.drivers.units import Rounding, Speed, SpeedGrid, SpeedUnit, steps
 
 __all__ = [
     "AUTO_FLAGS",
@@ -769,6 +769,11 @@ class SupportedSpeedRange:
         return _KMH_STEP.from_count(self.increment_raw)
 
     @property
+    def grid(self) -> SpeedGrid:
+        """The settable speeds; an increment of 0 (seen in the wild) is taken as 1 count."""
+        return SpeedGrid(_KMH_STEP, max(1, self.increment_raw), self.minimum, self.maximum)
+
+    @property
     def min_kmh(self) -> float:
         return self.min_raw / 100
 
@@ -896,14 +901,9 @@ class SetTargetSpeed:
         if increment_raw < 1:
             raise FtmsEncodeError(f"speed increment must be at least 1 (0.01 km/h): {increment_raw}")
         try:
-            count = steps(speed.kmh, increment_raw / 100, rounding)
+            raw = SpeedGrid(_KMH_STEP, increment_raw).encode(speed, rounding)
         except ValueError as exc:
             raise FtmsEncodeError(f"cannot encode speed {speed!r}: {exc}") from exc
-        raw = count * increment_raw
-        if rounding is Rounding.DOWN and _KMH_STEP.from_count(raw) > speed:
-            raw -= increment_raw
-        elif rounding is Rounding.UP and _KMH_STEP.from_count(raw) < speed:
-            raw += increment_raw
         if not 0 <= raw <= 0xFFFF:
             raise FtmsEncodeError(f"speed {speed!r} is {raw} × 0.01 km/h, outside 0..65535")
         return cls(raw)

@@ -119,7 +119,7 @@ from retrotread.drivers.link_state import Backoff, LinkChange, LinkMachine
 from retrotread.drivers.plausible import SampleGate
 from retrotread.drivers.registry import float_option
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
-from retrotread.drivers.units import Rounding, Speed
+from retrotread.drivers.units import Rounding, Speed, SpeedGrid
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -566,10 +566,7 @@ class FtmsDriver(Driver):
         incline = machine.incline_range
         caps = Capabilities(
             can_drive=refusal is None,
-            speed_min=speed.minimum if speed else Speed.zero(),
-            speed_max=speed.maximum if speed else Speed.zero(),
-            speed_increment=speed.increment if speed else Speed.from_kmh(0.01),
-            speed_imperial=False,  # FTMS speeds are 0.01 km/h steps (ftms.md)
+            speed_grid=speed.grid if speed else SpeedGrid(),
             incline_min_pct=incline.min_pct if incline else 0.0,
             incline_max_pct=incline.max_pct if incline else 0.0,
             incline_increment_pct=incline.increment_pct if incline and incline.increment_raw else 0.1,
@@ -811,9 +808,7 @@ class FtmsDriver(Driver):
         # Always a whole multiple of the machine's increment (0x2AD4). The supervisor already
         # snapped the speed to that grid inside the envelope (S2), so NEAREST only absorbs the
         # float noise of the unit conversion and never crosses a grid step.
-        speed_range = self._machine.speed_range if self._machine else None
-        increment = max(1, speed_range.increment_raw) if speed_range else 1
-        return SetTargetSpeed.from_speed(speed, Rounding.NEAREST, increment_raw=increment)
+        return SetTargetSpeed.from_speed(speed, Rounding.NEAREST, increment_raw=self._caps.speed_grid.increment)
 
     async def _set_target_speed(self, client: BleakClient, request: SetTargetSpeed, what: str) -> None:
         response = await self._exchange(client, request, stop=False)

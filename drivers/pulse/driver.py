@@ -38,7 +38,7 @@ from retrotread.drivers.registry import float_option
 from retrotread.drivers.serial_driver import SerialDriver
 from retrotread.drivers.serial_link import LogLimiter
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind
-from retrotread.drivers.units import Speed
+from retrotread.drivers.units import Speed, SpeedGrid
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,7 @@ class PulseDriver(SerialDriver):
         self._stream = PulseStream()
         self._caps = Capabilities(
             can_drive=False,
-            speed_min=Speed.zero(),
-            speed_max=Speed.from_mph(10.0),
+            speed_grid=SpeedGrid(minimum=Speed.zero(), maximum=Speed.from_mph(10.0)),
             nominal_period_s=0.2,  # pulse.md: at least 5 lines a second
         )
         super().__init__(path, baudrate=baudrate, backoff=backoff)
