@@ -19,6 +19,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "pulse": ("retrotread.drivers.pulse.driver", "PulseDriver"),
     "ftms": ("retrotread.drivers.ftms.driver", "FtmsDriver"),
     "ftms+sim": ("retrotread.sims.ftms", "SimFtmsDriver"),
+    "none": ("retrotread.drivers.none", "NoDriver"),
 }
 
 
@@ -41,6 +42,8 @@ def driver_class(scheme: str) -> type[Driver]:
 
 def open_driver(url: str) -> Driver:
     """Build (not yet connect) the driver for ``url``, e.g. ``sim://motorized?rate_hz=10``."""
+    if url.strip().lower() == "none":
+        url = "none://"  # no treadmill: the plain timer needs no URL syntax
     parts = urlsplit(url)
     if not parts.scheme:
         raise ConfigError(f"driver URL {url!r} has no scheme; try sim://motorized")
