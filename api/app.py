@@ -79,6 +79,7 @@ class PlansView(BaseModel):
     presets: list[PresetView]
     phases: list[Phase] = Field(description="every phase a session view can show")
     running: list[Phase] = Field(description="the phases of a session that is still going")
+    done: Phase = Field(default=Phase.DONE, description="the phase of a session that ran to its end")
 
 
 class Health(BaseModel):

@@ -47,6 +47,12 @@ class TreadmillCollector(Collector):
         reconnects = CounterMetricFamily("retrotread_driver_reconnects", "Driver reconnections.", labels=labels)
         reconnects.add_metric(ident, c.reconnects)
         yield reconnects
+        driver = CounterMetricFamily(
+            "retrotread_driver_events", "The driver's own counters, by name.", labels=[*labels, "counter"]
+        )
+        for name, n in sorted(c.driver_stats().items()):
+            driver.add_metric([*ident, name], n)
+        yield driver
         stops = CounterMetricFamily("retrotread_emergency_stops", "Emergency stops by rule.", labels=[*labels, "rule"])
         for rule, n in sorted(c.stops_by_rule.items()):
             stops.add_metric([*ident, rule], n)

@@ -22,7 +22,15 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-PHASE_STYLE = {"countdown": "yellow", "work": "bold green", "rest": "cyan", "done": "bold", "aborted": "red"}
+from retrotread.daemon.events import Phase
+
+PHASE_STYLE: dict[str, str] = {
+    Phase.COUNTDOWN: "yellow",
+    Phase.WORK: "bold green",
+    Phase.REST: "cyan",
+    Phase.DONE: "bold",
+    Phase.ABORTED: "red",
+}
 
 
 def _fmt_time(seconds: float) -> str:

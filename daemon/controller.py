@@ -810,16 +810,18 @@ class Controller:
     def driver_stats(self) -> dict[str, int]:
         """The driver's own counters (``Driver.stats()``, name to count) where it keeps them."""
         stats = getattr(self._driver, "stats", None)  # not on every driver yet (issue 11 point 9)
-        if not callable(stats):
-            return {}
         try:
-            counts = stats()
+            if callable(stats):
+                counts = stats()
+            else:  # until then: the samples the drivers' plausibility gate refused (issue 10)
+                bad = getattr(self._driver, "bad_samples", None)
+                counts = {"bad_samples": bad} if isinstance(bad, int) else {}
         except Exception as exc:  # a scrape never takes the daemon down
             self._contained("driver stats", exc)
             return {}
         if not isinstance(counts, dict):
             return {}
-        return {str(k): int(v) for k, v in counts.items() if isinstance(v, int | float) and v == v}
+        return {str(k): int(v) for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
 
     @property
     def session_paused(self) -> bool | None:

@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -254,3 +255,46 @@ async def test_events_stream_state_and_timer_during_a_session() -> None:
             assert set(t) >= SESSION_KEYS
         kinds = [e["kind"] for e in seen["event"]]
         assert kinds.count("set_started") == 2 and kinds.count("set_completed") == 2
+
+
+async def test_plans_serve_the_presets_and_the_phase_names() -> None:
+    """The dashboard's list comes from here (issue 11): no preset or phase is written in the page."""
+    from retrotread.daemon.plans import PRESETS
+
+    async with rig() as r:
+        resp = await r.client.get("/api/v1/plans")
+        assert resp.status_code == 200
+        plans = resp.json()
+        assert [p["name"] for p in plans["presets"]] == list(PRESETS)
+        deadmill = next(p for p in plans["presets"] if p["name"] == "deadmill")
+        assert (deadmill["sets"], deadmill["work_s"], deadmill["rest_s"]) == (3, 60, 60)
+        assert plans["phases"] == ["countdown", "work", "rest", "done", "aborted"]
+        assert plans["running"] == ["countdown", "work", "rest"] and plans["done"] == "done"
+        page = (await r.client.get("/")).text + (await r.client.get("/static/app.js")).text
+        for name in PRESETS:
+            assert f'"{name}"' not in page
+        assert '"countdown"' not in page and '"done"' not in page
+
+
+async def test_metrics_carry_the_drivers_own_counters() -> None:
+    """Driver.stats() (a mapping of counter name to count) reaches /metrics (issue 11 point 9)."""
+    from retrotread.sims.driver import SimBeltDriver
+
+    class CountingSim(SimBeltDriver):
+        def stats(self) -> dict[str, int]:
+            return {"bad_samples": 3, "reconnect_attempts": 2, "not_a_count": "x"}  # type: ignore[dict-item]
+
+    def make() -> Controller:
+        url = "sim://motorized?rate_hz=50"
+        driver = CountingSim.from_url(urlsplit(url), {"rate_hz": "50"})
+        driver.url = url
+        return Controller(driver, treadmill_id="test")
+
+    app = create_app(make)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            text = (await client.get("/metrics")).text
+    assert 'retrotread_driver_events_total{counter="bad_samples",treadmill="test"} 3.0' in text
+    assert 'retrotread_driver_events_total{counter="reconnect_attempts",treadmill="test"} 2.0' in text
+    assert "not_a_count" not in text

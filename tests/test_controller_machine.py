@@ -24,7 +24,7 @@ from retrotread.daemon.controller import Controller, SessionError
 from retrotread.daemon.plans import parse_plan
 from retrotread.drivers.base import Driver, drain
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
-from retrotread.drivers.units import Speed
+from retrotread.drivers.units import Speed, SpeedGrid, SpeedUnit
 from retrotread.safety import Mode, SafetyConfig
 from retrotread.safety.supervisor import STANDSTILL_MPH, STANDSTILL_S
 from retrotread.sims.belt import Belt
@@ -79,10 +79,7 @@ class RecordingDriver(Driver):
     def capabilities(self) -> Capabilities:
         return Capabilities(
             can_drive=True,
-            speed_min=Speed.from_mph(0.5),
-            speed_max=Speed.from_mph(12),
-            speed_increment=Speed.from_mph(0.1),
-            speed_imperial=True,
+            speed_grid=SpeedGrid(SpeedUnit.MPH_TENTHS, 1, Speed.from_mph(0.5), Speed.from_mph(12)),
             nominal_period_s=STEP_S,
         )
 

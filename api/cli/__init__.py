@@ -20,6 +20,7 @@ from retrotread.api.cli.deadmill import cmd_deadmill
 from retrotread.api.cli.local import cmd_doctor, cmd_history, cmd_token
 from retrotread.api.cli.serve import cmd_demo, cmd_mqtt, cmd_run
 from retrotread.api.cli.tools import cmd_decode, cmd_scan, cmd_sim_device
+from retrotread.daemon.commands import SESSION_ACTIONS
 from retrotread.daemon.plans import PlanError
 from retrotread.drivers.errors import TreadError
 
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("session", help="drive sessions on a running daemon")
     client_opts(sp)
-    sp.add_argument("action", choices=["start", "pause", "resume", "skip", "abort"])
+    sp.add_argument("action", choices=["start", *SESSION_ACTIONS])
     sp.add_argument("plan", nargs="?", help="with start: a preset name or e.g. 3x60s/60s")
     sp.add_argument("--speed", type=float, help="belt speed for sets in reverse mode, mph")
     sp.set_defaults(func=cmd_session)

@@ -8,11 +8,15 @@ import contextlib
 import json
 from typing import Any
 
+from pydantic import ValidationError
+
 from retrotread.api.cli.common import (
     CliError,
     DaemonUnreachable,
     token_for,
 )
+from retrotread.daemon.commands import SessionCommand, describe_invalid
+from retrotread.daemon.events import RUNNING_PHASES
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -107,7 +111,7 @@ async def _watch(args: argparse.Namespace) -> int:
                             state = data
                             timer = data.get("session")
                         elif kind == "timer":
-                            timer = data if data.get("phase") not in ("done", "aborted") else None
+                            timer = data if data.get("phase") in RUNNING_PHASES else None
                         live.update(render_live(state, timer, "space/s EMERGENCY STOP · q quit"))
 
         with keys(on_key), Live(console=Console(), refresh_per_second=8) as live:
@@ -133,10 +137,11 @@ def cmd_session(args: argparse.Namespace) -> int:
     if args.action == "start":
         if not args.plan:
             raise CliError("session start needs a PLAN: a preset (deadmill, phase1, ...) or e.g. 3x60s/60s")
-        body: dict[str, Any] = {"plan": args.plan}
-        if args.speed is not None:
-            body["speed_mph"] = args.speed
-        out = _call(args, "POST", "/api/v1/session", body)
+        try:  # checked here as the daemon will check it: a bad plan never leaves the terminal
+            command = SessionCommand(plan=args.plan, speed_mph=args.speed)
+        except ValidationError as exc:
+            raise CliError(describe_invalid(exc.errors())[0]) from None
+        out = _call(args, "POST", "/api/v1/session", command.model_dump(exclude_none=True))
     else:
         out = _call(args, "POST", f"/api/v1/session/{args.action}")
     print(json.dumps(out))

@@ -8,7 +8,8 @@
 const TOKEN_KEY = "retrotread.token";
 const STALE_MS = 12000; // the daemon sends state at least every 5 s; silence this long means a dead stream
 const MPH_TO_KMH = 1.609344;
-const RUNNING = new Set(["countdown", "work", "rest"]);
+let RUNNING = new Set(); // the phases of a session still going: from GET api/v1/plans, as the presets are
+let DONE = null; // the phase of a session that ran to its end (GET api/v1/plans)
 
 const $ = (id) => document.getElementById(id);
 
@@ -490,7 +491,7 @@ function renderTimer() {
   setText(timer, clock(remaining));
   timer.className = !running ? "timer idle" : v.paused ? "timer paused" : "timer";
   setText($("set"), "set " + v.set + " of " + v.sets);
-  const done = running ? (total > 0 ? (total - remaining) / total : 0) : v.phase === "done" ? 1 : 0;
+  const done = running ? (total > 0 ? (total - remaining) / total : 0) : v.phase === DONE ? 1 : 0;
   const bar = $("progress");
   bar.style.width = Math.round(done * 1000) / 10 + "%";
   bar.className = "bar-fill " + name;
@@ -533,7 +534,49 @@ function startSession(event) {
   control("Start session " + plan, "api/v1/session", { plan });
 }
 
-function init() {
+// --- the plans ---------------------------------------------------------------------------------------
+
+function duration(s) {
+  if (s >= 60 && s % 60 === 0) return s / 60 + " min";
+  return s + " s";
+}
+
+function presetLabel(p) {
+  let text = p.name + " — " + (p.sets > 1 ? p.sets + " × " + duration(p.work_s) : duration(p.work_s));
+  if (p.sets > 1 && p.rest_s > 0) text += ", " + duration(p.rest_s) + " rest";
+  if (p.cap_s) text += ", " + duration(p.cap_s) + " cap";
+  return text;
+}
+
+// The presets and the phase names are the daemon's (GET api/v1/plans): none is written here.
+async function loadPlans() {
+  for (let wait = 500; ; wait = Math.min(wait * 2, 5000)) {
+    try {
+      const resp = await fetch("api/v1/plans", { headers: authHeaders(), cache: "no-store" });
+      if (resp.ok) {
+        const plans = await resp.json();
+        RUNNING = new Set(plans.running);
+        DONE = plans.done;
+        const select = $("plan-select");
+        const custom = select.querySelector('option[value="custom"]');
+        for (const p of plans.presets) {
+          const option = document.createElement("option");
+          option.value = p.name;
+          option.textContent = presetLabel(p);
+          select.insertBefore(option, custom);
+        }
+        select.value = plans.presets.length ? plans.presets[0].name : "custom";
+        $("custom-plan").hidden = select.value !== "custom";
+        return;
+      }
+    } catch {
+      // the daemon is not up yet: try again
+    }
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+}
+
+async function init() {
   const estop = $("estop");
   estop.addEventListener("pointerdown", (e) => {
     if (e.button === 0) emergencyStop();
@@ -553,6 +596,7 @@ function init() {
   $("abort").addEventListener("click", () => control("Abort session", "api/v1/session/abort"));
   $("token-box").addEventListener("submit", saveToken);
   linkDown("connecting…");
+  await loadPlans(); // before the stream: a session view is read with the daemon's phase names
   connect();
   refreshState();
   setInterval(renderTimer, 200);
