@@ -17,6 +17,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "sim": ("retrotread.sims.driver", "SimBeltDriver"),
     "csafe": ("retrotread.drivers.csafe.driver", "CsafeDriver"),
     "pulse": ("retrotread.drivers.pulse.driver", "PulseDriver"),
+    "gpio": ("retrotread.drivers.gpio.driver", "GpioDriver"),
     "ftms": ("retrotread.drivers.ftms.driver", "FtmsDriver"),
     "ftms+sim": ("retrotread.sims.ftms", "SimFtmsDriver"),
     "none": ("retrotread.drivers.none", "NoDriver"),
