@@ -28,6 +28,7 @@ from retrotread.api.metrics import render as render_metrics
 from retrotread.daemon.commands import (
     SESSION_ACTIONS,
     EStopCommand,
+    ExtendCommand,
     InclineCommand,
     Outcome,
     ResetCommand,
@@ -212,6 +213,10 @@ def create_app(
 
     @api.post("/session", status_code=201, dependencies=guarded, response_model=SessionView)
     async def session_start(body: SessionCommand, c: Ctl) -> SessionView | None:
+        return _checked(await c.execute(body, "http")).session
+
+    @api.post("/session/extend", status_code=200, dependencies=guarded, response_model=SessionView | None)
+    async def session_extend(body: ExtendCommand, c: Ctl) -> SessionView | None:
         return _checked(await c.execute(body, "http")).session
 
     @api.post("/session/{action}", status_code=200, dependencies=guarded, response_model=SessionView | None)

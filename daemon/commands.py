@@ -26,7 +26,16 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 from pydantic_core import PydanticCustomError
 
-from retrotread.daemon.plans import MAX_COUNTDOWN_S, MAX_PHASE_S, MAX_SETS, MIN_WORK_S, Plan, PlanError, plan_from
+from retrotread.daemon.plans import (
+    MAX_COUNTDOWN_S,
+    MAX_EXTEND_S,
+    MAX_PHASE_S,
+    MAX_SETS,
+    MIN_WORK_S,
+    Plan,
+    PlanError,
+    plan_from,
+)
 from retrotread.daemon.snapshot import SessionView
 from retrotread.safety.rules import Rule
 from retrotread.safety.supervisor import Decision
@@ -125,6 +134,13 @@ class SkipCommand(Command):
     name: ClassVar[str] = "skip"
 
 
+class ExtendCommand(Command):
+    """Make the running phase longer (a longer rest, a longer set); the volume cap still holds (S14)."""
+
+    name: ClassVar[str] = "extend"
+    seconds: Annotated[float, Field(strict=True, gt=0, le=MAX_EXTEND_S)]
+
+
 class AbortCommand(Command):
     name: ClassVar[str] = "abort"
 
@@ -144,6 +160,7 @@ COMMANDS: dict[str, type[Command]] = {
         StopCommand,
         InclineCommand,
         SessionCommand,
+        ExtendCommand,
     )
 }
 """The commands a face takes by name (an MQTT ``cmd/<name>`` topic)."""

@@ -31,6 +31,7 @@ from retrotread.daemon.commands import (
     AbortCommand,
     Command,
     EStopCommand,
+    ExtendCommand,
     InclineCommand,
     Outcome,
     PauseCommand,
@@ -801,6 +802,8 @@ class Controller:
                     return Outcome(session=await self.resume_session())
                 case SkipCommand():
                     return Outcome(session=await self.skip_phase())
+                case ExtendCommand():
+                    return Outcome(session=await self.extend_phase(command.seconds))
                 case AbortCommand():
                     return Outcome(session=await self.abort_session())
         except SessionError as exc:
@@ -960,6 +963,17 @@ class Controller:
             await self._on_boundary(session, b)
         self._poke.set()
         return self.session_view(session)
+
+    async def extend_phase(self, seconds: float) -> SessionView:
+        session = self._require_session()
+        try:
+            session.timer.extend(self.clock(), seconds)
+        except TimerError as exc:
+            raise SessionError(str(exc)) from None
+        self._publish_event(
+            Event(kind=EventKind.SESSION_EXTENDED, detail=f"+{seconds:g} s", ts=iso(self.wall()), session=session.id)
+        )
+        return self._after_session_action(session)
 
     async def abort_session(self) -> SessionView | None:
         session = self._require_session()

@@ -40,6 +40,7 @@ class EventKind(StrEnum):
     SESSION_STARTED = "session_started"
     SESSION_PAUSED = "session_paused"
     SESSION_RESUMED = "session_resumed"
+    SESSION_EXTENDED = "session_extended"
     SESSION_COMPLETED = "session_completed"
     SESSION_ENDED = "session_ended"
     SET_STARTED = "set_started"

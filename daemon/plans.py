@@ -16,6 +16,7 @@ MAX_SETS = 50
 MAX_PHASE_S = 4 * 3600.0
 MIN_WORK_S = 1.0
 MAX_COUNTDOWN_S = 600.0  # a request's countdown (HTTP, MQTT); a plan's text may say more
+MAX_EXTEND_S = 600.0  # one "extend" request: a few more minutes, never a new session
 
 
 class PlanError(ValueError):

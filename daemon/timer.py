@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from retrotread.daemon.plans import Plan
+from retrotread.daemon.plans import MAX_PHASE_S, Plan
 
 
 class Phase(StrEnum):
@@ -170,6 +170,19 @@ class SetTimer:
         self.resume(now)
         self._shift -= self.segment_end(self._index) - now
         return [self._next(now, "skip")]
+
+    def extend(self, now: float, seconds: float) -> None:
+        """Make the current phase ``seconds`` longer; what was planned after it moves back."""
+        if self.finished:
+            raise TimerError("the session has ended")
+        seg = self.segments[self._index]
+        if seg.duration_s + seconds > MAX_PHASE_S:
+            raise TimerError(f"a {seg.phase} phase is at most {MAX_PHASE_S:g} s")
+        i = self._index
+        longer = Segment(seg.phase, seg.set_no, seg.duration_s + seconds)
+        self.segments = (*self.segments[:i], longer, *self.segments[i + 1 :])
+        for j in range(i, len(self._ends)):
+            self._ends[j] += seconds
 
     def abort(self, now: float) -> Boundary:
         if self.finished:

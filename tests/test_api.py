@@ -167,6 +167,11 @@ async def test_session_actions_and_refusals() -> None:
         assert (await r.client.post("/api/v1/session/resume")).json()["paused"] is False
         body = (await r.client.post("/api/v1/session/skip")).json()
         assert (body["phase"], body["set"]) == ("work", 1)
+        before = body["remaining_s"]
+        body = (await r.client.post("/api/v1/session/extend", json={"seconds": 30})).json()
+        assert body["phase"] == "work" and body["remaining_s"] >= before + 29
+        for bad in ({"seconds": "30"}, {"seconds": 0}, {"seconds": 601}, {}, {"seconds": 30, "x": 1}):
+            assert (await r.client.post("/api/v1/session/extend", json=bad)).status_code == 422, bad
         body = (await r.client.post("/api/v1/session/abort")).json()
         assert body["phase"] == "aborted"
         assert (await r.client.post("/api/v1/session/wat")).status_code == 404

@@ -84,6 +84,11 @@ def test_client_commands_drive_a_running_daemon() -> None:
         assert json.loads(out.stdout)["plan"] == "3x60s/60s"
         out = run_cli("session", "pause", *url)
         assert out.returncode == 0 and json.loads(out.stdout)["paused"] is True
+        left = json.loads(out.stdout)["remaining_s"]
+        out = run_cli("session", "extend", "1m", *url)
+        assert out.returncode == 0 and json.loads(out.stdout)["remaining_s"] == left + 60
+        out = run_cli("session", "extend", "a while", *url)
+        assert out.returncode == 1 and "a while" in out.stderr  # refused in the terminal
         out = run_cli("estop", *url)
         assert out.returncode == 0 and "STOP" in out.stdout
         assert d.state()["stop"]["latched"]

@@ -630,6 +630,9 @@ async def test_session_actions_and_bad_bodies_over_mqtt(broker: Mosquitto) -> No
             assert paused["ok"] is True and paused["session"]["paused"] is True
             assert (await send("session", {"action": "resume"}, "r"))["session"]["paused"] is False
             assert (await send("session", {"action": "skip"}, "k"))["session"]["phase"] == "rest"
+            extended = await send("extend", {"seconds": 45}, "e")
+            assert extended["ok"] is True and extended["session"]["remaining_s"] > 30  # the rest was 30 s
+            assert (await send("extend", {"seconds": "45"}, "e2"))["ok"] is False
             aborted = await send("session", {"action": "abort"}, "a")
             assert aborted["ok"] is True and aborted["session"]["phase"] == "aborted"
             assert controller.session is None

@@ -117,6 +117,23 @@ def test_skip_ends_the_phase_now_and_moves_the_rest_up() -> None:
     assert [t for t, *_ in phases(timer, 1000.0)] == [8.0, 18.0]
 
 
+def test_extend_makes_the_phase_longer_and_moves_the_rest_back() -> None:
+    timer = SetTimer(parse_plan("2x10s/5s,countdown=0s"), 0.0)
+    timer.advance(12.0)  # into the rest
+    timer.extend(12.0, 30.0)
+    view = timer.view(12.0)
+    assert (view.phase, view.remaining_s, view.elapsed_s) == (Phase.REST, 33.0, 2.0)
+    assert [t for t, *_ in phases(timer, 1000.0)] == [45.0, 55.0]
+    with pytest.raises(TimerError):
+        timer.extend(60.0, 1.0)  # the session has ended
+
+
+def test_extend_keeps_a_phase_within_the_plans_limit() -> None:
+    timer = SetTimer(parse_plan("1x4h,countdown=0s"), 0.0)
+    with pytest.raises(TimerError, match="at most"):
+        timer.extend(1.0, 1.0)
+
+
 def test_abort_ends_the_session_and_refuses_more() -> None:
     timer = SetTimer(parse_plan("deadmill"), 0.0)
     timer.abort(30.0)

@@ -64,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("session", help="drive sessions on a running daemon")
     client_opts(sp)
-    sp.add_argument("action", choices=["start", *SESSION_ACTIONS])
-    sp.add_argument("plan", nargs="?", help="with start: a preset name or e.g. 3x60s/60s")
+    sp.add_argument("action", choices=["start", "extend", *SESSION_ACTIONS])
+    sp.add_argument("plan", nargs="?", help="with start: a preset name or e.g. 3x60s/60s; with extend: e.g. 30s")
     sp.add_argument("--speed", type=float, help="belt speed for sets in reverse mode, mph")
     sp.set_defaults(func=cmd_session)
 

@@ -15,8 +15,9 @@ from retrotread.api.cli.common import (
     DaemonUnreachable,
     token_for,
 )
-from retrotread.daemon.commands import SessionCommand, describe_invalid
+from retrotread.daemon.commands import Command, ExtendCommand, SessionCommand, describe_invalid
 from retrotread.daemon.events import RUNNING_PHASES
+from retrotread.daemon.plans import PlanError, parse_duration
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -137,15 +138,31 @@ def cmd_session(args: argparse.Namespace) -> int:
     if args.action == "start":
         if not args.plan:
             raise CliError("session start needs a PLAN: a preset (deadmill, phase1, ...) or e.g. 3x60s/60s")
-        try:  # checked here as the daemon will check it: a bad plan never leaves the terminal
-            command = SessionCommand(plan=args.plan, speed_mph=args.speed)
-        except ValidationError as exc:
-            raise CliError(describe_invalid(exc.errors())[0]) from None
-        out = _call(args, "POST", "/api/v1/session", command.model_dump(exclude_none=True))
+        out = _call(args, "POST", "/api/v1/session", _parsed(SessionCommand, plan=args.plan, speed_mph=args.speed))
+    elif args.action == "extend":
+        out = _call(args, "POST", "/api/v1/session/extend", _parsed(ExtendCommand, seconds=_duration(args.plan)))
     else:
         out = _call(args, "POST", f"/api/v1/session/{args.action}")
     print(json.dumps(out))
     return 0
+
+
+def _parsed(model: type[Command], **fields: Any) -> dict[str, Any]:
+    """The body of ``model`` from the arguments, checked here as the daemon will check it: a bad
+    argument never leaves the terminal."""
+    try:
+        return model.model_validate({k: v for k, v in fields.items() if v is not None}).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        raise CliError(describe_invalid(exc.errors())[0]) from None
+
+
+def _duration(text: str | None) -> float:
+    if not text:
+        raise CliError("session extend needs a duration, e.g. 30s or 1m")
+    try:
+        return parse_duration(text)
+    except PlanError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_estop(args: argparse.Namespace) -> int:

@@ -138,6 +138,6 @@ def reply_to(name: str, cmd_id: str | int | None, outcome: Outcome) -> dict[str,
     """The ``cmd/result`` of a command the controller answered (with the session view for a
     session command)."""
     out = reply(name, cmd_id, error=None if outcome.ok else (outcome.error or "refused"), rule=outcome.rule)
-    if outcome.ok and name == "session":
+    if outcome.ok and (name == "session" or outcome.session is not None):
         out["session"] = outcome.session.model_dump(mode="json") if outcome.session is not None else None
     return out

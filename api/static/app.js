@@ -594,6 +594,7 @@ async function init() {
     control(action === "pause" ? "Pause" : "Resume", "api/v1/session/" + action);
   });
   $("abort").addEventListener("click", () => control("Abort session", "api/v1/session/abort"));
+  $("extend").addEventListener("click", () => control("30 s more", "api/v1/session/extend", { seconds: 30 }));
   $("token-box").addEventListener("submit", saveToken);
   linkDown("connecting…");
   await loadPlans(); // before the stream: a session view is read with the daemon's phase names
