@@ -44,7 +44,6 @@ from retrotread.drivers.csafe.codec import (
     decode_units,
     decode_user_info,
     decode_version,
-    describe_frame,
     encode_contents,
     encode_frame,
     get_grade,
@@ -60,6 +59,7 @@ from retrotread.drivers.csafe.codec import (
     stop_commands,
     unit_for,
 )
+from retrotread.drivers.csafe.describe import describe_frame
 from retrotread.drivers.errors import CodecError, LocalProtocolError, RemoteProtocolError
 from retrotread.drivers.units import Rounding, Speed, SpeedUnit
 

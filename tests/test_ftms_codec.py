@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from retrotread.drivers.errors import CodecError, LocalProtocolError, RemoteProtocolError
 from retrotread.drivers.ftms.codec import (
     CONTROL_POINT_UUID,
-    DESCRIBE_KINDS,
     FEATURE_UUID,
     FTMS_SERVICE_UUID,
     MACHINE_STATUS_UUID,
@@ -62,7 +61,6 @@ from retrotread.drivers.ftms.codec import (
     decode_speed_range,
     decode_training_status,
     decode_treadmill_data,
-    describe,
     encode_control_point,
     encode_feature,
     encode_inclination_range,
@@ -74,9 +72,8 @@ from retrotread.drivers.ftms.codec import (
     encode_treadmill_data,
     parse_service_data,
     split_treadmill_data,
-    to_json,
-    treadmill_data_json,
 )
+from retrotread.drivers.ftms.describe import DESCRIBE_KINDS, describe, to_json, treadmill_data_json
 from retrotread.drivers.units import Rounding, Speed
 
 VECTORS: dict[str, Any] = json.loads((Path(__file__).parent / "vectors" / "ftms.json").read_text(encoding="utf-8"))

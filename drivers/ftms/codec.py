@@ -11,9 +11,10 @@ share (``docs/ftms.md``; byte vectors in ``tests/vectors/ftms.json``):
 - Control Point (0x2AD9): request values, their encoder (``encode_set_target_speed`` rounds the
   way it is told, rule S2) and decoders for requests (used by the simulated peripheral) and for the
   response indication ``80 <request opcode> <result>``;
-- Fitness Machine Status (0x2ADA): decoder and encoder;
-- ``to_json`` / ``describe``: one JSON-able dict per value, with the field names of
-  ``docs/interfaces.md`` (absent fields omitted, "not available" fields null).
+- Fitness Machine Status (0x2ADA): decoder and encoder.
+
+Their JSON forms and ``describe`` (``retrotread decode``) are presentation and live in
+``drivers.ftms.describe``; the names are still reachable from here until every caller moved.
 
 Errors say whose fault (``drivers.errors``)::
 
@@ -26,8 +27,9 @@ Errors say whose fault (``drivers.errors``)::
             └── InvalidParameter    a control point request with a bad parameter (answer 0x03)
 
 This module must not do I/O, keep time, or import asyncio, bleak or anything of ours beyond
-``drivers.errors`` and ``drivers.units``. Device quirks (a machine that reports mph in km/h fields)
-belong in a per-model table in the driver, never here. It does not enforce the speed envelope
+``drivers.errors`` and ``drivers.units`` (and, lazily, ``drivers.ftms.describe`` for the moved
+names). Device quirks (a machine that reports mph in km/h fields) belong in a per-model table in
+the driver, never here. It does not enforce the speed envelope
 (rule S1): that is the supervisor's job; it only rounds the way it is told (rule S2).
 """
 
@@ -37,15 +39,13 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from enum import IntEnum, IntFlag
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
 
 from retrotread.drivers.errors import LocalProtocolError, RemoteProtocolError
 from retrotread.drivers.units import Rounding, Speed, SpeedGrid, SpeedUnit, steps
 
 __all__ = [
-    "AUTO_FLAGS",
     "CONTROL_POINT_UUID",
-    "DESCRIBE_KINDS",
     "FEATURE_UUID",
     "FTMS_SERVICE_UUID",
     "MACHINE_STATUS_UUID",
@@ -65,6 +65,7 @@ __all__ = [
     "MachineFeature",
     "MachineStatus",
     "MachineType",
+    "Octets",
     "RequestControl",
     "Reset",
     "ResultCode",
@@ -82,8 +83,6 @@ __all__ = [
     "TreadmillData",
     "TreadmillDataAssembler",
     "UnknownOpcode",
-    "advertisement_json",
-    "control_point_json",
     "decode_control_point",
     "decode_control_request",
     "decode_control_response",
@@ -93,7 +92,6 @@ __all__ = [
     "decode_speed_range",
     "decode_training_status",
     "decode_treadmill_data",
-    "describe",
     "encode_control_point",
     "encode_feature",
     "encode_inclination_range",
@@ -103,15 +101,10 @@ __all__ = [
     "encode_speed_range",
     "encode_training_status",
     "encode_treadmill_data",
-    "feature_json",
-    "inclination_range_json",
-    "machine_status_json",
+    "flag_names",
     "parse_service_data",
-    "speed_range_json",
     "split_treadmill_data",
-    "to_json",
-    "training_status_json",
-    "treadmill_data_json",
+    "treadmill_fields",
 ]
 
 Octets: TypeAlias = bytes | bytearray | memoryview
@@ -268,6 +261,11 @@ def _group_present(flags: int, bit: int) -> bool:
     return bool(flags >> bit & 1)
 
 
+def treadmill_fields(flags: int) -> tuple[str, ...]:
+    """The ``TreadmillData`` fields that Treadmill Data ``flags`` announce, in wire order."""
+    return tuple(f.name for bit, group in _GROUPS if _group_present(flags, bit) for f in group)
+
+
 @dataclass(frozen=True, slots=True)
 class TreadmillData:
     """One Treadmill Data record (or one part of a split record, when ``more_data``).
@@ -306,7 +304,7 @@ class TreadmillData:
     """Bytes after the fields the flags announce: padding (ftms.md), kept for debug output."""
 
     def __post_init__(self) -> None:
-        # Decoded records skip __init__ (see _compile_plan) and always carry their real flags.
+        # Decoded records skip __init__ (see _build_layout) and always carry their real flags.
         if self.flags == AUTO_FLAGS:
             object.__setattr__(self, "flags", _derive_flags(self))
 
@@ -342,90 +340,87 @@ def _derive_flags(record: TreadmillData) -> int:
     return flags
 
 
-# The hot path. A frozen dataclass's generated __init__ sets each of the 22 fields through
-# object.__setattr__ by name (about 3 µs per record here, most of a decode). Per flags value we
-# compile, once, a builder that unpacks every field with one precompiled struct.Struct and fills
-# the slots through their descriptors (what __init__ does, minus the name lookups): about twice
-# as fast, no per-field dict. The builder source is generated from _GROUPS only, never from
-# packet bytes; it is kept on the plan for debugging.
+# The hot path (10+ Hz per treadmill, figure B5). Per flags value _GROUPS is walked once and the
+# result kept as a _Layout: one struct.Struct that unpacks every field the flags announce, and
+# one step per field saying which slot its value goes to and how it is read. A decode is then
+# one unpack and a loop over the fields. The record is filled through its slot descriptors, not
+# __init__: a frozen dataclass's generated __init__ sets each of the 22 fields through
+# object.__setattr__ by name (about 3 µs per record, most of a decode). No code is generated or
+# compiled (issue 11.8: no exec, no eval); the layout is data, derived from _GROUPS only.
+
+_Setter: TypeAlias = Callable[[TreadmillData, object], None]
+_NO_MARKER: Final = 1 << 24
+"""``not_available`` of a field without a marker: outside every wire type's range."""
+_Step: TypeAlias = tuple[_Setter, int, int, int, bool]
+"""(slot setter, index of its first value in the unpacked tuple, scale, marker, is u24)."""
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class _Layout:
     size: int
     """Bytes the flags announce, flags included."""
     pace_fields: int
     """How many pace fields are present: the 16-bit form is that many bytes longer."""
-    build: Callable[[int, Octets, bytes], TreadmillData]
-    source: str
+    pace_bytes: int
+    unpack: Callable[[Octets, int], tuple[int, ...]]
+    steps: tuple[_Step, ...]
+    """The fields the flags announce, in wire order."""
+    absent: tuple[_Setter, ...]
+    """The slots of the fields the flags leave out (set to ``None``)."""
 
 
-_SLOT_SETTERS: Final[dict[str, Callable[[TreadmillData, object], None]]] = {
-    f.name: TreadmillData.__dict__[f.name].__set__ for f in fields(TreadmillData)
-}
-_PLANS: dict[int, _Plan] = {}
+_SETTERS: Final[dict[str, _Setter]] = {f.name: TreadmillData.__dict__[f.name].__set__ for f in fields(TreadmillData)}
+_set_flags: Final = _SETTERS["flags"]
+_set_pace_bytes: Final = _SETTERS["pace_bytes"]
+_set_trailing: Final = _SETTERS["trailing"]
+_new: Final = object.__new__
+_LAYOUTS: dict[int, _Layout] = {}
 _PACE16_KEY: Final = 0x10000
-_MAX_PLANS: Final = 512
+_MAX_LAYOUTS: Final = 512
 """A real treadmill uses a handful of flag values; garbage may bring thousands: start over."""
 
 
-def _compile_plan(flags: int, pace16: bool) -> _Plan:
+def _build_layout(flags: int, pace16: bool) -> _Layout:
     codes: list[str] = []
+    steps: list[_Step] = []
+    absent: list[_Setter] = []
     values = 0
     pace_fields = 0
-    lines: list[str] = []
     for bit, group in _GROUPS:
         present = _group_present(flags, bit)
         for f in group:
-            expr = "None"
-            if present:
-                code = f.code
-                if code == "P":
-                    pace_fields += 1
-                    code = "H" if pace16 else "B"
-                var = f"v{values}"
-                if code == "U":
-                    codes.append("HB")
-                    expr = f"{var} | v{values + 1} << 16"
-                    values += 2
-                else:
-                    codes.append(code)
-                    expr = var if f.scale == 1 else f"{var} / {f.scale}"
-                    values += 1
-                if f.not_available is not None:
-                    expr = f"None if {var} == {f.not_available} else {expr}"
-            lines.append(f"    _set_{f.name}(o, {expr})")
+            setter = _SETTERS[f.name]
+            if not present:
+                absent.append(setter)
+                continue
+            code = f.code
+            if code == "P":
+                pace_fields += 1
+                code = "H" if pace16 else "B"
+            marker = _NO_MARKER if f.not_available is None else f.not_available
+            wide = code == "U"
+            steps.append((setter, values, f.scale, marker, wide))
+            codes.append("HB" if wide else code)
+            values += 2 if wide else 1
     layout = struct.Struct("<" + "".join(codes))
-    unpack = ""
-    if values:
-        unpack = f"    {', '.join(f'v{i}' for i in range(values))}, = _unpack(data, 2)\n"
-    source = (
-        "def build(flags, data, trailing):\n"
-        f"{unpack}"
-        "    o = _new(_TreadmillData)\n"
-        "    _set_flags(o, flags)\n" + "\n".join(lines) + "\n"
-        f"    _set_pace_bytes(o, {2 if pace16 else 1})\n"
-        "    _set_trailing(o, trailing)\n"
-        "    return o\n"
+    return _Layout(
+        size=2 + layout.size,
+        pace_fields=pace_fields,
+        pace_bytes=2 if pace16 else 1,
+        unpack=layout.unpack_from,
+        steps=tuple(steps),
+        absent=tuple(absent),
     )
-    namespace: dict[str, Any] = {
-        "_new": object.__new__,
-        "_TreadmillData": TreadmillData,
-        "_unpack": layout.unpack_from,
-    }
-    namespace.update({f"_set_{name}": setter for name, setter in _SLOT_SETTERS.items()})
-    exec(source, namespace)
-    return _Plan(2 + layout.size, pace_fields, namespace["build"], source)
 
 
-def _plan(flags: int, *, pace16: bool) -> _Plan:
+def _layout(flags: int, *, pace16: bool) -> _Layout:
     key = flags | _PACE16_KEY if pace16 else flags
-    plan = _PLANS.get(key)
-    if plan is None:
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
-        plan = _PLANS[key] = _compile_plan(flags, pace16)
-    return plan
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        if len(_LAYOUTS) >= _MAX_LAYOUTS:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[key] = _build_layout(flags, pace16)
+    return layout
 
 
 def decode_treadmill_data(data: Octets) -> TreadmillData:
@@ -439,17 +434,29 @@ def decode_treadmill_data(data: Octets) -> TreadmillData:
     if n < 2:
         raise FtmsDecodeError(f"Treadmill Data needs 2 bytes of flags, got {n}: {_hex(data)!r}")
     flags = data[0] | data[1] << 8
-    plan = _PLANS.get(flags) or _plan(flags, pace16=False)
-    size = plan.size
+    layout = _LAYOUTS.get(flags) or _layout(flags, pace16=False)
+    size = layout.size
+    trailing = b""
     if n != size:
         if n < size:
             raise FtmsDecodeError(
                 f"Treadmill Data flags 0x{flags:04x} announce {size} bytes, got {n}: {_hex(data)!r}",
             )
-        if plan.pace_fields and n == size + plan.pace_fields:
-            plan = _plan(flags, pace16=True)
-            size = n
-    return plan.build(flags, data, bytes(data[size:]) if n > size else b"")
+        if layout.pace_fields and n == size + layout.pace_fields:
+            layout = _layout(flags, pace16=True)
+        else:
+            trailing = bytes(data[size:])
+    values = layout.unpack(data, 2)
+    record: TreadmillData = _new(TreadmillData)
+    _set_flags(record, flags)
+    for setter, i, scale, marker, wide in layout.steps:
+        value = values[i] | values[i + 1] << 16 if wide else values[i]
+        setter(record, None if value == marker else value if scale == 1 else value / scale)
+    for setter in layout.absent:
+        setter(record, None)
+    _set_pace_bytes(record, layout.pace_bytes)
+    _set_trailing(record, trailing)
+    return record
 
 
 def _encode_group(record: TreadmillData, bit: int, group: tuple[_Field, ...]) -> bytes:
@@ -693,7 +700,7 @@ class TargetSetting(IntFlag):
     CADENCE = 1 << 16
 
 
-def _flag_names(value: int, kind: type[IntFlag]) -> tuple[str, ...]:
+def flag_names(value: int, kind: type[IntFlag]) -> tuple[str, ...]:
     """Names of the set bits in bit order; a bit the enum does not name is ``bit_N``."""
     named = {int(member): name.lower() for name, member in kind.__members__.items()}
     return tuple(named.get(1 << bit, f"bit_{bit}") for bit in range(32) if value >> bit & 1)
@@ -708,11 +715,11 @@ class FitnessMachineFeature:
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return _flag_names(self.features, MachineFeature)
+        return flag_names(self.features, MachineFeature)
 
     @property
     def target_names(self) -> tuple[str, ...]:
-        return _flag_names(self.targets, TargetSetting)
+        return flag_names(self.targets, TargetSetting)
 
     @classmethod
     def from_names(cls, features: Iterable[str] = (), targets: Iterable[str] = ()) -> FitnessMachineFeature:
@@ -1280,168 +1287,44 @@ def encode_service_data(value: FtmsAdvertisement) -> bytes:
         raise FtmsEncodeError(f"cannot encode {value!r}: {exc}") from exc
 
 
-# --- JSON (``retrotread decode``) ----------------------------------------------------------------
+# --- moved to drivers.ftms.describe (issue 11.8) -------------------------------------------------
+# The JSON forms now live in drivers.ftms.describe. api/cli/tools.py and sims/ftms_peripheral.py
+# still take them from here until they import that module; describe imports this module, so the
+# names are fetched on first use (PEP 562) instead of imported here, which would be a cycle.
 
-JsonDict: TypeAlias = dict[str, Any]
+_MOVED_TO_DESCRIBE: Final = frozenset(
+    {
+        "DESCRIBE_KINDS",
+        "advertisement_json",
+        "control_point_json",
+        "describe",
+        "feature_json",
+        "inclination_range_json",
+        "machine_status_json",
+        "speed_range_json",
+        "to_json",
+        "training_status_json",
+        "treadmill_data_json",
+    },
+)
 
+if TYPE_CHECKING:
+    from retrotread.drivers.ftms.describe import DESCRIBE_KINDS as DESCRIBE_KINDS
+    from retrotread.drivers.ftms.describe import advertisement_json as advertisement_json
+    from retrotread.drivers.ftms.describe import control_point_json as control_point_json
+    from retrotread.drivers.ftms.describe import describe as describe
+    from retrotread.drivers.ftms.describe import feature_json as feature_json
+    from retrotread.drivers.ftms.describe import inclination_range_json as inclination_range_json
+    from retrotread.drivers.ftms.describe import machine_status_json as machine_status_json
+    from retrotread.drivers.ftms.describe import speed_range_json as speed_range_json
+    from retrotread.drivers.ftms.describe import to_json as to_json
+    from retrotread.drivers.ftms.describe import training_status_json as training_status_json
+    from retrotread.drivers.ftms.describe import treadmill_data_json as treadmill_data_json
+else:
 
-def _mph(kmh: float | None) -> float | None:
-    return None if kmh is None else Speed.from_kmh(kmh).mph
+    def __getattr__(name: str) -> object:
+        if name in _MOVED_TO_DESCRIBE:
+            from retrotread.drivers.ftms import describe
 
-
-def _name(value: int) -> str:
-    """An enum member's lower-case name, or the hex of a value we have no name for."""
-    return value.name.lower() if isinstance(value, IntEnum) else f"0x{value:02x}"
-
-
-def treadmill_data_json(record: TreadmillData) -> JsonDict:
-    """Fields named as in interfaces.md. A field the flags leave out is omitted and one the packet
-    marks "not available" is null; ``speed_kmh``/``speed_mph`` are always there (null in a part
-    that says More Data, like the vector ``09001900f1ff``)."""
-    flags = record.flags
-    out: JsonDict = {
-        "flags": f"0x{flags:04x}",
-        "more_data": record.more_data,
-        "speed_kmh": record.speed_kmh,
-        "speed_mph": _mph(record.speed_kmh),
-    }
-    for bit, group in _GROUPS[1:]:
-        if flags >> bit & 1:
-            for f in group:
-                out[f.name] = getattr(record, f.name)
-    if flags >> 1 & 1:
-        out["average_speed_mph"] = _mph(record.average_speed_kmh)
-    if flags & _PACE_BITS:
-        out["pace_bytes"] = record.pace_bytes
-        if record.pace_bytes == 1:
-            if flags >> 5 & 1:
-                out["instantaneous_pace_km_per_min"] = record.instantaneous_pace_km_per_min
-            if flags >> 6 & 1:
-                out["average_pace_km_per_min"] = record.average_pace_km_per_min
-    if record.trailing:
-        out["trailing"] = record.trailing.hex()
-    return out
-
-
-def machine_status_json(status: MachineStatus) -> JsonDict:
-    op = status.op
-    out: JsonDict = {"op": _name(op) if isinstance(op, IntEnum) else "unknown"}
-    if not isinstance(op, IntEnum):
-        out["opcode"] = f"0x{op:02x}"
-    elif op is StatusOpcode.STOPPED_OR_PAUSED_BY_USER:
-        out["stop"] = status.stop
-        out["pause"] = status.pause
-    elif op is StatusOpcode.TARGET_SPEED_CHANGED:
-        out["speed_kmh"] = status.speed_kmh
-        out["speed_mph"] = _mph(status.speed_kmh)
-    elif op is StatusOpcode.TARGET_INCLINE_CHANGED:
-        out["incline_pct"] = status.incline_pct
-    if status.trailing:
-        out["trailing"] = status.trailing.hex()
-    return out
-
-
-def control_point_json(message: ControlPointMessage) -> JsonDict:
-    out: JsonDict = {"op": _name(message.op)}
-    if isinstance(message, SetTargetSpeed):
-        out["speed_kmh"] = message.speed_kmh
-        out["speed_mph"] = _mph(message.speed_kmh)
-    elif isinstance(message, SetTargetInclination):
-        out["incline_pct"] = message.incline_pct
-    elif isinstance(message, StopOrPause):
-        out["stop"] = message.stop
-        out["pause"] = message.pause
-    elif isinstance(message, ControlResponse):
-        out["request"] = _name(message.request)
-        out["result"] = _name(message.result)
-        if message.parameter:
-            out["parameter"] = message.parameter.hex()
-    return out
-
-
-def speed_range_json(value: SupportedSpeedRange) -> JsonDict:
-    return {
-        "min_kmh": value.min_kmh,
-        "max_kmh": value.max_kmh,
-        "increment_kmh": value.increment_kmh,
-        "min_mph": value.minimum.mph,
-        "max_mph": value.maximum.mph,
-        "increment_mph": value.increment.mph,
-    }
-
-
-def inclination_range_json(value: SupportedInclinationRange) -> JsonDict:
-    return {
-        "min_pct": value.min_pct,
-        "max_pct": value.max_pct,
-        "increment_pct": value.increment_pct,
-    }
-
-
-def feature_json(value: FitnessMachineFeature) -> JsonDict:
-    return {"features": list(value.feature_names), "targets": list(value.target_names)}
-
-
-def training_status_json(value: TrainingStatus) -> JsonDict:
-    out: JsonDict = {"status": _name(value.status), "flags": f"0x{value.flags:02x}"}
-    if value.text is not None:
-        out["text"] = value.text
-    return out
-
-
-def advertisement_json(value: FtmsAdvertisement) -> JsonDict:
-    return {
-        "available": value.available,
-        "treadmill": value.treadmill,
-        "machine_type": _flag_names(value.machine_type, MachineType),
-    }
-
-
-def to_json(value: object) -> JsonDict:
-    """A JSON-able dict for any value this module decodes."""
-    if isinstance(value, TreadmillData):
-        return treadmill_data_json(value)
-    if isinstance(value, MachineStatus):
-        return machine_status_json(value)
-    if isinstance(
-        value,
-        RequestControl | Reset | SetTargetSpeed | SetTargetInclination | StartOrResume | StopOrPause | ControlResponse,
-    ):
-        return control_point_json(value)
-    if isinstance(value, SupportedSpeedRange):
-        return speed_range_json(value)
-    if isinstance(value, SupportedInclinationRange):
-        return inclination_range_json(value)
-    if isinstance(value, FitnessMachineFeature):
-        return feature_json(value)
-    if isinstance(value, TrainingStatus):
-        return training_status_json(value)
-    if isinstance(value, FtmsAdvertisement):
-        return advertisement_json(value)
-    raise TypeError(f"no JSON form for {type(value).__name__}")
-
-
-_DESCRIBERS: Final[dict[str, Callable[[Octets], object]]] = {
-    "ftms-treadmill": decode_treadmill_data,
-    "ftms-status": decode_machine_status,
-    "ftms-control": decode_control_point,
-    "ftms-speed-range": decode_speed_range,
-    "ftms-incline-range": decode_inclination_range,
-    "ftms-feature": decode_feature,
-    "ftms-training-status": decode_training_status,
-}
-DESCRIBE_KINDS: Final = tuple(_DESCRIBERS)
-"""The ``KIND`` names ``describe`` takes; the first four are those of ``retrotread decode``."""
-
-
-def describe(kind: str, data: Octets) -> JsonDict:
-    """``retrotread decode KIND HEX``: one frame to a JSON-able dict.
-
-    Raises a ``CodecError`` (``FtmsDecodeError``) for malformed bytes, ``ValueError`` for a kind
-    not in ``DESCRIBE_KINDS`` (a usage error, exit code 2).
-    """
-    try:
-        decoder = _DESCRIBERS[kind]
-    except KeyError:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(DESCRIBE_KINDS)}") from None
-    return to_json(decoder(data))
+            return getattr(describe, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
