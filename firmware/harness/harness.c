@@ -3,7 +3,7 @@
  * sensor switch on a schedule (bounces included), and bridge its UART to a pseudo-terminal, so
  * the real pulse:// driver reads the real firmware (docs/firmware.md).
  *
- *   simavr-pulse [--hold-ms H] [--bounce-us U] [--no-wait] [--run-ms MS] PULSE.ELF SCHEDULE
+ *   simavr-pulse [--hold-ms H] [--bounce-us U] [--boot-ms B] [--no-wait] [--run-ms MS] PULSE.ELF SCHEDULE
  *
  * SCHEDULE: comma-separated presses, times in board milliseconds since the board started:
  *   T          one press at T
@@ -19,7 +19,9 @@
  *
  * Like a USB Arduino, whose DTR line resets it when its port opens, the board starts when the
  * pty's other end is first opened (--no-wait: at once), so the version line is not written into
- * a port nobody reads. The emulation is held to real time (simavr alone runs faster than the
+ * a port nobody reads; and, like its bootloader, it waits --boot-ms (default 300) before the
+ * sketch runs: pyserial flushes the input right after it opens a port, and would eat the first
+ * bytes of a board that answered at once. The emulation is held to real time (simavr alone runs faster than the
  * chip: board_ms would then race ahead of the host's clock, which the driver refuses as a line
  * no belt makes); if the host is too slow, the board runs slow, and its clock with it.
  * It runs until SIGTERM/SIGINT, or --run-ms of board time.
@@ -217,7 +219,7 @@ static void open_pty(void) {
 }
 
 int main(int argc, char **argv) {
-	unsigned hold_ms = 5, bounce_us = 60;
+	unsigned hold_ms = 5, bounce_us = 60, boot_ms = 300;
 	unsigned long long run_ms = 0;
 	int wait_for_peer = 1;
 	int i = 1;
@@ -226,15 +228,17 @@ int main(int argc, char **argv) {
 			hold_ms = (unsigned)strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--bounce-us") && i + 1 < argc)
 			bounce_us = (unsigned)strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--boot-ms") && i + 1 < argc)
+			boot_ms = (unsigned)strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--run-ms") && i + 1 < argc)
 			run_ms = strtoull(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--no-wait"))
 			wait_for_peer = 0;
 		else
-			die("usage: simavr-pulse [--hold-ms H] [--bounce-us U] [--no-wait] [--run-ms MS] PULSE.ELF SCHEDULE");
+			die("usage: simavr-pulse [--hold-ms H] [--bounce-us U] [--boot-ms B] [--no-wait] [--run-ms MS] PULSE.ELF SCHEDULE");
 	}
 	if (argc - i != 2)
-		die("usage: simavr-pulse [--hold-ms H] [--bounce-us U] [--no-wait] [--run-ms MS] PULSE.ELF SCHEDULE");
+		die("usage: simavr-pulse [--hold-ms H] [--bounce-us U] [--boot-ms B] [--no-wait] [--run-ms MS] PULSE.ELF SCHEDULE");
 	if (hold_ms == 0 || bounce_us == 0)
 		die("--hold-ms and --bounce-us must be above 0");
 	parse_schedule(argv[i + 1], hold_ms, bounce_us);
@@ -272,6 +276,10 @@ int main(int argc, char **argv) {
 	open_pty();
 	while (wait_for_peer && !stop_requested && !peer_open()) {
 		struct timespec ts = {0, 2000000};
+		nanosleep(&ts, NULL);
+	}
+	if (wait_for_peer && boot_ms) {
+		struct timespec ts = {boot_ms / 1000, (long)(boot_ms % 1000) * 1000000L};
 		nanosleep(&ts, NULL);
 	}
 	if (stop_requested)
