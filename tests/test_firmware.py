@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -33,7 +33,7 @@ M_PER_PULSE = 0.25
 
 
 @pytest.fixture(scope="session")
-def firmware() -> Iterator[tuple[Path, Path]]:
+def firmware() -> tuple[Path, Path]:
     """(pulse.elf, simavr-pulse), built once per test run (make keeps what is up to date)."""
     missing = [f"{pkg} ({cmd})" for cmd, pkg in PACKAGES.items() if shutil.which(cmd) is None]
     headers = {
@@ -48,7 +48,7 @@ def firmware() -> Iterator[tuple[Path, Path]]:
         ["make", "-s", "-C", str(FIRMWARE), f"BUILD={BUILD}"], capture_output=True, text=True, timeout=300
     )
     assert built.returncode == 0, built.stdout + built.stderr
-    yield BUILD / "pulse.elf", BUILD / "simavr-pulse"
+    return BUILD / "pulse.elf", BUILD / "simavr-pulse"
 
 
 class Harness:
