@@ -71,7 +71,6 @@ from retrotread.drivers.ftms.codec import (
     TrainingStatusCode,
     TreadmillData,
     UnknownOpcode,
-    control_point_json,
     decode_control_request,
     encode_control_point,
     encode_feature,
@@ -82,6 +81,7 @@ from retrotread.drivers.ftms.codec import (
     encode_treadmill_data,
     split_treadmill_data,
 )
+from retrotread.drivers.ftms.describe import control_point_json
 from retrotread.sims.belt import Belt
 from retrotread.sims.faults import (
     REBOOT_OFFLINE_S,
