@@ -16,7 +16,12 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from retrotread.daemon.snapshot import Event, SessionView, StateSnapshot, Telemetry
+
 Kind = Literal["state", "telemetry", "timer", "event"]
+Payload = StateSnapshot | Telemetry | SessionView | Event
+"""What the hub carries: the typed, immutable messages of daemon/snapshot.py (an event's kind is
+an ``EventKind``)."""
 
 COALESCED: frozenset[Kind] = frozenset({"state", "telemetry", "timer"})
 """Kinds where only the latest matters to a reader that fell behind (events each count)."""
@@ -25,8 +30,8 @@ COALESCED: frozenset[Kind] = frozenset({"state", "telemetry", "timer"})
 @dataclass(frozen=True, slots=True)
 class Update:
     kind: Kind
-    payload: Any
-    """An immutable snapshot (a frozen pydantic model or a tuple); never mutated after publishing."""
+    payload: Payload
+    """An immutable snapshot (a frozen pydantic model); never mutated after publishing."""
     _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def json(self) -> str:
@@ -40,8 +45,7 @@ class Update:
         return self._memo[key]
 
     def _dump(self, _self: Update) -> str:
-        dump = getattr(self.payload, "model_dump_json", None)
-        return dump() if callable(dump) else str(self.payload)
+        return self.payload.model_dump_json()
 
 
 class Subscription:
@@ -117,7 +121,7 @@ class Hub:
         self.latest: dict[Kind, Update] = {}
         self.closed = False
 
-    def publish(self, kind: Kind, payload: Any) -> None:
+    def publish(self, kind: Kind, payload: Payload) -> None:
         update = Update(kind, payload)
         if kind != "event":
             self.latest[kind] = update

@@ -106,7 +106,7 @@ def test_session_limits_are_the_plans_and_a_bad_plan_is_malformed() -> None:
 def test_every_action_has_a_model_with_its_name() -> None:
     names = set(COMMANDS) | set(SESSION_ACTIONS)
     belt = {"start", "speed", "stop", "incline", "estop", "reset"}
-    assert names == belt | {"session", "pause", "resume", "skip", "abort"}
+    assert names == belt | {"session", "pause", "resume", "skip", "abort", "extend"}
     assert all(model.name == name for name, model in {**COMMANDS, **SESSION_ACTIONS}.items())
 
 

@@ -20,6 +20,7 @@ from retrotread.api.compose import build_controller, open_history
 from retrotread.daemon.commands import AbortCommand, PauseCommand, ResumeCommand, SessionCommand, describe_invalid
 from retrotread.daemon.config import Settings, load_settings
 from retrotread.daemon.events import EventKind
+from retrotread.daemon.snapshot import Event
 
 SHOWN_PLAIN = frozenset(
     {EventKind.SET_STARTED, EventKind.SET_COMPLETED, EventKind.SESSION_COMPLETED, EventKind.SESSION_ENDED}
@@ -94,10 +95,9 @@ async def _deadmill(settings: Settings, command: SessionCommand, *, plain: bool)
                     timer = snap.get("session")
                     if live is not None:
                         live.update(render_live(snap, timer, hint))
-                    if update is not None and update.kind == "event" and plain:
-                        ev = update.payload
-                        if ev.kind in SHOWN_PLAIN:
-                            console.print(f"{ev.ts} {ev.kind} {ev.set or ''}".rstrip())
+                    ev = update.payload if update is not None else None
+                    if plain and isinstance(ev, Event) and ev.kind in SHOWN_PLAIN:
+                        console.print(f"{ev.ts} {ev.kind} {ev.set or ''}".rstrip())
                     if controller.session_paused is None:
                         done.set()
         if actions:
