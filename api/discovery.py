@@ -18,10 +18,11 @@ import json
 from importlib import metadata
 from typing import Any
 
+from retrotread.daemon.events import Phase
 from retrotread.daemon.snapshot import StateSnapshot
 
 PACKAGE = "retrotread"
-PHASES = ("countdown", "work", "rest", "done", "aborted")
+PHASES = tuple(str(p) for p in Phase)  # Home Assistant's enum sensor: the daemon's own phase names
 
 
 def discovery_topic(treadmill_id: str, discovery_prefix: str = "homeassistant") -> str:

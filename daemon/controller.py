@@ -22,7 +22,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
@@ -47,6 +46,7 @@ from retrotread.daemon.events import EventKind
 from retrotread.daemon.history import History, MemoryHistory
 from retrotread.daemon.hub import Hub
 from retrotread.daemon.plans import Plan
+from retrotread.daemon.session import RunningSession, SetStats
 from retrotread.daemon.snapshot import (
     BeltView,
     Event,
@@ -99,66 +99,6 @@ class SessionError(RuntimeError):
         self.rule = rule
 
 
-@dataclass
-class _SetStats:
-    """What one work set measured. Distance comes from the device's own counter when it has one."""
-
-    set_no: int
-    start_mono: float
-    start_wall: float
-    paused_s: float = 0.0
-    distance_m: float = 0.0
-    max_mph: float = 0.0
-    _last: BeltSample | None = None
-
-    def add(self, sample: BeltSample) -> None:
-        mph = sample.speed.mph
-        if mph == mph:  # not NaN
-            self.max_mph = max(self.max_mph, mph)
-        last = self._last
-        if last is not None:
-            if sample.distance_m is not None and last.distance_m is not None:
-                self.distance_m += max(0.0, sample.distance_m - last.distance_m)
-            else:
-                self.distance_m += (last.speed.mps + sample.speed.mps) / 2 * max(0.0, sample.t - last.t)
-        self._last = sample
-
-    def result(self, end_mono: float, end_wall: float, outcome: SetOutcome) -> SetResult:
-        work_s = max(0.0, end_mono - self.start_mono - self.paused_s)
-        avg_mph = Speed(self.distance_m / work_s).mph if work_s > 0 else 0.0
-        return SetResult(
-            set=self.set_no,
-            started_at=iso(self.start_wall),
-            ended_at=iso(end_wall),
-            started_mono=self.start_mono,
-            ended_mono=end_mono,
-            work_s=round(work_s, 3),
-            distance_m=round(self.distance_m, 2),
-            avg_mph=round(avg_mph, 3),
-            max_mph=round(self.max_mph, 3),
-            outcome=outcome,
-        )
-
-
-@dataclass
-class _Session:
-    id: int
-    plan: Plan
-    timer: SetTimer
-    speed: Speed
-    stats: _SetStats | None = None
-    results: list[SetResult] = field(default_factory=list)
-    paused_at: float | None = None
-    last_checkpoint: float = 0.0
-    belt_wanted: bool = False  # reverse mode: a work set is running and wants the belt moving
-    refusal_reported: bool = False
-    start_at_standstill: bool = False  # the set's start met a belt still coming down: ask once at 0
-
-    @property
-    def belt_time_s(self) -> float:
-        return sum(r.work_s for r in self.results)
-
-
 class Controller:
     def __init__(
         self,
@@ -186,7 +126,7 @@ class Controller:
         self.hub = Hub()
         self.supervisor = Supervisor(self.safety)
         self.guard = Guard(driver, self.supervisor, clock, self._on_safety_events)
-        self.session: _Session | None = None
+        self.session: RunningSession | None = None
         self.ready = asyncio.Event()
         self._poke = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -539,7 +479,7 @@ class Controller:
 
     # ------------------------------------------------------------------ sessions
 
-    async def _on_boundary(self, session: _Session, b: Boundary) -> None:
+    async def _on_boundary(self, session: RunningSession, b: Boundary) -> None:
         wall = self._wall_at(b.t)
         if b.ended is not None and b.ended.phase is Phase.WORK:
             session.belt_wanted = False
@@ -552,7 +492,7 @@ class Controller:
             self._end_session("completed")
             return
         if b.started.phase is Phase.WORK:
-            session.stats = _SetStats(b.started.set_no, b.t, self.wall() - (self.clock() - b.t))
+            session.stats = SetStats(b.started.set_no, b.t, self.wall() - (self.clock() - b.t))
             self._publish_event(Event(kind=EventKind.SET_STARTED, set=b.started.set_no, ts=wall, session=session.id))
             if self.mode is Mode.REVERSE:
                 session.belt_wanted = True
@@ -562,7 +502,7 @@ class Controller:
             session.start_at_standstill = False
         self._publish_timer()
 
-    async def _want_belt(self, session: _Session) -> None:
+    async def _want_belt(self, session: RunningSession) -> None:
         """A work set wants the belt running: ask the supervisor once.
 
         Inside the standstill window the supervisor holds the start and carries it out when the
@@ -582,7 +522,7 @@ class Controller:
             return
         self._report_refusal(session, refusal.rule, refusal.error)
 
-    def _report_refusal(self, session: _Session, rule: Rule | None, error: str) -> None:
+    def _report_refusal(self, session: RunningSession, rule: Rule | None, error: str) -> None:
         if session.refusal_reported:
             return
         session.refusal_reported = True
@@ -598,7 +538,7 @@ class Controller:
             )
         )
 
-    def _finish_set(self, session: _Session, result: SetResult) -> None:
+    def _finish_set(self, session: RunningSession, result: SetResult) -> None:
         self.sets_by_outcome[result.outcome] = self.sets_by_outcome.get(result.outcome, 0) + 1
         session.results.append(result)
         session.stats = None
@@ -711,7 +651,7 @@ class Controller:
             seq=self._seq,
         )
 
-    def session_view(self, session: _Session | None = None) -> SessionView | None:
+    def session_view(self, session: RunningSession | None = None) -> SessionView | None:
         session = session or self.session
         if session is None:
             return None
@@ -764,7 +704,7 @@ class Controller:
         except Exception as exc:  # publishing never ends a loop
             self._contained("publish", exc)
 
-    def _publish_timer(self, session: _Session | None = None) -> None:
+    def _publish_timer(self, session: RunningSession | None = None) -> None:
         try:
             view = self.session_view(session)
             if view is not None:
@@ -888,7 +828,7 @@ class Controller:
         except Exception as exc:  # a session nobody can record is not started
             self._history_fault(f"begin: {type(exc).__name__}: {exc}")
             raise SessionError(f"history cannot record a session: {exc}") from None
-        session = _Session(sid, plan, SetTimer(plan, now), speed or self.session_speed, last_checkpoint=now)
+        session = RunningSession(sid, plan, SetTimer(plan, now), speed or self.session_speed, last_checkpoint=now)
         self.session = session
         self._publish_event(Event(kind=EventKind.SESSION_STARTED, reason=plan.name, ts=iso(self.wall()), session=sid))
         await self._on_boundary(session, session.timer.first())
@@ -911,7 +851,7 @@ class Controller:
                 return await self.abort_session()
         raise SessionError(f"unknown session action {action!r}; use pause, resume, skip or abort")
 
-    def _require_session(self) -> _Session:
+    def _require_session(self) -> RunningSession:
         if self.session is None:
             raise SessionError("no session is running")
         return self.session
@@ -938,7 +878,7 @@ class Controller:
             await self._want_belt(session)
         return self._after_session_action(session)
 
-    def _unpause(self, session: _Session) -> None:
+    def _unpause(self, session: RunningSession) -> None:
         assert session.paused_at is not None
         if self.mode is Mode.REVERSE and session.belt_wanted and self.supervisor.latch is not None:
             latch = self.supervisor.latch
@@ -982,7 +922,7 @@ class Controller:
         self._end_session("aborted")
         return self.session_view(session)
 
-    def _after_session_action(self, session: _Session) -> SessionView:
+    def _after_session_action(self, session: RunningSession) -> SessionView:
         self._poke.set()
         self._publish_timer()
         self._publish_state(force=True)

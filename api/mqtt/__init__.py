@@ -10,7 +10,7 @@ BASE/state             yes     1    the state snapshot, forwarded from the hub (
 BASE/telemetry         no      0    one sample
 BASE/timer             yes     1    the session block (phase changes and every second)
 BASE/event             no      1    events (estop, set_started, set_completed, ...)
-BASE/cmd/<name>        (in)    1    ``estop`` ``reset`` ``start`` ``speed`` ``stop`` ``incline`` ``session``
+BASE/cmd/<name>        (in)    1    ``estop`` ``reset`` ``start`` ``speed`` ``stop`` ``incline`` ``session`` ``extend``
 BASE/cmd/result        no      1    ``{"cmd", "id", "ok", "error", "rule"}`` for every command
 <ha>/device/<id>/config yes    1    Home Assistant discovery (``api.discovery``)
 =====================  ======  ===  ==========================================================
@@ -21,7 +21,8 @@ integer) echoed in its result; an empty payload is ``{}``; a body over ``MAX_COM
 ``incline``: ``{"incline_pct"}``; ``estop``: ``{"reason"}`` optional; ``stop``, ``reset``: ``{}``;
 ``session``: ``{"plan": "3x60s/60s"}`` or ``{"sets", "work_s", "rest_s", "countdown_s",
 "speed_mph"}`` to start one (as ``POST /api/v1/session``), or ``{"action": "pause|resume|skip|abort"}``;
-its result adds ``"session"`` (the session block, or null).
+``extend``: ``{"seconds": 30}``; their results add ``"session"`` (the session block, or null).
+The bodies are the commands of ``daemon/commands.py`` (docs/commands.md).
 
 Decisions, and why:
 
