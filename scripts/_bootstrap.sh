@@ -10,12 +10,17 @@ as_root() {
     echo "need root to run: $*" >&2; return 1; fi
 }
 
-# Debian packages the suite or the demo needs, installed only when missing.
+# Debian packages the suite or the demo needs, installed only when missing: PACKAGE:COMMAND, or
+# PACKAGE:/path/of/a/file/it/installs for a package that brings no command (headers, cores).
 ensure_debs() {
   local missing=()
   for spec in "$@"; do
-    local pkg="${spec%%:*}" cmd="${spec#*:}"
-    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+    local pkg="${spec%%:*}" what="${spec#*:}"
+    if [ "${what#/}" != "$what" ]; then
+      [ -e "$what" ] || missing+=("$pkg")
+    else
+      command -v "$what" >/dev/null 2>&1 || [ -x "/usr/sbin/$what" ] || missing+=("$pkg")
+    fi
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}" >&2
