@@ -32,13 +32,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _decode(kind: str, data: bytes) -> Any:
+    # Presentation lives beside the codec, not inside it (issue 11.8).
     if kind == "csafe":
-        from retrotread.drivers.csafe import codec as csafe
+        from retrotread.drivers.csafe.describe import describe_frame
 
-        return csafe.describe_frame(data)
-    from retrotread.drivers.ftms import codec as ftms
+        return describe_frame(data)
+    from retrotread.drivers.ftms.describe import describe
 
-    return ftms.describe(kind, data)
+    return describe(kind, data)
 
 
 # ------------------------------------------------------------------ devices
