@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from retrotread.api.cli.calibrate import configure as configure_calibrate
 from retrotread.api.cli.client import cmd_estop, cmd_session, cmd_status
 from retrotread.api.cli.common import DEFAULT_URL, CliError
 from retrotread.api.cli.deadmill import cmd_deadmill
@@ -89,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--fault", help="faults, e.g. runaway@20,unplug@40")
     sp.add_argument("--push", help="pulse board: the walker's push profile, MPH or MPH@S,... (default 1.5)")
     sp.set_defaults(func=cmd_sim_device)
+
+    configure_calibrate(sub.add_parser("calibrate", help="measure m_per_pulse for a pulse:// or gpio:// sensor"))
 
     sp = sub.add_parser("scan", help="serial ports and Bluetooth FTMS treadmills")
     sp.add_argument("--timeout", type=float, default=5.0, help="seconds to listen for Bluetooth adverts")
