@@ -30,7 +30,7 @@ CONTENT_TYPES = st.sampled_from(
         "multipart/form-data; boundary=x",
         "application/json; charset=latin-1",
         "application/octet-stream",
-        "garbage;;=; charset=\"nope",
+        'garbage;;=; charset="nope',
         "application/json; charset=utf-16",
     ]
 )
