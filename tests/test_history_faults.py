@@ -327,7 +327,7 @@ async def test_close_gives_up_within_its_bound_and_says_what_it_lost(
         store.record_event(sid, Event(kind="fault", reason="late", ts=T0))  # after close: logged, never raised
     lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("HISTORY LOST")]
     assert len(lost) == 5 and "set 1 of session 1 (completed): not saved within 2 s of close" in lost[1]
-    assert lost[4] == "HISTORY LOST event late of session 1: the history is closed"
+    assert lost[4] == "HISTORY LOST event fault of session 1: the history is closed"
 
 
 async def test_a_full_spool_drops_checkpoints_first_and_never_a_finished_set_quietly(
