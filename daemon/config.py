@@ -90,6 +90,10 @@ class HttpSection(_Section):
 
 class MqttSection(_Section):
     url: str = Field(default="", description="mqtt:// or mqtts:// URL; empty or 'none' for no MQTT")
+    # S16: over MQTT only the stops unless "full"; then the broker's ACL is the guard (docs/mqtt.md).
+    control: Literal["stop", "full"] = Field(
+        default="stop", description="'stop': only stop and estop over MQTT; 'full': every command (broker ACL guards)"
+    )
 
 
 class SessionSection(_Section):
