@@ -5,18 +5,19 @@ Refusals carry the supervisor's rule id (409), malformed bodies are 422 (naming 
 value is a speed), a disconnected driver is 503. The stop never needs a token (S16).
 """
 
-import hmac
+import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
@@ -25,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from retrotread.api.http_guard import HttpGuard, clean_text, http_status, loopback
 from retrotread.api.metrics import render as render_metrics
+from retrotread.daemon.auth import LiveToken
 from retrotread.daemon.commands import (
     SESSION_ACTIONS,
     EStopCommand,
@@ -40,8 +42,10 @@ from retrotread.daemon.commands import (
 )
 from retrotread.daemon.controller import Controller
 from retrotread.daemon.events import RUNNING_PHASES, Phase
+from retrotread.daemon.export import FORMATS, MEDIA_TYPES, ExportError, Format, export
 from retrotread.daemon.history import HistoryError
 from retrotread.daemon.plans import PRESETS
+from retrotread.daemon.progress import Progress, progress
 from retrotread.daemon.snapshot import SessionRecord, SessionView, StateSnapshot
 
 log = logging.getLogger(__name__)
@@ -96,7 +100,7 @@ class Health(BaseModel):
 def create_app(
     make_controller: ControllerFactory,
     *,
-    token: str | None = None,
+    token: str | LiveToken | None = None,
     public_reads: bool = False,
     on_ready: Callable[[Controller], Awaitable[None]] | None = None,
     allowed_hosts: Iterable[str] = (),
@@ -106,8 +110,10 @@ def create_app(
 
     ``allowed_hosts`` are Host header names accepted besides loopback and the address a client
     connected to (``http.allowed_hosts``); ``max_streams`` caps event streams (default: from
-    RLIMIT_NOFILE).
+    RLIMIT_NOFILE). A token read from its file (``daemon.auth.Token``) follows that file: after
+    ``retrotread token --rotate`` the new one works at once and the old one is refused.
     """
+    live_token = token if token is None or isinstance(token, LiveToken) else LiveToken(token)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -128,9 +134,9 @@ def create_app(
     bearer = HTTPBearer(auto_error=False)
 
     def need_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if token is None:
+        if live_token is None:
             return
-        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
+        if creds is None or not live_token.matches(creds.credentials):
             raise HTTPException(
                 401, "control calls need 'Authorization: Bearer TOKEN'", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -138,7 +144,7 @@ def create_app(
     def may_read(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         # Reads are free on loopback (the person at the treadmill); elsewhere as configured.
         host = request.client.host if request.client else ""
-        if token is None or public_reads or loopback(host):
+        if live_token is None or public_reads or loopback(host):
             return
         need_token(creds)
 
@@ -261,6 +267,48 @@ def create_app(
             raise HTTPException(404, f"no session {session_id}")
         return rec
 
+    @api.get("/progress", dependencies=readable, response_model=Progress)
+    async def progress_view(c: Ctl) -> Progress:
+        """The history page's picture: strength, adherence and where the program stands, over the
+        newest 1000 sessions and today's date (daemon/progress.py)."""
+        try:
+            records = c.history.recent(1000)
+        except HistoryError as exc:
+            raise RefusedError(503, f"history unavailable: {exc}", None) from None
+        return progress(records, date.today())
+
+    @api.get(
+        "/history/{session_id}/export",
+        dependencies=readable,
+        response_class=Response,
+        responses={
+            200: {"content": {media: {} for media in MEDIA_TYPES.values()}, "description": "the file"},
+            404: {"model": Refused},
+            422: {"model": Refused},
+        },
+    )
+    async def history_export(
+        session_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)],
+        c: Ctl,
+        format: Annotated[Format, Query(description=f"one of {', '.join(FORMATS)}")] = "fit",
+    ) -> Response:
+        """One session as a FIT, TCX or CSV file, from its record and 1 Hz trace."""
+        try:
+            rec = c.history.get(session_id)
+            if rec is None:
+                raise HTTPException(404, f"no session {session_id}")
+            trace = c.history.get_trace(session_id)
+            # Building a FIT file of a long session takes a while: off the loop that carries the stop.
+            body = await asyncio.to_thread(export, rec, trace, format)
+        except HistoryError as exc:
+            raise RefusedError(503, f"history unavailable: {exc}", None) from None
+        except ExportError as exc:
+            raise RefusedError(422, str(exc), None) from None
+        name = f"retrotread-{session_id}.{format}"
+        return Response(
+            body, media_type=MEDIA_TYPES[format], headers={"content-disposition": f'attachment; filename="{name}"'}
+        )
+
     app.include_router(api)
 
     static = Path(__file__).resolve().with_name("static")
@@ -289,7 +337,7 @@ def create_app(
     app.add_middleware(
         HttpGuard,
         controller=lambda: app.state.controller,
-        token=token,
+        token=live_token,
         public_reads=public_reads,
         allowed_hosts=tuple(allowed_hosts),
         max_streams=max_streams,

@@ -15,7 +15,6 @@ A raw ASGI middleware, because FastAPI reads and parses a body before it runs a 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import json
 import logging
@@ -27,6 +26,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from retrotread.daemon.auth import LiveToken
 from retrotread.daemon.commands import STOP_REASON_MAX, EStopCommand, Outcome, StopCommand
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class HttpGuard:
         app: ASGIApp,
         *,
         controller: Callable[[], Any],
-        token: str | None,
+        token: str | LiveToken | None,
         public_reads: bool = False,
         allowed_hosts: Iterable[str] = (),
         body_limit: int = BODY_LIMIT,
@@ -168,7 +168,8 @@ class HttpGuard:
     ) -> None:
         self.app = app
         self.controller = controller
-        self.token = token
+        # A token read from its file follows the file (issue 12: --rotate works without a restart).
+        self.token = token if token is None or isinstance(token, LiveToken) else LiveToken(token)
         self.public_reads = public_reads
         self.allowed_hosts = frozenset(host_name(h) for h in allowed_hosts if h.strip())
         self.body_limit = body_limit
@@ -224,7 +225,7 @@ class HttpGuard:
         if self.token is not None and method not in READ_METHODS:
             auth = headers.get(b"authorization", b"")
             scheme, _, given = auth.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token.encode()):
+            if scheme.lower() != b"bearer" or not self.token.matches(given.strip()):
                 return (
                     401,
                     "control calls need 'Authorization: Bearer TOKEN'",
@@ -238,7 +239,7 @@ class HttpGuard:
         if self.token is None or self.public_reads or (client is not None and loopback(str(client[0]))):
             return True
         scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token.encode())
+        return scheme.lower() == b"bearer" and self.token.matches(given.strip())
 
     async def _stream(self, receive: Receive, send: Send) -> None:
         """``GET /api/v1/events``: one task per reader, frames encoded once per update, batched.
