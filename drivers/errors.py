@@ -13,9 +13,22 @@ bleak, OS errors) are translated at the driver boundary with ``raise ... from ex
     ├── CodecError                  bytes that do not form a valid frame
     │   ├── LocalProtocolError      our side built something invalid (a bug or a bad argument)
     │   └── RemoteProtocolError     the peer sent something invalid (a device quirk or line noise)
-    └── ConfigError                 a bad URL, option or setting; the message names key and value
+    ├── ConfigError                 a bad URL, option or setting; the message names key and value
+    │   ├── EnvelopeError           an envelope wider than S1 allows, or upside down (safety)
+    │   ├── HistoryError            the history cannot be opened or read (daemon.history)
+    │   └── ListenError             the HTTP address cannot be listened on (api.server)
+    ├── InputError                  a request that does not make sense: the message says why
+    │   ├── PlanError               a plan that cannot be parsed or breaks a limit (daemon.plans)
+    │   └── ExportError             an export format we do not write (daemon.export)
+    ├── StateError                  an action that does not fit the current state (HTTP 409)
+    │   ├── SessionError            a session action out of place; may name a rule (daemon.controller)
+    │   └── TimerError              the set timer asked to do what its phase does not allow
+    ├── BrokerError                 the MQTT broker cannot be reached or refused us (api.mqtt)
+    └── CliError                    a command-line failure reported as one line (api.cli)
+        └── DaemonUnreachable       no daemon answered at the URL
 
-This module must not import anything else of ours: every floor may import it.
+The command line catches ``TreadError`` alone. This module must not import anything else of ours:
+every floor may import it; the subclasses live beside the code that raises them.
 """
 
 from __future__ import annotations
@@ -63,3 +76,11 @@ class RemoteProtocolError(CodecError):
 
 class ConfigError(TreadError, ValueError):
     """A bad driver URL, option or setting. The message names the key, the value and what is allowed."""
+
+
+class InputError(TreadError, ValueError):
+    """A request that does not make sense (a plan, a command's arguments, a format)."""
+
+
+class StateError(TreadError, RuntimeError):
+    """An action that does not fit the current state (HTTP 409)."""
