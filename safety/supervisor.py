@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind
-from retrotread.drivers.units import Rounding, Speed
+from retrotread.drivers.units import KMH_PER_MPH, Rounding, Speed
 from retrotread.safety.envelope import Envelope, Grid
 from retrotread.safety.rules import Rule
 
@@ -40,6 +40,11 @@ OVERSPEED_SUSTAINED_S = 1.0
 OVERSPEED_INSTANT_MPH = 0.5  # S7: any sample above max + this
 RESPONSE_MPH = 0.1  # S7: the belt must come within this of its command
 RESPONSE_S = 5.0  # S7: within this long of a change
+# S7 unit check: a machine that takes or reports mph where it claims km/h (or the reverse) reads
+# 1.609 or 0.621 times its command once the belt has settled (../shared/docs/hardware.md).
+UNIT_SETTLE_S = 2.0  # the command unchanged this long: a 1 mph/s drive has reached it
+UNIT_CONFIRM_S = 1.0  # then every reading for this long inside the window (two FTMS samples at 1 Hz)
+UNIT_RATIO_TOL = 0.08  # the window: within 8 % of 1.609 or of 0.621
 STALE_MIN_S = 1.5  # S8: max(3 x the driver's period, this), capped at STALE_MAX_S
 STALE_MAX_S = 3.0
 UNCOMMANDED_MPH = 0.1  # S11: motion this far above where a stopped belt was
@@ -213,6 +218,8 @@ class Supervisor:
     _still_since: float | None = None
     _over_since: float | None = None
     _response_since: float | None = None
+    _setpoint_since: float | None = None  # when the device was last told a new speed (S7 unit check)
+    _unit_since: float | None = None  # first settled reading inside a unit-mismatch window (S7)
     _stopped_low_mph: float | None = None  # lowest speed seen since the belt was told to stop
     _seen_first_sample: bool = False
     _alerting: bool = False
@@ -392,6 +399,7 @@ class Supervisor:
         self.target = self.grid.snap(speed)
         first = self.grid.lowest
         self.setpoint = first
+        self._setpoint_changed(now)
         self._ramp_from, self._ramp_t0 = first, now
         self._stopping = None
         self._stopped_low_mph = None
@@ -441,6 +449,7 @@ class Supervisor:
         if self.target.mps < self.setpoint.mps:
             # Decreases are never rate-limited (S4).
             self.setpoint = self.target
+            self._setpoint_changed(now)
             self._response_since = now
             return Decision((DriveCommand(CommandKind.SET_SPEED, self.target),))
         self._ramp_from, self._ramp_t0 = self.setpoint, now
@@ -572,10 +581,52 @@ class Supervisor:
             self._stopped_low_mph = low
             if mph > low + UNCOMMANDED_MPH:
                 return d + self.trip(now, "uncommanded", Rule.S11, f"belt rose to {mph:.2f} mph with no command")
+        # S7: the unit check, once the command has settled.
+        if (mismatch := self._unit_check(mph, now)) is not None:
+            return d + self.trip(now, "unit-mismatch", Rule.S7, mismatch)
         # S7: the belt answered its command.
         if self._response_since is not None and abs(mph - self.setpoint.mph) <= RESPONSE_MPH:
             self._response_since = None
         return d
+
+    def _setpoint_changed(self, now: float) -> None:
+        self._setpoint_since = now
+        self._unit_since = None
+
+    def _unit_check(self, mph: float, now: float) -> str | None:
+        """S7: the detail of a unit mismatch, or ``None``. A honest belt reads about 1x its command."""
+        since = self._setpoint_since
+        commanded = self.setpoint.mph
+        if self.latch is not None or since is None or commanded <= STANDSTILL_MPH or now - since < UNIT_SETTLE_S:
+            self._unit_since = None
+            return None
+        ratio = mph / commanded
+        if abs(ratio / KMH_PER_MPH - 1) <= UNIT_RATIO_TOL:
+            high = True
+        elif abs(ratio * KMH_PER_MPH - 1) <= UNIT_RATIO_TOL:
+            high = False
+        else:
+            self._unit_since = None
+            return None
+        if self._unit_since is None:
+            self._unit_since = now
+        if now - self._unit_since < UNIT_CONFIRM_S:
+            return None
+        claims = self.caps.speed_grid.unit.quantity.label if self.caps is not None else "km/h"
+        other = "mph" if claims == "km/h" else "km/h"
+        # Reading 1.61 x on a km/h machine: it takes mph (the belt runs fast, readings honest).
+        # Reading 0.62 x on a km/h machine: it reports mph (the belt runs right, readings low).
+        # The other way round on a machine that claims mph (CSAFE).
+        takes = high == (claims == "km/h")
+        what = "takes speeds" if takes else "reports speeds"
+        seems = (
+            f"the machine seems to use {other} where it claims {claims} (it {what} in {other}): "
+            f"set unit={other.replace('/', '')} in the driver URL, or add the model to the quirk table"
+        )
+        return (
+            f"belt reads {mph:.2f} mph for a command of {commanded:.2f} mph (ratio {ratio:.3f}) "
+            f"for {now - self._unit_since:.1f} s after settling: {seems}"
+        )
 
     def _deadmill_alert(self, mph: float, now: float) -> Decision:
         limit = self.config.deadmill_alert_mph
@@ -628,6 +679,7 @@ class Supervisor:
         if step.mps <= self.setpoint.mps:
             return NOTHING
         self.setpoint = step
+        self._setpoint_changed(now)
         if self._response_since is None:
             self._response_since = now
         return Decision((DriveCommand(CommandKind.SET_SPEED, step),))

@@ -12,11 +12,58 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 
-from retrotread.drivers.units import MPS_PER_MPH, Speed
+from retrotread.drivers.units import KMH_PER_MPH, MPS_PER_MPH, Speed
 
 RUNAWAY_MPS2 = 0.5 * MPS_PER_MPH
 """A runaway motor (the ``runaway`` fault) gains half a mph per second past its command."""
+
+
+class Lie(Enum):
+    """A simulated machine whose speed unit is not the one it claims (../shared/docs/hardware.md).
+
+    ``lie=mph`` on a machine that claims km/h (FTMS; ``kmh`` on one that claims mph, CSAFE): it
+    takes and reports the other unit, so its readings agree with its commands while the belt runs
+    1.609 (or 0.621) times too fast. ``mph-in``/``kmh-in``: it takes the other unit and reports
+    honestly (Horizon 7.0AT reading Set Target Speed as mph). ``mph-out``/``kmh-out``: it takes
+    its commands right and reports in the other unit (Bowflex T9 reporting mph).
+    """
+
+    NONE = ""
+    MPH = "mph"
+    MPH_IN = "mph-in"
+    MPH_OUT = "mph-out"
+    KMH = "kmh"
+    KMH_IN = "kmh-in"
+    KMH_OUT = "kmh-out"
+
+    @classmethod
+    def parse(cls, raw: str, *, claims: str) -> Lie:
+        """``raw`` from a URL option; ``claims`` is the unit the machine says it uses (kmh or mph)."""
+        allowed = [m.value for m in cls if m.value and not m.value.startswith(claims)]
+        if raw == "":
+            return cls.NONE
+        if raw not in allowed:
+            raise ValueError(f"lie={raw!r}: allowed {', '.join(allowed)} (this machine claims {claims})")
+        return cls(raw)
+
+    @property
+    def factor(self) -> float:
+        """The true unit over the claimed one: 1.609 for a machine using mph where it claims km/h."""
+        if self is Lie.NONE:
+            return 1.0
+        return KMH_PER_MPH if self.value.startswith("mph") else 1 / KMH_PER_MPH
+
+    @property
+    def takes(self) -> float:
+        """Multiply a commanded speed by this for the belt's true speed."""
+        return self.factor if self.value in ("mph", "mph-in", "kmh", "kmh-in") else 1.0
+
+    @property
+    def reports(self) -> float:
+        """Multiply the belt's true speed by this for what the machine reports."""
+        return 1 / self.factor if self.value in ("mph", "mph-out", "kmh", "kmh-out") else 1.0
 
 
 @dataclass(frozen=True, slots=True)

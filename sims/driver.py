@@ -5,7 +5,9 @@ the measurement noise, default 0), ``fault`` (``KIND@SECONDS,...``, see ``sims.f
 (manual belts: the walker's pushing profile, ``MPH`` or ``MPH@S,...``, default 1.5), ``initial_mph``
 (the belt is already moving when the daemon connects), ``unit`` (``kmh`` for a 0.1 km/h grid like
 most FTMS machines, or ``mph`` for a 0.1 mph grid like CSAFE gym consoles), ``seed`` (noise),
-``trace`` (a file that gets one JSON line per command the simulated device receives).
+``trace`` (a file that gets one JSON line per command the simulated device receives), ``lie``
+(a machine whose unit is not the one it claims, ``sims.belt.Lie``: ``mph``, ``mph-in``, ``mph-out``
+on the default km/h grid, ``kmh``, ``kmh-in``, ``kmh-out`` with ``unit=mph``; the S7 unit check).
 
 Samples are taken on monotonic deadlines (``t0 + k / rate_hz``), never by summing sleeps.
 """
@@ -26,7 +28,7 @@ from retrotread.drivers.errors import CommandRejected, ConfigError, NotConnected
 from retrotread.drivers.registry import float_option
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
 from retrotread.drivers.units import Speed, SpeedGrid, SpeedUnit
-from retrotread.sims.belt import Belt, PushSegment, parse_push
+from retrotread.sims.belt import Belt, Lie, PushSegment, parse_push
 from retrotread.sims.faults import Fault, FaultKind, FaultSchedule, Recovery, parse_faults
 from retrotread.sims.link import FaultyLink
 
@@ -53,8 +55,10 @@ class SimBeltDriver(Driver):
         imperial_grid: bool = False,
         seed: int | None = None,
         trace_path: str | None = None,
+        lie: Lie = Lie.NONE,
     ) -> None:
         self.url = "sim://motorized" if motorized else "sim://manual"
+        self.lie = lie
         self.motorized = motorized
         self.rate_hz = rate_hz
         self.noise_mph = noise_mph
@@ -94,7 +98,7 @@ class SimBeltDriver(Driver):
         kind = url.netloc or url.path.strip("/")
         if kind not in ("motorized", "manual"):
             raise ConfigError(f"sim://{kind}: expected sim://motorized or sim://manual")
-        known = {"rate_hz", "noise_mph", "fault", "push", "initial_mph", "unit", "seed", "trace"}
+        known = {"rate_hz", "noise_mph", "fault", "push", "initial_mph", "unit", "seed", "trace", "lie"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"sim:// has no option {unknown[0]!r}; known: {', '.join(sorted(known))}")
@@ -105,6 +109,10 @@ class SimBeltDriver(Driver):
             push = parse_push(options.get("push", "1.5" if kind == "manual" else ""))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        try:
+            lie = Lie.parse(options.get("lie", ""), claims=unit)
+        except ValueError as exc:
+            raise ConfigError(f"sim:// option {exc}") from None
         seed = options.get("seed")
         if seed is not None and not seed.isdigit():
             raise ConfigError(f"sim:// option seed={seed!r}: expected a whole number")
@@ -118,6 +126,7 @@ class SimBeltDriver(Driver):
             imperial_grid=unit == "mph",
             seed=int(seed) if seed is not None else None,
             trace_path=options.get("trace"),
+            lie=lie,
         )
 
     @property
@@ -181,7 +190,7 @@ class SimBeltDriver(Driver):
 
     def _sample(self, now: float) -> BeltSample:
         belt = self._belt()
-        mph = Speed(belt.speed_mps).mph
+        mph = Speed(belt.speed_mps).mph * self.lie.reports
         if self.noise_mph and mph > 0:
             mph = max(0.0, mph + self._rng.gauss(0.0, self.noise_mph))
         return BeltSample(now, Speed.from_mph(mph), belt.incline_pct, belt.distance_m)
@@ -266,11 +275,11 @@ class SimBeltDriver(Driver):
 
     async def start(self, speed: Speed) -> None:
         belt = await self._command("start", speed.mph)
-        belt.command_mps = speed.mps
+        belt.command_mps = speed.mps * self.lie.takes
 
     async def set_speed(self, speed: Speed) -> None:
         belt = await self._command("speed", speed.mph)
-        belt.command_mps = speed.mps
+        belt.command_mps = speed.mps * self.lie.takes
 
     async def set_incline(self, incline_pct: float) -> None:
         belt = await self._command("incline", incline_pct)
