@@ -3,6 +3,12 @@
 Rendering only: it reads snapshots (as the JSON dicts of interfaces.md, so the same view serves the
 standalone deadmill timer and ``status --watch`` over SSE) and never decides anything. ``Keys``
 puts a terminal in cbreak mode and feeds single key presses to a callback on the event loop.
+
+One key map serves both views (``KEYMAP``) and each view shows its own keys from it, so what the
+screen says is what the keys do. Space and ``s`` mean EMERGENCY STOP wherever there is a motor
+(``status --watch``); the standalone deadmill view has no motor to stop (S13), so there space does
+nothing and pause is ``p``: a key that stops the belt in one view never merely pauses a timer in
+the other (issue 12).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import sys
 import termios
 import tty
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -22,7 +29,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from retrotread.daemon.events import Phase
+from retrotread.daemon.events import CueKind, Phase
 
 PHASE_STYLE: dict[str, str] = {
     Phase.COUNTDOWN: "yellow",
@@ -31,6 +38,51 @@ PHASE_STYLE: dict[str, str] = {
     Phase.DONE: "bold",
     Phase.ABORTED: "red",
 }
+
+
+@dataclass(frozen=True)
+class Binding:
+    keys: str  # each character is a key; letters match either case
+    action: str
+    label: str
+
+
+KEYMAP: dict[str, tuple[Binding, ...]] = {
+    # A daemon with a motor: space, the biggest key, is the stop (S5).
+    "watch": (Binding(" s", "estop", "space/s EMERGENCY STOP"), Binding("q", "quit", "q quit view")),
+    # No motor (S13): nothing to stop, and space is left unbound so it is never "just pause" here.
+    "deadmill": (Binding("p", "pause", "p pause/resume"), Binding("q", "end", "q end session")),
+}
+
+
+def key_action(view: str, ch: str) -> str | None:
+    """The action ``ch`` means in ``view`` (``KEYMAP``), or None."""
+    for b in KEYMAP[view]:
+        if ch in b.keys or ch.lower() in b.keys:
+            return b.action
+    return None
+
+
+def key_hint(view: str) -> str:
+    """The keys of ``view`` as the screen shows them."""
+    return " · ".join(b.label for b in KEYMAP[view])
+
+
+BELL_CUES = frozenset(
+    {CueKind.COUNTDOWN, CueKind.GO, CueKind.SET_DONE, CueKind.REST_ENDING, CueKind.SESSION_DONE, CueKind.STOP}
+)
+"""Cues that ring the terminal bell: the countdown and each change of set (cues.md), and a stop."""
+
+
+def cue_line(cue: Mapping[str, Any]) -> tuple[str, bool]:
+    """A cue (``{kind, text, set, remaining_s}``) as one line of its own, and whether it rings the bell."""
+    kind = str(cue.get("kind") or "")
+    text = str(cue.get("text") or kind or "cue")
+    where = f"set {cue['set']}" if cue.get("set") else ""
+    remaining = cue.get("remaining_s")
+    if isinstance(remaining, int | float) and not isinstance(remaining, bool):
+        where = f"{where}, {_fmt_time(float(remaining))} left" if where else f"{_fmt_time(float(remaining))} left"
+    return (f"cue: {text}" + (f" ({where})" if where else ""), kind in BELL_CUES)
 
 
 def _fmt_time(seconds: float) -> str:
@@ -80,6 +132,10 @@ def render_live(state: Mapping[str, Any], timer: Mapping[str, Any] | None, hint:
     return Panel(Group(*parts), title=title, expand=False)
 
 
+def _num(value: Any, fmt: str) -> str:
+    return f"{value:{fmt}}" if isinstance(value, int | float) and not isinstance(value, bool) else "–"
+
+
 def render_summary(sets: Sequence[Mapping[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for col in ("set", "work s", "distance m", "avg mph", "max mph", "outcome"):
@@ -88,9 +144,9 @@ def render_summary(sets: Sequence[Mapping[str, Any]], title: str) -> Table:
         table.add_row(
             str(s["set"]),
             f"{s['work_s']:.1f}",
-            f"{s['distance_m']:.1f}",
-            f"{s['avg_mph']:.2f}",
-            f"{s['max_mph']:.2f}",
+            _num(s.get("distance_m"), ".1f"),  # None: a timer-only set measured nothing; a dash, never 0
+            _num(s.get("avg_mph"), ".2f"),
+            _num(s.get("max_mph"), ".2f"),
             str(s["outcome"]),
         )
     return table

@@ -18,14 +18,17 @@ from retrotread.api.cli.calibrate import configure as configure_calibrate
 from retrotread.api.cli.client import cmd_estop, cmd_session, cmd_status
 from retrotread.api.cli.common import DEFAULT_URL, CliError
 from retrotread.api.cli.deadmill import cmd_deadmill
-from retrotread.api.cli.local import cmd_doctor, cmd_history, cmd_token
+from retrotread.api.cli.local import cmd_doctor, cmd_history, cmd_history_export, cmd_history_progress, cmd_token
 from retrotread.api.cli.serve import cmd_demo, cmd_mqtt, cmd_run
 from retrotread.api.cli.tools import cmd_decode, cmd_scan, cmd_sim_device
+from retrotread.api.termview import key_hint
 from retrotread.daemon.commands import SESSION_ACTIONS
-from retrotread.daemon.plans import PlanError
+from retrotread.daemon.export import FORMATS
 from retrotread.drivers.errors import TreadError
 
 __all__ = ["CliError", "main"]
+
+CONFIG_HELP = "TOML file (default /etc/retrotread/retrotread.toml if present)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,9 +42,13 @@ def _parser() -> argparse.ArgumentParser:
 
     def daemon_opts(sp: argparse.ArgumentParser, with_config: bool = True) -> None:
         if with_config:
-            sp.add_argument("--config", help="TOML file (default /etc/retrotread/retrotread.toml if present)")
+            sp.add_argument("--config", help=CONFIG_HELP)
         sp.add_argument("--driver", help="driver URL, e.g. sim://motorized, csafe:///dev/ttyUSB0")
-        sp.add_argument("--mode", choices=["reverse", "deadmill"])
+        sp.add_argument(
+            "--mode",
+            choices=["reverse", "deadmill"],
+            help="reverse: a motorized belt walked backward; deadmill: motor off, the walker pushes (S13)",
+        )
         sp.add_argument("--http", help="HOST:PORT for the API (default 127.0.0.1:8000)")
         sp.add_argument("--mqtt", help="mqtt://[user:pass@]host[:port] or 'none'")
 
@@ -53,32 +60,45 @@ def _parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_demo)
 
     def client_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--url", default=os.environ.get("RETROTREAD_URL", DEFAULT_URL), help="daemon URL")
+        sp.add_argument(
+            "--url",
+            default=os.environ.get("RETROTREAD_URL", DEFAULT_URL),
+            help=f"daemon URL (default $RETROTREAD_URL or {DEFAULT_URL})",
+        )
         sp.add_argument("--token-file", help="file holding the API token (or set RETROTREAD_TOKEN)")
         sp.add_argument("--config", help="TOML file, to find the token in its state_dir")
 
     sp = sub.add_parser("status", help="state of a running daemon")
     client_opts(sp)
-    sp.add_argument("--watch", action="store_true", help="live view; space or s = emergency stop, q = quit")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--watch", action="store_true", help=f"live view; keys: {key_hint('watch')}")
+    sp.add_argument("--json", action="store_true", help="the state as one JSON object")
     sp.set_defaults(func=cmd_status)
 
     sp = sub.add_parser("session", help="drive sessions on a running daemon")
     client_opts(sp)
-    sp.add_argument("action", choices=["start", "extend", *SESSION_ACTIONS])
+    sp.add_argument(
+        "action", choices=["start", "extend", *SESSION_ACTIONS], help="what to do with the session (start needs a PLAN)"
+    )
     sp.add_argument("plan", nargs="?", help="with start: a preset name or e.g. 3x60s/60s; with extend: e.g. 30s")
     sp.add_argument("--speed", type=float, help="belt speed for sets in reverse mode, mph")
     sp.set_defaults(func=cmd_session)
 
     sp = sub.add_parser("estop", help="emergency stop (or --reset) on a running daemon")
     client_opts(sp)
-    sp.add_argument("--reset", action="store_true")
-    sp.add_argument("--reason")
+    sp.add_argument(
+        "--reset", action="store_true", help="clear a latched stop (needs the token); the belt stays stopped"
+    )
+    sp.add_argument("--reason", help="why, for the log and the history (at most 200 characters are kept)")
     sp.set_defaults(func=cmd_estop)
 
-    sp = sub.add_parser("deadmill", help="time a deadmill session in the terminal, no daemon needed")
-    sp.add_argument("--config")
-    sp.add_argument("--driver", default="sim://manual")
+    sp = sub.add_parser(
+        "deadmill",
+        help=f"time a deadmill session in the terminal, no daemon needed (keys: {key_hint('deadmill')})",
+        description="Time a deadmill session in the terminal, no daemon needed. There is no motor (S13), so "
+        f"there is nothing to stop: space does nothing here. Keys: {key_hint('deadmill')}.",
+    )
+    sp.add_argument("--config", help=CONFIG_HELP)
+    sp.add_argument("--driver", default="sim://manual", help="driver URL of the belt sensor (default sim://manual)")
     sp.add_argument("--plan", default="deadmill", help="preset or e.g. 3x60s/60s (default: deadmill)")
     sp.add_argument("--json", action="store_true", help="print the session record as JSON at the end")
     sp.add_argument("--plain", action="store_true", help="plain lines instead of the live view")
@@ -98,33 +118,60 @@ def _parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_scan)
 
     sp = sub.add_parser("mqtt", help="MQTT housekeeping: forget removes a treadmill from the broker and Home Assistant")
-    sp.add_argument("action", choices=["forget"])
-    sp.add_argument("--config")
+    sp.add_argument("action", choices=["forget"], help="forget: remove this treadmill's retained topics")
+    sp.add_argument("--config", help=CONFIG_HELP)
     sp.add_argument("--mqtt", help="broker URL (default: mqtt.url from the config)")
     sp.add_argument("--id", help="treadmill id (default: daemon.id from the config)")
     sp.set_defaults(func=cmd_mqtt)
 
     sp = sub.add_parser("doctor", help="check config, devices, broker, token; say how to fix each")
-    sp.add_argument("--config")
+    sp.add_argument("--config", help=CONFIG_HELP)
     sp.set_defaults(func=cmd_doctor)
 
     sp = sub.add_parser("token", help="print the API token (made on first use), or --rotate it")
-    sp.add_argument("--config")
-    sp.add_argument("--rotate", action="store_true")
+    sp.add_argument("--config", help=CONFIG_HELP)
+    sp.add_argument(
+        "--rotate", action="store_true", help="make a new token; a running daemon takes it at once, the old one stops"
+    )
     sp.set_defaults(func=cmd_token)
 
-    sp = sub.add_parser("history", help="past sessions from the state directory (JSON, --csv, --weekly)")
-    sp.add_argument("--config")
-    sp.add_argument("--limit", type=int, default=100)
+    sp = sub.add_parser(
+        "history",
+        help="past sessions from the state directory: a table (--json, --csv), progress, export",
+        description="Past sessions, read from the state directory's history.sqlite3 (works while the daemon runs).",
+    )
+    sp.add_argument("--config", help=CONFIG_HELP)
+    sp.add_argument("--limit", type=int, default=100, help="the newest N sessions (default 100)")
     fmt = sp.add_mutually_exclusive_group()
-    fmt.add_argument("--csv", action="store_true", help="one row per set")
-    fmt.add_argument("--json", action="store_true", help="with --weekly: JSON instead of CSV")
+    fmt.add_argument("--csv", action="store_true", help="CSV, one row per set")
+    fmt.add_argument("--json", action="store_true", help="JSON, one session record a line")
     sp.add_argument("--weekly", action="store_true", help="sessions per week per plan")
-    sp.set_defaults(func=cmd_history)
+    sp.set_defaults(func=cmd_history, history_command=None)
+    hsub = sp.add_subparsers(dest="history_command", metavar="[progress|export]")
+    hp = hsub.add_parser("progress", help="strength, adherence and program position, as on the history page")
+    hp.add_argument("--config", help=CONFIG_HELP, default=argparse.SUPPRESS)
+    hp.add_argument("--json", action="store_true", help="the GET /api/v1/progress body", default=argparse.SUPPRESS)
+    hp.set_defaults(func=cmd_history_progress)
+    he = hsub.add_parser("export", help="one session as a FIT, TCX or CSV file")
+    he.add_argument("id", type=int, help="session id (the first column of `retrotread history`)")
+    he.add_argument("--format", choices=list(FORMATS), default="fit", help="file format (default fit)")
+    he.add_argument("-o", "--output", help="file to write (default retrotread-ID.FORMAT; - for stdout)")
+    he.add_argument("--config", help=CONFIG_HELP, default=argparse.SUPPRESS)
+    he.set_defaults(func=cmd_history_export)
 
-    sp = sub.add_parser("decode", help="decode frames to JSON, one line per frame")
-    sp.add_argument("kind", choices=["ftms-treadmill", "ftms-status", "ftms-control", "ftms-speed-range", "csafe"])
-    sp.add_argument("hex", nargs="+", help="hex frames, or - to read hex lines from stdin")
+    sp = sub.add_parser(
+        "decode",
+        help="decode a frame to JSON (several: one a line on stdin, or --each)",
+        description="Decode hex to JSON. The arguments are one frame however they are spaced "
+        "(decode csafe f1 a5 a5 f2); with - each line of stdin is a frame, with --each each argument is.",
+    )
+    sp.add_argument(
+        "kind",
+        choices=["ftms-treadmill", "ftms-status", "ftms-control", "ftms-speed-range", "csafe"],
+        help="what the bytes are",
+    )
+    sp.add_argument("hex", nargs="+", help="the frame's hex bytes (spaces and colons allowed), or - for stdin lines")
+    sp.add_argument("--each", action="store_true", help="each argument is a frame of its own")
     sp.set_defaults(func=cmd_decode)
     return p
 
@@ -142,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = args.func(args)
     except KeyboardInterrupt:
         code = 130
-    except (CliError, TreadError, PlanError) as exc:
+    except TreadError as exc:  # the one root: every product error says itself in one line
         if args.debug:
             raise
         print(f"retrotread: {exc}", file=sys.stderr)

@@ -29,6 +29,13 @@ def _client(args: argparse.Namespace) -> Any:
     return httpx.Client(base_url=args.url, headers=headers, timeout=5.0)
 
 
+def _unreachable(url: str, exc: Exception) -> str:
+    return (
+        f"cannot reach the daemon at {url} ({exc or type(exc).__name__}); start one with `retrotread run` "
+        "(or `retrotread demo` to try it on a simulated belt), or point --url / RETROTREAD_URL at it"
+    )
+
+
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
     import httpx
 
@@ -36,7 +43,7 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
         with _client(args) as client:
             resp = client.request(method, path, json=body)
     except httpx.HTTPError as exc:
-        raise DaemonUnreachable(f"cannot reach the daemon at {args.url}: {exc}; is `retrotread run` running?") from None
+        raise DaemonUnreachable(_unreachable(args.url, exc)) from None
     try:
         data = resp.json()
     except ValueError:
@@ -50,6 +57,41 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
     return data
 
 
+def _shown(value: Any, fmt: str = "", unit: str = "") -> str:
+    """A value as a person reads it: a dash for none (never Python's ``None``)."""
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, int | float) and not isinstance(value, bool) and fmt:
+        return f"{value:{fmt}}{unit}"
+    return f"{value}{unit}"
+
+
+def status_lines(state: dict[str, Any]) -> list[str]:
+    """``retrotread status``: the state in a few lines, nothing printed as Python."""
+    belt = state.get("belt") or {}
+    stop = state.get("stop") or {}
+    env = state.get("envelope_mph")
+    envelope = f"{env[0]:g}–{env[1]:g} mph" if isinstance(env, list | tuple) and len(env) == 2 else "–"
+    connected = "connected" if state.get("connected") else "DISCONNECTED"
+    lines = [
+        f"{_shown(state.get('id'))}: {_shown(state.get('mode'))} on {_shown(state.get('driver'))} ({connected})",
+        f"  belt {_shown(belt.get('speed_mph'), '.2f', ' mph')}, "
+        f"target {_shown(state.get('target_mph'), '.2f', ' mph')}, envelope {envelope}",
+    ]
+    if stop.get("latched"):
+        lines.append(f"  stop: LATCHED {_shown(stop.get('reason'))} ({_shown(stop.get('rule'))})")
+    else:
+        lines.append("  stop: clear")
+    if s := state.get("session"):
+        lines.append(
+            f"  session {_shown(s.get('id'))} {_shown(s.get('plan'))}: {_shown(s.get('phase'))} "
+            f"set {_shown(s.get('set'))}/{_shown(s.get('sets'))}, {_shown(s.get('remaining_s'), '.0f', ' s')} left"
+        )
+    else:
+        lines.append("  session: none")
+    return lines
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     if args.watch:
         return asyncio.run(_watch(args))
@@ -57,22 +99,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(state))
         return 0
-    belt = state.get("belt") or {}
-    stop = state["stop"]
-    print(
-        f"{state['id']}: {state['mode']} on {state['driver']} ({'connected' if state['connected'] else 'DISCONNECTED'})"
-    )
-    print(
-        f"  belt {belt.get('speed_mph', 0):.2f} mph, target {state.get('target_mph')}, "
-        f"envelope {state.get('envelope_mph')}"
-    )
-    print(
-        f"  stop: {'LATCHED ' + str(stop['reason']) + ' (' + str(stop['rule']) + ')' if stop['latched'] else 'clear'}"
-    )
-    if s := state.get("session"):
-        print(
-            f"  session {s['id']} {s['plan']}: {s['phase']} set {s['set']}/{s['sets']}, {s['remaining_s']:.0f} s left"
-        )
+    print("\n".join(status_lines(state)))
     return 0
 
 
@@ -81,7 +108,7 @@ async def _watch(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from retrotread.api.termview import keys, render_live
+    from retrotread.api.termview import cue_line, key_action, key_hint, keys, render_live
 
     headers = {"Authorization": f"Bearer {tok}"} if (tok := token_for(args)) else {}
     loop = asyncio.get_running_loop()
@@ -90,18 +117,29 @@ async def _watch(args: argparse.Namespace) -> int:
     state: dict[str, Any] = {}
     timer: dict[str, Any] | None = None
     async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=None) as client:
+        try:  # before the screen is taken: no daemon is one clear line, not "lost the daemon"
+            first = await client.get("/api/v1/state", timeout=5.0)
+        except httpx.HTTPError as exc:
+            raise DaemonUnreachable(_unreachable(args.url, exc)) from None
+        if first.status_code != 200:
+            raise CliError(f"refused ({first.status_code}): {first.text[:200]}")
+        state = first.json()
+        timer = state.get("session")
 
         def on_key(ch: str) -> None:
-            if ch in (" ", "s", "S"):
+            action = key_action("watch", ch)  # termview.KEYMAP: space/s is the stop (S5)
+            if action == "estop":
                 task = loop.create_task(client.post("/api/v1/estop", json={"reason": "keyboard"}))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
-            elif ch in ("q", "Q"):
+            elif action == "quit":
                 quit_.set()
 
         async def stream(live: Live) -> None:
             nonlocal state, timer
             async with client.stream("GET", "/api/v1/events") as resp:
+                if resp.status_code != 200:
+                    raise CliError(f"the event stream was refused ({resp.status_code})")
                 kind = ""
                 async for line in resp.aiter_lines():
                     if line.startswith("event:"):
@@ -113,7 +151,12 @@ async def _watch(args: argparse.Namespace) -> int:
                             timer = data.get("session")
                         elif kind == "timer":
                             timer = data if data.get("phase") in RUNNING_PHASES else None
-                        live.update(render_live(state, timer, "space/s EMERGENCY STOP · q quit"))
+                        elif kind == "cue" and isinstance(data, dict):
+                            text, bell = cue_line(data)
+                            live.console.print(text, markup=False, highlight=False)  # its own line, above the view
+                            if bell:
+                                live.console.bell()
+                        live.update(render_live(state, timer, key_hint("watch")))
 
         with keys(on_key), Live(console=Console(), refresh_per_second=8) as live:
             task = loop.create_task(stream(live))
@@ -129,8 +172,8 @@ async def _watch(args: argparse.Namespace) -> int:
                     await waiter
                 if pending:
                     await asyncio.wait(pending, timeout=2.0)
-            if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
-                raise CliError(f"lost the daemon at {args.url}: {exc}")
+            if task.done() and not task.cancelled() and (lost := task.exception()) is not None:
+                raise CliError(f"lost the daemon at {args.url} ({lost or type(lost).__name__}); is it still running?")
     return 0
 
 

@@ -16,7 +16,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEMO_DRIVER = "sim://motorized?noise_mph=0.01"
 
 
-class CliError(Exception):
+class CliError(TreadError):
     """A failure to report as one line, exit 1."""
 
 

@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
@@ -20,12 +20,16 @@ from retrotread.api.compose import build_controller, open_history
 from retrotread.daemon.commands import AbortCommand, PauseCommand, ResumeCommand, SessionCommand, describe_invalid
 from retrotread.daemon.config import Settings, load_settings
 from retrotread.daemon.events import EventKind
+from retrotread.daemon.hub import Kind
 from retrotread.daemon.snapshot import Event
 
 SHOWN_PLAIN = frozenset(
     {EventKind.SET_STARTED, EventKind.SET_COMPLETED, EventKind.SESSION_COMPLETED, EventKind.SESSION_ENDED}
 )
 """The events a plain (not a terminal) run prints, one line each."""
+
+WANTED: tuple[Kind, ...] = tuple(k for k in get_args(Kind) if k in ("state", "timer", "event", "cue"))
+"""The hub kinds this view reads; ``cue`` once the hub carries cues."""
 
 
 def cmd_deadmill(args: argparse.Namespace) -> int:
@@ -54,7 +58,7 @@ async def _deadmill(settings: Settings, command: SessionCommand, *, plain: bool)
     from rich.console import Console
     from rich.live import Live
 
-    from retrotread.api.termview import keys, render_live
+    from retrotread.api.termview import cue_line, key_action, key_hint, keys, render_live
 
     console = Console(stderr=True)
     async with build_controller(settings) as controller:
@@ -69,21 +73,23 @@ async def _deadmill(settings: Settings, command: SessionCommand, *, plain: bool)
             task.add_done_callback(actions.discard)
 
         def on_key(ch: str) -> None:
+            # termview.KEYMAP["deadmill"]: no motor here (S13), so space is unbound, never "pause".
             paused = controller.session_paused  # None: no session
-            if ch == " " and paused is not None:
+            action = key_action("deadmill", ch)
+            if action == "pause" and paused is not None:
                 act(controller.execute(ResumeCommand() if paused else PauseCommand(), "cli"))
-            elif ch in ("q", "Q"):
+            elif action == "end":
                 if paused is not None:
                     act(controller.execute(AbortCommand(), "cli"))
                 done.set()
 
-        sub = controller.hub.subscribe(("state", "timer", "event"))
+        sub = controller.hub.subscribe(WANTED)
         started = await controller.execute(command, "cli")
         if started.session is None:
             raise CliError(f"the session did not start: {started.error}")
         sid = started.session.id
         with keys(on_key) as interactive:
-            hint = "space pause/resume · q end session" if interactive else ""
+            hint = key_hint("deadmill") if interactive else ""
             live = None if plain else Live(console=console, refresh_per_second=8, transient=True)
             with live if live is not None else contextlib.nullcontext():
                 while not done.is_set():
@@ -96,6 +102,11 @@ async def _deadmill(settings: Settings, command: SessionCommand, *, plain: bool)
                     if live is not None:
                         live.update(render_live(snap, timer, hint))
                     ev = update.payload if update is not None else None
+                    if update is not None and str(update.kind) == "cue":
+                        text, bell = cue_line(_as_dict(update.payload))
+                        console.print(text, markup=False, highlight=False)  # above the live view, a line of its own
+                        if bell:
+                            console.bell()
                     if plain and isinstance(ev, Event) and ev.kind in SHOWN_PLAIN:
                         console.print(f"{ev.ts} {ev.kind} {ev.set or ''}".rstrip())
                     if controller.session_paused is None:
@@ -103,6 +114,13 @@ async def _deadmill(settings: Settings, command: SessionCommand, *, plain: bool)
         if actions:
             await asyncio.wait(actions, timeout=1.0)
         return controller.history.get(sid)
+
+
+def _as_dict(payload: Any) -> dict[str, Any]:
+    if hasattr(payload, "model_dump"):
+        out: dict[str, Any] = payload.model_dump(mode="json")
+        return out
+    return dict(payload) if isinstance(payload, dict) else {}
 
 
 # ------------------------------------------------------------------ client commands

@@ -14,7 +14,15 @@ from retrotread.drivers.errors import TreadError
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    lines: Sequence[str] = sys.stdin.read().splitlines() if args.hex == ["-"] else args.hex
+    # The arguments are ONE frame however they are spaced (``f1 a5 a5 f2``, issue 12); several
+    # frames come one a line on stdin (``-``) or one an argument with ``--each``.
+    lines: Sequence[str]
+    if args.hex == ["-"]:
+        lines = sys.stdin.read().splitlines()
+    elif args.each:
+        lines = args.hex
+    else:
+        lines = ["".join(args.hex)]
     status = 0
     for line in lines:
         text = line.strip().replace(" ", "").replace(":", "")
