@@ -15,6 +15,9 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from retrotread.daemon.cues import CueSettings
+from retrotread.daemon.events import CueKind
+from retrotread.daemon.plans import MAX_PHASE_S
 from retrotread.drivers.errors import ConfigError
 from retrotread.safety.envelope import REVERSE_MAX_MPH, REVERSE_MIN_MPH, Envelope, EnvelopeError
 
@@ -107,6 +110,28 @@ class SessionSection(_Section):
         return value
 
 
+class CuesSection(_Section):
+    enabled: list[CueKind] = Field(
+        default_factory=lambda: list(CueKind),
+        description="the cues said (docs/cues.md): countdown, go, halfway, remaining, set_done, ...",
+    )
+    remaining_s: list[float] = Field(
+        default_factory=lambda: [10.0], description="'remaining' cues this many seconds before a work set ends"
+    )
+
+    @field_validator("remaining_s")
+    @classmethod
+    def _leads(cls, value: list[float]) -> list[float]:
+        for lead in value:
+            if not (math.isfinite(lead) and 0 < lead <= MAX_PHASE_S):
+                raise ValueError(f"each lead time must be 0 < seconds <= {MAX_PHASE_S:g}")
+        return value
+
+    def settings(self, reverse: bool = False) -> CueSettings:
+        """What the set timer takes (``reverse``: the daemon drives the belt, "Belt starting.")."""
+        return CueSettings.of(self.enabled, self.remaining_s, reverse)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RETROTREAD_",
@@ -119,6 +144,7 @@ class Settings(BaseSettings):
     http: HttpSection = Field(default_factory=HttpSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
     session: SessionSection = Field(default_factory=SessionSection)
+    cues: CuesSection = Field(default_factory=CuesSection)
 
     @classmethod
     def settings_customise_sources(

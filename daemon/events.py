@@ -1,19 +1,44 @@
-"""The closed set of event kinds, in one spelling (snake_case), and the phase names.
+"""The closed set of event kinds and cue kinds, in one spelling (snake_case), and the phase names.
 
 Every event on the hub, on ``GET /api/v1/events``, on MQTT ``event`` and in the history carries one
 of these kinds. The supervisor (``safety/``) names its events in kebab-case (``overspeed-alert``,
 ``arm-refused``): the controller turns each into its kind here (``overspeed_alert``); a *reason*
 keeps the kebab-case spelling of safety.md (reason ``overspeed-alert`` under kind
 ``overspeed_alert``). docs/http.md lists the mapping.
+
+``Phase`` lives here (``daemon.timer`` re-exports it) so the timer can emit ``CueKind`` cues
+without an import cycle.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from retrotread.daemon.timer import Phase
+__all__ = ["RUNNING_PHASES", "CueKind", "EventKind", "Phase"]
 
-__all__ = ["RUNNING_PHASES", "EventKind", "Phase"]
+
+class Phase(StrEnum):
+    IDLE = "idle"  # no session: the timer published at start-up and after a session's end
+    COUNTDOWN = "countdown"
+    WORK = "work"
+    REST = "rest"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+class CueKind(StrEnum):
+    """The moments of a session a person hears (docs/cues.md), in one spelling."""
+
+    COUNTDOWN = "countdown"
+    GO = "go"
+    HALFWAY = "halfway"
+    REMAINING = "remaining"
+    SET_DONE = "set_done"
+    REST_ENDING = "rest_ending"
+    SESSION_DONE = "session_done"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    STOP = "stop"
 
 
 class EventKind(StrEnum):
