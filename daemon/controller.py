@@ -42,13 +42,15 @@ from retrotread.daemon.commands import (
     StartCommand,
     StopCommand,
 )
-from retrotread.daemon.events import EventKind
+from retrotread.daemon.cues import CueSettings, go_text, session_done_text, stop_cue
+from retrotread.daemon.events import CueKind, EventKind
 from retrotread.daemon.history import History, MemoryHistory
 from retrotread.daemon.hub import Hub
 from retrotread.daemon.plans import Plan
 from retrotread.daemon.session import RunningSession, SetStats
 from retrotread.daemon.snapshot import (
     BeltView,
+    Cue,
     Event,
     SessionView,
     SetOutcome,
@@ -58,7 +60,7 @@ from retrotread.daemon.snapshot import (
     Telemetry,
     iso,
 )
-from retrotread.daemon.timer import Boundary, Phase, SetTimer, TimerError
+from retrotread.daemon.timer import Boundary, Phase, SetTimer, TimerCue, TimerError
 from retrotread.drivers.base import Driver
 from retrotread.drivers.errors import DriverError
 from retrotread.drivers.types import BeltSample, DeviceEvent, DeviceEventKind
@@ -177,6 +179,9 @@ class Controller:
             raise
         self._runner = asyncio.create_task(self._run(), name=f"controller {self.id}")
         self.ready.set()
+        # Idle is a state: the first timer is "no session", so a retained timer an earlier process
+        # left ("done, set 3 of 3") is replaced and no face shows it as current (interfaces.md).
+        self.hub.publish("timer", SessionView.idle())
         self._publish_state(force=True)
         return self
 
@@ -362,6 +367,8 @@ class Controller:
     async def _timer_loop(self) -> None:
         while True:
             session = self.session
+            if session is not None:
+                self._publish_cues(session)  # said by a pause, resume or skip since the last pass
             wake = session.timer.next_wake(self.clock()) if session else None
             self._poke.clear()
             if wake is None:
@@ -375,8 +382,40 @@ class Controller:
                 continue
             for boundary in session.timer.advance(self.clock()):
                 await self._on_boundary(session, boundary)
+            # After the boundaries: "session complete" counts the last set's distance.
+            self._publish_cues(session)
             if self.session is session:
                 self._publish_timer()
+
+    def _publish_cues(self, session: RunningSession) -> None:
+        """The cues the session's timer said, in order, on the hub as ``cue`` (docs/cues.md)."""
+        try:
+            for cue in session.timer.take_cues():
+                self._publish_cue(session, cue)
+        except Exception as exc:  # publishing never ends a loop
+            self._contained("publish", exc)
+
+    def _publish_cue(self, session: RunningSession | None, cue: TimerCue, reason: str | None = None) -> None:
+        text = cue.text
+        if session is not None and cue.kind is CueKind.GO and cue.set_no is not None:
+            # The words follow the mode the belt is in, whatever the timer was told.
+            text = go_text(cue.set_no, session.plan.sets, self.mode is Mode.REVERSE)
+        elif session is not None and cue.kind is CueKind.SESSION_DONE:
+            measured = [r.distance_m for r in session.results if r.distance_m is not None]
+            # No distance when the session measured nothing (a timer only): never an invented one.
+            text = session_done_text(len(session.results), sum(measured) if measured else None)
+        self.hub.publish(
+            "cue",
+            Cue(
+                kind=cue.kind,
+                text=text,
+                set=cue.set_no,
+                remaining_s=None if cue.remaining_s is None else round(cue.remaining_s, 1),
+                ts=self._wall_at(cue.t),
+                session=session.id if session is not None else None,
+                reason=reason,
+            ),
+        )
 
     async def _nap(self, delay: float) -> None:
         """Until ``delay`` seconds pass (by the injected sleep) or the timer is poked."""
@@ -420,6 +459,7 @@ class Controller:
             )
             if kind is EventKind.ESTOP:
                 log.warning("EMERGENCY STOP (%s, %s) %s", ev.reason, ev.rule, ev.detail)
+                self._cue_stop(ev)
                 self._stopped_session = self.session.id if self.session is not None else None
                 if self.session is not None:
                     # A latched stop cuts the running set and ends the session.
@@ -434,6 +474,20 @@ class Controller:
                 log.error("FAULT %s (%s): %s", ev.reason, ev.rule, ev.detail)
         self._publish_state(force=True)
 
+    def _cue_stop(self, ev: SafetyEvent) -> None:
+        """Any latched stop is said, with its reason for the screen; first what the session's
+        timer said before it, so the cues stay in order."""
+        session = self.session
+        settings = session.timer.cue_settings if session is not None else CueSettings()
+        try:
+            if session is not None:
+                self._publish_cues(session)
+            if settings.on(CueKind.STOP):
+                seg = session.timer.current if session is not None else None
+                self._publish_cue(session, stop_cue(ev.t, seg.set_no if seg else None), ev.reason)
+        except Exception as exc:  # publishing never ends a loop
+            self._contained("publish", exc)
+
     def _pause_for_stop(self, ev: SafetyEvent) -> None:
         """A stop the plan did not make (S10 from the device, a face's stop, a rule) ends the belt's
         part of the session: paused, and nothing starts the belt until a person asks (S9)."""
@@ -445,10 +499,11 @@ class Controller:
             return
         now = self.clock()
         try:
-            session.timer.pause(now)
+            session.timer.pause(now, cue=True)
         except TimerError:
             return
         session.paused_at = now
+        self._publish_cues(session)
         what = f"{ev.reason} ({ev.rule.value})" if ev.rule else f"{ev.reason}"
         self._publish_event(
             Event(
@@ -860,8 +915,9 @@ class Controller:
         session = self._require_session()
         now = self.clock()
         if session.paused_at is None:
-            session.timer.pause(now)
+            session.timer.pause(now, cue=True)
             session.paused_at = now
+            self._publish_cues(session)
             if self.mode is Mode.REVERSE and session.belt_wanted:
                 await self.guard.request(Stop("session-paused"))
             self._publish_event(
@@ -884,7 +940,8 @@ class Controller:
             latch = self.supervisor.latch
             raise SessionError(f"emergency stop latched ({latch.reason}); reset it first", Rule.S6)
         now = self.clock()
-        session.timer.resume(now)
+        session.timer.resume(now, cue=True)
+        self._publish_cues(session)
         if session.stats is not None:
             session.stats.paused_s += now - session.paused_at
         session.paused_at = None

@@ -4,7 +4,9 @@ The controller publishes without ever waiting: each subscriber has a bounded bac
 subscriber that falls behind loses its oldest updates (counted), never slowing the safety loop.
 A coalescing subscriber (a network reader that may be slow) keeps only the latest ``state``,
 ``timer`` and ``telemetry``: its backlog never grows past what it has not seen yet.
-The latest update of each kind is kept, so a new subscriber starts from the current state.
+The latest state, timer and telemetry are kept, and a new subscriber starts from the state and
+timer; a finished session's timer (done, aborted) reaches those listening, but the one kept is the
+idle timer, so a reader that arrives later is never served a finished session as the current one.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from retrotread.daemon.snapshot import Event, SessionView, StateSnapshot, Telemetry
+from retrotread.daemon.events import RUNNING_PHASES, Phase
+from retrotread.daemon.snapshot import Cue, Event, SessionView, StateSnapshot, Telemetry
 
-Kind = Literal["state", "telemetry", "timer", "event"]
-Payload = StateSnapshot | Telemetry | SessionView | Event
+Kind = Literal["state", "telemetry", "timer", "event", "cue"]
+Payload = StateSnapshot | Telemetry | SessionView | Event | Cue
 """What the hub carries: the typed, immutable messages of daemon/snapshot.py (an event's kind is
 an ``EventKind``)."""
 
 COALESCED: frozenset[Kind] = frozenset({"state", "telemetry", "timer"})
-"""Kinds where only the latest matters to a reader that fell behind (events each count)."""
+"""Kinds where only the latest matters to a reader that fell behind (events and cues each count)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,9 @@ class Subscription:
             return await self._get()
 
 
-ALL_KINDS: frozenset[Kind] = frozenset({"state", "telemetry", "timer", "event"})
+ALL_KINDS: frozenset[Kind] = frozenset({"state", "telemetry", "timer", "event", "cue"})
+KEPT: frozenset[Kind] = frozenset({"state", "telemetry", "timer"})
+"""Kinds whose latest update is kept (an event or a cue is a moment: past it, it is gone)."""
 
 
 class Hub:
@@ -123,8 +128,9 @@ class Hub:
 
     def publish(self, kind: Kind, payload: Payload) -> None:
         update = Update(kind, payload)
-        if kind != "event":
-            self.latest[kind] = update
+        if kind in KEPT:
+            over = isinstance(payload, SessionView) and payload.phase not in (*RUNNING_PHASES, Phase.IDLE)
+            self.latest[kind] = Update(kind, SessionView.idle()) if over else update
         for sub in tuple(self._subs):
             sub.offer(update)
 

@@ -1,7 +1,7 @@
 """The immutable snapshots the controller publishes: the JSON contract of interfaces.md.
 
 ``StateSnapshot`` is the ``GET /api/v1/state`` body and the retained MQTT ``state`` payload;
-``SessionView`` is the ``session`` block and the MQTT ``timer`` payload. Frozen pydantic models,
+``SessionView`` is the ``session`` block and the MQTT ``timer`` payload; ``Cue`` a cue. Frozen pydantic models,
 so the faces serialize them and the OpenAPI schema documents them from one definition.
 """
 
@@ -12,8 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from retrotread.daemon.events import EventKind
-from retrotread.daemon.timer import Phase
+from retrotread.daemon.events import CueKind, EventKind, Phase
 
 
 class _Frozen(BaseModel):
@@ -42,14 +41,36 @@ class StopView(_Frozen):
 
 class SessionView(_Frozen):
     id: int
+    """0 only in the idle view: no session (the history numbers sessions from 1)."""
     plan: str
     phase: Phase
-    set: int
+    set: int | None
+    """None only in the idle view: no set."""
     sets: int
     remaining_s: float
     elapsed_s: float
     ends_at: str | None
     paused: bool = False
+
+    @classmethod
+    def idle(cls) -> SessionView:
+        """The timer with no session: published at start-up (it replaces a retained timer of an
+        earlier process) and kept as the latest once a session ends, so no face is ever served a
+        finished session as the current one (interfaces.md)."""
+        return cls(id=0, plan="", phase=Phase.IDLE, set=None, sets=0, remaining_s=0.0, elapsed_s=0.0, ends_at=None)
+
+
+class Cue(_Frozen):
+    """A moment a person hears (docs/cues.md): SSE ``event: cue``, MQTT ``BASE/cue``."""
+
+    kind: CueKind
+    text: str
+    set: int | None
+    remaining_s: float | None
+    ts: str
+    session: int | None = None
+    reason: str | None = None
+    """A ``stop`` cue's reason (safety.md's spelling), for the screen."""
 
 
 class StateSnapshot(_Frozen):
