@@ -96,6 +96,20 @@ class Page:
             {"width": width, "height": height, "deviceScaleFactor": scale, "mobile": mobile},
         )
 
+    def before_load(self, source: str) -> None:
+        """Run ``source`` in every document this page loads, before the page's own scripts (a spy on
+        the page's APIs: ``Page.addScriptToEvaluateOnNewDocument``)."""
+        self.send("Page.addScriptToEvaluateOnNewDocument", {"source": source})
+
+    def press(self, key: str) -> None:
+        """A real key press (down and up) as a keyboard, a presenter remote or a foot pedal sends it:
+        ``" "`` (space) or ``"Enter"``."""
+        named = {" ": ("Space", 32, " "), "Enter": ("Enter", 13, "\r")}
+        code, vk, text = named[key]
+        down: dict[str, Any] = {"type": "keyDown", "key": key, "code": code, "windowsVirtualKeyCode": vk, "text": text}
+        self.send("Input.dispatchKeyEvent", down)
+        self.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": key, "code": code, "windowsVirtualKeyCode": vk})
+
     def goto(self, url: str) -> None:
         answer = self.send("Page.navigate", {"url": url})
         if answer.get("errorText"):
@@ -183,18 +197,20 @@ class Page:
         """Choose an option of a <select>, firing ``change`` as a user's choice does."""
         self.on(selector, 'e.value = a0; e.dispatchEvent(new Event("change", {bubbles: true}));', value)
 
-    def screenshot(self, path: Path) -> None:
-        """A PNG of the whole page, not only the viewport."""
-        metrics = self.send("Page.getLayoutMetrics")
-        size = metrics.get("cssContentSize") or metrics["contentSize"]
-        shot = self.send(
-            "Page.captureScreenshot",
-            {
+    def screenshot(self, path: Path, *, whole: bool = True) -> None:
+        """A PNG of the whole page, or with ``whole=False`` of what the screen shows now (what a user
+        on a phone sees: a pinned element where it is pinned)."""
+        if whole:
+            metrics = self.send("Page.getLayoutMetrics")
+            size = metrics.get("cssContentSize") or metrics["contentSize"]
+            params: dict[str, Any] = {
                 "format": "png",
                 "captureBeyondViewport": True,
                 "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
-            },
-        )
+            }
+        else:
+            params = {"format": "png"}
+        shot = self.send("Page.captureScreenshot", params)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
 

@@ -5,6 +5,11 @@ Issue 7, acceptance 1: headless Chromium (Debian's, driven over the DevTools pro
 started from the page's own controls the countdown and the set number change on the page; the
 stop button latches the stop and the banner says so. The screenshot is kept in
 ``test-artifacts/dashboard.png``.
+
+Issue 12 (cues.md): on a 390x844 phone the page speaks a cue and plays its tone, holds the screen on,
+the timer fills a quarter of the screen, work and rest colour the whole card, STOP stays where it is
+when a banner appears, and a key press stops. Screenshots: ``test-artifacts/dashboard-{work,rest,
+latched}.png``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,24 @@ ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "api" / "static"
 ARTIFACTS = ROOT / "test-artifacts"
 SAFETY_LINE = "The treadmill's own safety key is the first stop. This page is an extra layer."
-IDS = ("timer", "set", "phase", "speed", "banner", "estop", "stop-state", "reset", "start", "pause", "abort")
+IDS = (
+    "timer",
+    "set",
+    "phase",
+    "speed",
+    "banner",
+    "estop",
+    "stop-state",
+    "reset",
+    "start",
+    "pause",
+    "abort",
+    "sound",
+    "sound-note",
+    "key-hint",
+    "history-link",
+    "last-session",
+)
 
 
 class _Refs(HTMLParser):
@@ -83,11 +105,40 @@ def _skip_without_chromium() -> None:
         pytest.skip("Debian's chromium is not installed (scripts/test installs it: apt-get install chromium)")
 
 
+# Spies on the browser APIs the page uses to be heard and to keep the screen on, installed before the
+# page's own script runs; each records the call and then makes it for real.
+SPIES = """
+window.__spy = {speak: [], tones: [], wake: [], vibrate: []};
+if (window.speechSynthesis) {
+  const speak = speechSynthesis.speak.bind(speechSynthesis);
+  speechSynthesis.speak = (u) => { __spy.speak.push(u.text); return speak(u); };
+}
+if (window.OscillatorNode) {
+  const start = OscillatorNode.prototype.start;
+  OscillatorNode.prototype.start = function (...a) {
+    __spy.tones.push({hz: this.frequency.value, state: this.context.state});
+    return start.apply(this, a);
+  };
+}
+if (navigator.wakeLock) {
+  const request = navigator.wakeLock.request.bind(navigator.wakeLock);
+  navigator.wakeLock.request = (type) => { __spy.wake.push(type); return request(type); };
+}
+if (navigator.vibrate) {
+  const vibrate = navigator.vibrate.bind(navigator);
+  navigator.vibrate = (p) => { __spy.vibrate.push(p); return vibrate(p); };
+}
+"""
+RECT = "const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height];"
+
+
 @contextmanager
-def _dashboard(d: Daemon, shot: str) -> Iterator[Page]:
-    """The page on a phone-sized screen; on a failure its screenshot is kept as ``shot``-failure.png."""
+def _dashboard(d: Daemon, shot: str, size: tuple[int, int] = (360, 800)) -> Iterator[Page]:
+    """The page on a phone-sized screen, the spies installed; on a failure its screenshot is kept as
+    ``shot``-failure.png."""
     with chromium() as page:
-        page.viewport(360, 800)
+        page.viewport(*size)
+        page.before_load(SPIES)
         page.goto(d.url + "/")
         page.wait_text("#link", r"^live$")
         try:
@@ -170,7 +221,11 @@ def test_dashboard_follows_a_session_and_latches_the_stop(tmp_path: Path) -> Non
         assert stop["latched"] is True
         assert stop["reason"] == "estop"
         assert f"({stop['rule']})" in banner
-        page.wait_text("#phase", r"^aborted$", within=5)
+        # The session is over: the card says so, and the session is a smaller summary apart (issue 12).
+        page.wait_text("#phase", r"^no session$", within=5)
+        last = page.wait_text("#last-session", r"^Last session #\d+ · 2x5s/3s · ", within=5)
+        assert re.search(r" · (stopped|aborted)( ·| at set)", last), last
+        assert page.on("#timer-card", "return e.classList.contains('idle');") is True
 
         # A refusal is shown, not dropped: a reset within 2 s of motion is refused with S6.
         page.click("#reset")
@@ -191,5 +246,101 @@ def test_dashboard_in_deadmill_mode_only_measures(tmp_path: Path) -> None:
         assert page.text("#mode") == "deadmill mode"
         assert page.evaluate("document.getElementById('band').hidden") is True
         assert page.visible("#estop")  # the stop is there in every mode
+        # A space typed into a field is text, not a stop; Enter anywhere else is a stop (a pedal).
+        page.select("#plan-select", "custom")
+        page.type_into("#custom-plan", "")
+        page.press(" ")
+        assert page.on("#custom-plan", "return e.value;") == " "
+        assert d.state()["stop"]["latched"] is False
+        page.on("#custom-plan", "e.blur();")
+        page.press("Enter")
+        page.wait_text("#banner", r"^EMERGENCY STOP LATCHED", within=5)
+        assert d.state()["stop"]["latched"] is True
         page.screenshot(ARTIFACTS / "dashboard-deadmill.png")
+        assert page.errors == [], page.errors
+
+
+def _top(page: Page) -> None:
+    """Back to the top of the page, as a phone shows it when opened."""
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for("window.scrollY === 0")
+
+
+@pytest.mark.slow
+def test_dashboard_is_heard_and_read_from_two_metres(tmp_path: Path) -> None:
+    """Issue 12, points 1 and 6, on a 390x844 phone against a real daemon: the cues are spoken and
+    toned once Start has unlocked sound, the screen is held on, the timer takes a quarter of the
+    screen, work and rest colour the whole card, STOP never moves, and space is a stop."""
+    _skip_without_chromium()
+    state_dir = tmp_path / "state"
+    args = ("--driver", "sim://motorized?rate_hz=20", "--mode", "reverse")
+    env = {"RETROTREAD_DAEMON__STATE_DIR": str(state_dir)}
+    with daemon(*args, env=env) as d, _dashboard(d, "dashboard-cues", (390, 844)) as page:
+        # Before any gesture the page says sound is off, and a toggle is there to turn it on.
+        assert page.text("#sound") == "Sound off"
+        assert page.visible("#sound-note")
+        assert "Sound is off" in (page.text("#sound-note") or "")
+        assert page.text("#key-hint") == "Space or Enter = STOP"
+        assert page.on("#history-link", "return e.getAttribute('href');") == "static/history.html"
+        assert d.http.get("/static/history.html").status_code == 200
+        # At rest: no session on the timer card.
+        assert page.text("#phase") == "no session"
+        assert page.on("#timer-card", "return e.classList.contains('idle');") is True
+        stop_at = page.on("#estop", RECT)
+
+        # The tap on Start is the gesture that unlocks sound.
+        page.select("#plan-select", "custom")
+        page.type_into("#custom-plan", "2x5s/3s")
+        page.click("#start")
+        _give_token_if_asked(page, state_dir)
+        page.wait_text("#set", r"^set 1 of 2$", within=10)
+        assert page.text("#sound") == "Sound on"
+        assert page.visible("#sound-note") is False
+
+        # A cue during the session is spoken and starts a tone (from a running AudioContext).
+        spoken = page.wait_for("__spy.speak.find((t) => /^Set 1 of 2/.test(t))", within=15)
+        assert "Set 1 of 2" in spoken
+        tones = page.evaluate("__spy.tones")
+        assert tones, "no tone was started for the cues"
+        assert any(t["state"] == "running" for t in tones), tones
+        assert page.wait_for("__spy.wake.length > 0 && __spy.wake", within=5) == ["screen"]
+
+        # Work: a timer a quarter of the screen high, the card in the work colour.
+        page.wait_text("#phase", r"^work$", within=10)
+        _top(page)
+        viewport = page.evaluate("window.innerHeight")
+        assert viewport == 844
+        timer_h = page.on("#timer", "return e.getBoundingClientRect().height;")
+        assert timer_h >= 0.25 * viewport, (timer_h, viewport)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        work_colour = page.on("#timer-card", "return getComputedStyle(e).backgroundColor;")
+        # The session's events are listed while it runs.
+        page.wait_text("#events", r"session started", within=5)
+        # The session controls are on the first screen with STOP and the timer.
+        pause = page.on("#pause", RECT)
+        assert pause[1] + pause[3] <= viewport, pause
+        page.screenshot(ARTIFACTS / "dashboard-work.png", whole=False)
+
+        # Scrolled to the bottom, STOP is still where it was.
+        page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+        page.wait_for("window.scrollY > 0")
+        assert page.on("#estop", RECT) == stop_at
+
+        page.wait_text("#phase", r"^rest$", within=15)
+        _top(page)
+        rest_colour = page.on("#timer-card", "return getComputedStyle(e).backgroundColor;")
+        assert rest_colour != work_colour
+        page.wait_for("__spy.speak.some((t) => /^Set 1 done/.test(t))", within=5)
+        page.screenshot(ARTIFACTS / "dashboard-rest.png", whole=False)
+
+        # Space on the page (a presenter remote, a foot pedal) latches the stop; the banner comes
+        # below STOP, which does not move.
+        assert page.visible("#banner") is False
+        page.press(" ")
+        page.wait_text("#banner", r"^EMERGENCY STOP LATCHED", within=5)
+        assert d.state()["stop"]["latched"] is True
+        _top(page)
+        assert page.on("#estop", RECT) == stop_at
+        page.wait_for("__spy.speak.some((t) => /^Emergency stop/.test(t))", within=5)
+        page.screenshot(ARTIFACTS / "dashboard-latched.png", whole=False)
         assert page.errors == [], page.errors

@@ -9,7 +9,6 @@ const TOKEN_KEY = "retrotread.token";
 const STALE_MS = 12000; // the daemon sends state at least every 5 s; silence this long means a dead stream
 const MPH_TO_KMH = 1.609344;
 let RUNNING = new Set(); // the phases of a session still going: from GET api/v1/plans, as the presets are
-let DONE = null; // the phase of a session that ran to its end (GET api/v1/plans)
 
 const $ = (id) => document.getElementById(id);
 
@@ -27,7 +26,9 @@ let retryMs = 1000;
 let retryTimer = 0;
 let pendingAction = null; // a control call waiting for the token
 let messageTimer = 0;
-const events = [];
+const events = []; // newest first: events and cues of this page's life, and the running session's past
+let seededSession = null; // the session whose history has been read into `events`
+let lastSummary = ""; // the last finished session, one line, from its view or GET api/v1/history
 
 // --- small helpers ----------------------------------------------------------------------------
 
@@ -223,7 +224,7 @@ function connect() {
       retryLater();
     }
   };
-  for (const kind of ["state", "telemetry", "timer", "event"]) {
+  for (const kind of ["state", "telemetry", "timer", "event", "cue"]) {
     es.addEventListener(kind, (e) => handle(kind, e.data));
   }
 }
@@ -323,6 +324,9 @@ function handle(kind, raw) {
     case "event":
       onEvent(msg);
       break;
+    case "cue":
+      onCue(msg);
+      break;
   }
 }
 
@@ -335,32 +339,117 @@ function onState(s) {
 }
 
 function onSession(view) {
-  if (view) {
-    session = RUNNING.has(view.phase) ? view : null;
+  const wasRunning = session !== null;
+  // An idle view (phase "idle", no session) or a finished one: the card says "no session".
+  if (view && RUNNING.has(view.phase)) {
+    session = view;
     lastSession = view;
+    if (seededSession !== view.id) seedEvents(view.id);
   } else {
     session = null;
+    if (view && view.phase !== "idle") lastSession = view;
   }
   sessionAt = performance.now();
+  if (wasRunning && session === null) loadLastSummary();
+  holdScreen();
 }
 
-function onEvent(ev) {
-  events.unshift(ev);
-  events.length = Math.min(events.length, 8);
+const EVENTS_SHOWN = 12;
+
+function addEvent(e) {
+  // Seen twice (the history, then the stream): once.
+  const key = e.kind + "|" + e.ts + "|" + (e.set || "") + "|" + (e.cue ? "cue" : "");
+  if (events.some((x) => x.key === key)) return;
+  events.push({ ...e, key });
+  events.sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0));
+  events.length = Math.min(events.length, EVENTS_SHOWN);
+}
+
+function renderEvents() {
   const list = $("events");
+  if (!events.length) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = session ? "session " + session.id + " running: nothing new yet" : "none yet";
+    list.replaceChildren(li);
+    return;
+  }
   list.replaceChildren(
     ...events.map((e) => {
       const li = document.createElement("li");
-      let text = localTime(e.ts) + " " + e.kind.replace(/_/g, " ");
-      if (e.set) text += " · set " + e.set;
-      if (e.reason) text += " — " + e.reason;
-      if (e.rule) text += " (" + e.rule + ")";
+      let text = localTime(e.ts) + " ";
+      if (e.cue) {
+        text += "cue: " + e.text;
+      } else {
+        text += e.kind.replace(/_/g, " ");
+        if (e.set) text += " · set " + e.set;
+        if (e.reason) text += " — " + e.reason;
+        if (e.rule) text += " (" + e.rule + ")";
+      }
       li.textContent = text;
-      if (e.kind === "estop" || e.kind === "fault") li.className = "stopish";
+      if (e.kind === "estop" || e.kind === "fault" || (e.cue && e.kind === "stop")) li.className = "stopish";
+      else if (e.cue) li.className = "cue";
       return li;
     }),
   );
+}
+
+function onEvent(ev) {
+  addEvent(ev);
+  renderEvents();
   if (ev.kind === "estop" || ev.kind === "reset") refreshState();
+}
+
+// A page opened mid-session has missed the session's start: its events so far are in the history.
+async function seedEvents(id) {
+  seededSession = id;
+  renderEvents();
+  let resp;
+  try {
+    resp = await fetch("api/v1/history/" + id, { headers: authHeaders(), cache: "no-store" });
+  } catch {
+    return;
+  }
+  if (!resp.ok) return; // not written yet, or reads need the token: the stream fills the list
+  let rec;
+  try {
+    rec = await resp.json();
+  } catch {
+    return;
+  }
+  for (const e of rec.events || []) addEvent(e);
+  renderEvents();
+}
+
+function summarize(rec) {
+  const done = (rec.sets || []).filter((x) => x.outcome === "completed").length;
+  let text = "Last session #" + rec.id + " · " + rec.plan + " · " + (rec.outcome || "unfinished");
+  text += " · " + done + " of " + rec.sets_planned + " sets";
+  const m = (rec.sets || []).reduce((sum, x) => sum + (x.distance_m || 0), 0);
+  if (m > 0) text += " · " + distance(m);
+  if (rec.started_at) text += " · " + localTime(rec.started_at);
+  return text;
+}
+
+async function loadLastSummary(tries = 3) {
+  let recs;
+  try {
+    const resp = await fetch("api/v1/history?limit=1", { headers: authHeaders(), cache: "no-store" });
+    if (!resp.ok) return; // reads need the token, or no history: the view's own summary stays
+    recs = await resp.json();
+  } catch {
+    return;
+  }
+  if (!recs.length) return;
+  if (lastSession && recs[0].id !== lastSession.id) {
+    // The session that just ended is not written yet: ask again shortly; meanwhile its view speaks.
+    lastSummary = "";
+    if (tries > 1) setTimeout(() => loadLastSummary(tries - 1), 1000);
+    renderTimer();
+    return;
+  }
+  lastSummary = summarize(recs[0]);
+  renderTimer();
 }
 
 // --- rendering ---------------------------------------------------------------------------------------
@@ -464,37 +553,59 @@ function renderSpeed() {
   }
 }
 
+function setDigits(text) {
+  // The digits are in a span so the stylesheet can draw them taller than wide.
+  const timer = $("timer");
+  let span = timer.firstElementChild;
+  if (!span) {
+    span = document.createElement("span");
+    timer.replaceChildren(span);
+  }
+  setText(span, text);
+}
+
 function renderTimer() {
-  const v = session || lastSession;
+  const card = $("timer-card");
   const phase = $("phase");
-  if (!v) {
+  const timer = $("timer");
+  const last = $("last-session");
+  if (session === null) {
+    // At rest: "no session", and the last one apart, smaller, never as if it were current.
     setText(phase, "no session");
     phase.className = "phase idle";
     setText($("plan"), "");
-    setText($("timer"), "0:00");
-    $("timer").className = "timer idle";
-    setText($("set"), "start one below");
+    setDigits("–:––");
+    timer.className = "timer idle";
+    setText($("set"), "choose a plan below");
     $("progress").style.width = "0%";
+    $("progress").className = "bar-fill";
+    card.className = "card timer-card idle";
+    let summary = lastSummary;
+    if (lastSession && !summary) {
+      summary = "Last session #" + lastSession.id + " · " + lastSession.plan + " · ";
+      summary += (RUNNING.has(lastSession.phase) ? "ended" : lastSession.phase) + " at set " + lastSession.set + " of " + lastSession.sets;
+    }
+    setText(last, summary);
+    last.hidden = !summary;
     return;
   }
-  const live = session !== null && !session.paused;
-  const running = session !== null;
-  const elapsedSince = live ? (performance.now() - sessionAt) / 1000 : 0;
-  const remaining = running ? Math.max(0, v.remaining_s - elapsedSince) : 0;
+  last.hidden = true;
+  const v = session;
+  const elapsedSince = v.paused ? 0 : (performance.now() - sessionAt) / 1000;
+  const remaining = Math.max(0, v.remaining_s - elapsedSince);
   const total = v.elapsed_s + v.remaining_s;
-  // A session the state says is gone, whose final timer update was missed, still reads as over.
-  const name = running ? v.phase : RUNNING.has(v.phase) ? "ended" : v.phase;
-  setText(phase, name + (running && v.paused ? " · paused" : ""));
-  phase.className = "phase " + name;
+  setText(phase, v.phase + (v.paused ? " · paused" : ""));
+  phase.className = "phase " + v.phase;
   setText($("plan"), v.plan);
-  const timer = $("timer");
-  setText(timer, clock(remaining));
-  timer.className = !running ? "timer idle" : v.paused ? "timer paused" : "timer";
+  const digits = clock(remaining);
+  setDigits(digits);
+  timer.className = "timer" + (v.paused ? " paused" : "") + (digits.length > 4 ? " long" : "");
+  card.className = "card timer-card " + (v.paused ? "paused" : v.phase);
   setText($("set"), "set " + v.set + " of " + v.sets);
-  const done = running ? (total > 0 ? (total - remaining) / total : 0) : v.phase === DONE ? 1 : 0;
+  const done = total > 0 ? (total - remaining) / total : 0;
   const bar = $("progress");
   bar.style.width = Math.round(done * 1000) / 10 + "%";
-  bar.className = "bar-fill " + name;
+  bar.className = "bar-fill " + v.phase;
 }
 
 function renderControls() {
@@ -504,6 +615,218 @@ function renderControls() {
   $("abort").disabled = session === null;
   $("start").disabled = session !== null;
   $("reset").disabled = snap !== null && !snap.stop.latched;
+  if (!events.length) renderEvents();
+  renderSound();
+}
+
+// --- cues: heard, felt, and the screen kept on (cues.md) ----------------------------------------
+//
+// A person walking backward must not look down: every cue is spoken, has its own tone, and
+// vibrates a phone. Browsers allow sound only after a gesture, so the first tap on Start or on the
+// sound button unlocks it; until then the page says that sound is off.
+
+const SOUND_KEY = "retrotread.sound"; // "off" when the user muted the page; kept across visits
+let audio = null; // the AudioContext, made on the first gesture
+let unlocked = false; // a gesture has allowed sound on this page
+let muted = false;
+let wakeLock = null; // the WakeLockSentinel while a session runs
+let wakeProblem = ""; // why the screen may still dim, shown on the page
+
+// Tones per kind: [frequency Hz, start s, length s]; the square wave is for the stop alarm.
+const TONES = {
+  countdown: [[880, 0, 0.12]],
+  go: [[660, 0, 0.15], [990, 0.18, 0.3]],
+  halfway: [[660, 0, 0.1], [660, 0.16, 0.1]],
+  remaining: [[770, 0, 0.08], [770, 0.14, 0.08], [770, 0.28, 0.08]],
+  set_done: [[523, 0, 1.2]],
+  rest_ending: [[440, 0, 0.25], [440, 0.4, 0.25]],
+  session_done: [[523, 0, 0.25], [659, 0.28, 0.25], [784, 0.56, 0.8]],
+  paused: [[392, 0, 0.3]],
+  resumed: [[523, 0, 0.3]],
+  stop: [[960, 0, 0.18], [640, 0.2, 0.18], [960, 0.4, 0.18], [640, 0.6, 0.18], [960, 0.8, 0.18], [640, 1.0, 0.18]],
+};
+const BUZZ = {
+  countdown: [80],
+  go: [300],
+  halfway: [80, 80, 80],
+  remaining: [80, 60, 80, 60, 80],
+  set_done: [700],
+  rest_ending: [150, 100, 150],
+  session_done: [300, 100, 300, 100, 600],
+  paused: [150],
+  resumed: [150],
+  stop: [400, 100, 400, 100, 400],
+};
+
+function soundAllowed() {
+  return unlocked && !muted;
+}
+
+function renderSound() {
+  const button = $("sound");
+  const on = soundAllowed();
+  setText(button, on ? "Sound on" : muted ? "Muted" : "Sound off");
+  button.className = "sound " + (on ? "on" : "off");
+  button.setAttribute("aria-pressed", String(on));
+  button.title = on ? "Mute the spoken cues and tones" : "Turn on the spoken cues and tones";
+  const note = $("sound-note");
+  let text = "";
+  if (muted) text = "Muted: cues are shown here but not spoken. Tap Muted to hear them.";
+  else if (!unlocked) text = "Sound is off until you tap Sound off or Start session: the cues are not heard.";
+  else if (!("speechSynthesis" in window)) text = "This browser cannot speak: cues are tones only.";
+  if (wakeProblem && session !== null) text += (text ? " " : "") + wakeProblem;
+  setText(note, text);
+  note.hidden = !text;
+}
+
+// Called from a gesture (a tap or a key): only then may an AudioContext start and speech begin.
+function unlockSound() {
+  if (muted) return;
+  try {
+    if (!audio) {
+      const Ctx = window.AudioContext || window.webkitAudioContext;
+      if (Ctx) audio = new Ctx();
+    }
+    if (audio && audio.state === "suspended") audio.resume().catch(() => {});
+  } catch {
+    audio = null;
+  }
+  if (!unlocked && "speechSynthesis" in window) {
+    // iOS speaks later only if it spoke inside a gesture once.
+    try {
+      const u = new SpeechSynthesisUtterance("Sound on.");
+      u.volume = 0.6;
+      window.speechSynthesis.speak(u);
+    } catch {
+      // no voice: tones still play
+    }
+  }
+  unlocked = true;
+  renderSound();
+}
+
+function toggleSound() {
+  if (soundAllowed()) {
+    muted = true;
+    if ("speechSynthesis" in window) window.speechSynthesis.cancel();
+  } else {
+    muted = false;
+    unlockSound();
+  }
+  try {
+    localStorage.setItem(SOUND_KEY, muted ? "off" : "on");
+  } catch {
+    // private mode: the choice lasts this visit
+  }
+  renderSound();
+}
+
+function tone(kind) {
+  const notes = TONES[kind];
+  if (!audio || !notes) return;
+  const t0 = audio.currentTime + 0.02;
+  for (const [freq, at, len] of notes) {
+    const osc = audio.createOscillator();
+    const gain = audio.createGain();
+    osc.type = kind === "stop" ? "square" : "sine";
+    osc.frequency.value = freq;
+    // A short ramp in and out: no click, and a long tone reads as long.
+    gain.gain.setValueAtTime(0, t0 + at);
+    gain.gain.linearRampToValueAtTime(kind === "stop" ? 0.35 : 0.5, t0 + at + 0.01);
+    gain.gain.setValueAtTime(kind === "stop" ? 0.35 : 0.5, t0 + at + len - 0.03);
+    gain.gain.linearRampToValueAtTime(0, t0 + at + len);
+    osc.connect(gain).connect(audio.destination);
+    osc.start(t0 + at);
+    osc.stop(t0 + at + len + 0.02);
+  }
+}
+
+function speak(text, kind) {
+  if (!text || !("speechSynthesis" in window)) return;
+  const synth = window.speechSynthesis;
+  // A late cue is worse than a cut one: the newest replaces whatever is still being said.
+  synth.cancel();
+  const u = new SpeechSynthesisUtterance(text);
+  u.rate = kind === "countdown" ? 1.2 : 1.05;
+  u.volume = 1;
+  synth.speak(u);
+}
+
+function onCue(cue) {
+  addEvent({ ...cue, cue: true });
+  renderEvents();
+  const line = $("cue-line");
+  setText(line, cue.text || "");
+  if (soundAllowed()) {
+    tone(cue.kind);
+    speak(cue.text, cue.kind);
+  }
+  if (!muted && typeof navigator.vibrate === "function" && BUZZ[cue.kind]) {
+    try {
+      navigator.vibrate(BUZZ[cue.kind]);
+    } catch {
+      // not allowed before a gesture: the tone and the voice still carry the cue
+    }
+  }
+  if (cue.kind === "stop") refreshState();
+}
+
+// The screen stays on while a session runs (paused too: the person is still on the belt).
+async function holdScreen() {
+  const want = session !== null;
+  if (!want) {
+    if (wakeLock) {
+      const lock = wakeLock;
+      wakeLock = null;
+      lock.release().catch(() => {});
+    }
+    return;
+  }
+  if (wakeLock || document.visibilityState !== "visible") return;
+  if (!("wakeLock" in navigator)) {
+    wakeProblem = "The screen may dim: keeping it on needs https or localhost.";
+    renderSound();
+    return;
+  }
+  try {
+    wakeLock = { release: () => Promise.resolve() }; // a placeholder while the request is out
+    const lock = await navigator.wakeLock.request("screen");
+    if (session === null) {
+      wakeLock = null;
+      lock.release().catch(() => {});
+      return;
+    }
+    wakeLock = lock;
+    wakeProblem = "";
+    // The browser drops the lock when the page is hidden; visibilitychange asks again.
+    lock.addEventListener("release", () => {
+      if (wakeLock === lock) wakeLock = null;
+    });
+  } catch (err) {
+    wakeLock = null;
+    wakeProblem = "The screen may dim (" + (err && err.name ? err.name : "wake lock refused") + ").";
+  }
+  renderSound();
+}
+
+// Space or Enter anywhere is an emergency stop: a presenter remote or a foot pedal that sends a key
+// becomes a hands-free stop. Not while typing in a field (a custom plan, the token).
+function isTyping(target) {
+  if (!(target instanceof Element)) return false;
+  if (target.isContentEditable) return true;
+  const tag = target.tagName;
+  return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT";
+}
+
+function onKey(e) {
+  if (e.key !== " " && e.key !== "Enter" && e.code !== "Space") return;
+  if (e.altKey || e.ctrlKey || e.metaKey || isTyping(e.target)) return;
+  // Before any focused button sees it: a pedal must stop, not press whatever has focus.
+  e.preventDefault();
+  e.stopPropagation();
+  if (e.repeat) return;
+  unlockSound();
+  emergencyStop();
 }
 
 // --- controls ---------------------------------------------------------------------------------------
@@ -524,6 +847,7 @@ async function emergencyStop() {
 
 function startSession(event) {
   event.preventDefault();
+  unlockSound(); // the tap on Start is the gesture that lets the cues be heard
   const choice = $("plan-select").value;
   const plan = choice === "custom" ? $("custom-plan").value.trim() : choice;
   if (!plan) {
@@ -556,7 +880,6 @@ async function loadPlans() {
       if (resp.ok) {
         const plans = await resp.json();
         RUNNING = new Set(plans.running);
-        DONE = plans.done;
         const select = $("plan-select");
         const custom = select.querySelector('option[value="custom"]');
         for (const p of plans.presets) {
@@ -596,6 +919,17 @@ async function init() {
   $("abort").addEventListener("click", () => control("Abort session", "api/v1/session/abort"));
   $("extend").addEventListener("click", () => control("30 s more", "api/v1/session/extend", { seconds: 30 }));
   $("token-box").addEventListener("submit", saveToken);
+  $("sound").addEventListener("click", toggleSound);
+  window.addEventListener("keydown", onKey, true);
+  document.addEventListener("visibilitychange", holdScreen);
+  try {
+    muted = localStorage.getItem(SOUND_KEY) === "off";
+  } catch {
+    muted = false;
+  }
+  renderSound();
+  renderEvents();
+  loadLastSummary();
   linkDown("connecting…");
   await loadPlans(); // before the stream: a session view is read with the daemon's phase names
   connect();
