@@ -54,3 +54,35 @@ def test_summary_has_a_row_per_set() -> None:
     row = {"set": 1, "work_s": 60.0, "distance_m": 41.5, "avg_mph": 1.55, "max_mph": 1.8, "outcome": "completed"}
     out = text(render_summary([row, {**row, "set": 2, "outcome": "aborted"}], "deadmill"))
     assert "41.5" in out and "completed" in out and "aborted" in out
+
+
+def test_one_key_map_space_stops_only_where_there_is_a_motor() -> None:
+    from retrotread.api.termview import key_action, key_hint
+
+    assert key_action("watch", " ") == key_action("watch", "S") == "estop"
+    assert key_action("watch", "q") == "quit"
+    assert key_action("deadmill", " ") is None  # no motor (S13): space never means "just pause"
+    assert key_action("deadmill", "s") is None
+    assert key_action("deadmill", "P") == "pause" and key_action("deadmill", "q") == "end"
+    assert "EMERGENCY STOP" in key_hint("watch") and "EMERGENCY" not in key_hint("deadmill")
+
+
+def test_cue_lines_and_the_bell() -> None:
+    from retrotread.api.termview import cue_line
+
+    assert cue_line({"kind": "countdown", "text": "3", "set": 1, "remaining_s": 3.0}) == (
+        "cue: 3 (set 1, 0:03 left)",
+        True,
+    )
+    assert cue_line({"kind": "set_done", "text": "Set 2 done", "set": 2, "remaining_s": None})[1] is True
+    assert cue_line({"kind": "halfway", "text": "Halfway", "set": 1, "remaining_s": 30}) == (
+        "cue: Halfway (set 1, 0:30 left)",
+        False,
+    )
+    assert cue_line({}) == ("cue: cue", False)  # a malformed cue is still one line, never a traceback
+
+
+def test_summary_of_a_timer_only_set_shows_dashes_not_zero() -> None:
+    row = {"set": 1, "work_s": 60.0, "distance_m": None, "avg_mph": None, "max_mph": None, "outcome": "completed"}
+    out = text(render_summary([row], "t"))
+    assert "–" in out and "None" not in out

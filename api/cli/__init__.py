@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_deadmill)
 
     sp = sub.add_parser("sim-device", help="serve a simulated serial device on a pseudo-terminal")
-    sp.add_argument("kind", choices=["csafe", "pulse"])
+    sp.add_argument("kind", choices=["csafe", "pulse"], help="csafe: a CSAFE console; pulse: the belt-sensor board")
     sp.add_argument("--link", required=True, help="symlink to create for the device, e.g. /tmp/ttyTREAD")
     sp.add_argument("--fault", help="faults, e.g. runaway@20,unplug@40")
     sp.add_argument("--push", help="pulse board: the walker's push profile, MPH or MPH@S,... (default 1.5)")
