@@ -152,3 +152,16 @@ def test_token_rotation_takes_effect_without_a_restart() -> None:
         # and the command line, which reads the token file, is not locked out
         status = run_cli("session", "abort", "--url", d.url, env=d.env)
         assert "401" not in status.stderr, status.stderr
+
+
+def test_a_token_file_others_can_write_is_not_adopted(tmp_path: Path) -> None:
+    """A rotation is followed; a token planted through a loosened file is not (the start-up rule)."""
+    from retrotread.daemon.auth import LiveToken, load_or_create_token, rotate_token
+
+    state = tmp_path / "state"
+    live = LiveToken(load_or_create_token(state))
+    new = rotate_token(state)
+    assert live.matches(new)
+    (state / "token").write_text("planted\n")
+    os.chmod(state / "token", 0o666)
+    assert not live.matches("planted") and live.matches(new)
