@@ -312,6 +312,11 @@ def test_dashboard_is_heard_and_read_from_two_metres(tmp_path: Path) -> None:
         assert viewport == 844
         timer_h = page.on("#timer", "return e.getBoundingClientRect().height;")
         assert timer_h >= 0.25 * viewport, (timer_h, viewport)
+        # The drawn digits (their box, as transformed) fill it, and all of them fit on the card.
+        digits = page.on("#timer > span", RECT)
+        assert digits[3] >= 0.25 * viewport, (digits, viewport)
+        card = page.on("#timer-card", RECT)
+        assert card[0] <= digits[0] and digits[0] + digits[2] <= card[0] + card[2], (digits, card)
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         work_colour = page.on("#timer-card", "return getComputedStyle(e).backgroundColor;")
         # The session's events are listed while it runs.
