@@ -108,7 +108,7 @@ def _skip_without_chromium() -> None:
 # Spies on the browser APIs the page uses to be heard and to keep the screen on, installed before the
 # page's own script runs; each records the call and then makes it for real.
 SPIES = """
-window.__spy = {speak: [], tones: [], wake: [], vibrate: []};
+window.__spy = {speak: [], tones: [], wake: [], locks: [], vibrate: []};
 if (window.speechSynthesis) {
   const speak = speechSynthesis.speak.bind(speechSynthesis);
   speechSynthesis.speak = (u) => { __spy.speak.push(u.text); return speak(u); };
@@ -122,7 +122,12 @@ if (window.OscillatorNode) {
 }
 if (navigator.wakeLock) {
   const request = navigator.wakeLock.request.bind(navigator.wakeLock);
-  navigator.wakeLock.request = (type) => { __spy.wake.push(type); return request(type); };
+  navigator.wakeLock.request = async (type) => {
+    __spy.wake.push(type);
+    const lock = await request(type);
+    __spy.locks.push(lock);
+    return lock;
+  };
 }
 if (navigator.vibrate) {
   const vibrate = navigator.vibrate.bind(navigator);
@@ -290,7 +295,7 @@ def test_dashboard_is_heard_and_read_from_two_metres(tmp_path: Path) -> None:
 
         # The tap on Start is the gesture that unlocks sound.
         page.select("#plan-select", "custom")
-        page.type_into("#custom-plan", "2x5s/3s")
+        page.type_into("#custom-plan", "2x6s/8s")
         page.click("#start")
         _give_token_if_asked(page, state_dir)
         page.wait_text("#set", r"^set 1 of 2$", within=10)
@@ -337,6 +342,12 @@ def test_dashboard_is_heard_and_read_from_two_metres(tmp_path: Path) -> None:
         assert rest_colour != work_colour
         page.wait_for("__spy.speak.some((t) => /^Set 1 done/.test(t))", within=5)
         page.screenshot(ARTIFACTS / "dashboard-rest.png", whole=False)
+        # The browser drops the lock when the page is hidden; the page asks again once it is in view
+        # (on visibilitychange, or on the next timer update while visible).
+        page.wait_for("__spy.locks.length === 1", within=5)
+        page.evaluate("__spy.locks[0].release()")
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        page.wait_for("__spy.wake.length === 2 && __spy.locks.length === 2", within=5)
 
         # Space on the page (a presenter remote, a foot pedal) latches the stop; the banner comes
         # below STOP, which does not move.
