@@ -71,6 +71,13 @@ def test_every_cue_kind_of_the_timer_at_its_moment_for_3x60s_60s() -> None:
     assert timer.finished
 
 
+def test_next_wake_wakes_for_a_cue_between_whole_seconds() -> None:
+    """A 61 s set's halfway is at 30.5 s: the 1 Hz ticks alone would say it half a second late."""
+    timer = SetTimer(parse_plan("1x61s,countdown=0s"), 0.0)
+    got = run(timer, 0.0, 40.0)
+    assert (30.5, 30.5, K.HALFWAY, "Halfway.") in got
+
+
 def test_the_cues_carry_the_set_they_are_about_and_what_is_left() -> None:
     timer = SetTimer(parse_plan("3x60s/60s"), 0.0)
     timer.advance(125.0)

@@ -125,3 +125,25 @@ def test_a_finished_session_is_never_served_as_the_current_timer() -> None:
             later.close()
         assert timers(frames)[0]["phase"] == "idle"
         assert d.state()["session"] is None
+
+
+def test_a_pause_a_resume_and_a_latched_stop_are_heard_in_order() -> None:
+    with daemon("--driver", "none", "--mode", "deadmill") as d:
+        tap = SseTap(d)
+        try:
+            assert d.post("/api/v1/session", {"plan": "1x60s,countdown=0s"}).status_code == 201
+            assert d.post("/api/v1/session/pause").status_code == 200
+            assert d.post("/api/v1/session/resume").status_code == 200
+            assert d.post("/api/v1/estop", {"reason": "fell"}).status_code < 300
+            frames = tap.wait(lambda f: any(c["kind"] == "stop" for c in cues(f)))
+        finally:
+            tap.close()
+    heard = [(c["kind"], c["text"]) for c in cues(frames)]
+    assert heard == [
+        ("go", "Set 1 of 1. Push."),
+        ("paused", "Paused."),
+        ("resumed", "Resumed."),
+        ("stop", "Emergency stop."),
+    ]
+    stop = cues(frames)[-1]
+    assert (stop["reason"], stop["set"]) == ("estop", 1)  # the latch's reason, safety.md's spelling
