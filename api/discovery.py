@@ -6,23 +6,49 @@ availability on ``retrotread/<id>/status``, and ``cmps`` (one entry per entity, 
 platform ``p`` and a ``unique_id``). The entities read the retained ``state`` and ``timer`` topics
 with templates over the JSON of interfaces.md and command through ``retrotread/<id>/cmd/<name>``.
 
+Home Assistant's rules, as its ``components/mqtt`` applies them (checked against Core 2025.4):
+
+- ``qos`` is on every component: a device-level ``qos`` is not among the options passed down to
+  the components (``schemas.py``, ``SHARED_OPTIONS``), so it would leave them at QoS 0.
+- A component left out of a later payload stays in Home Assistant and keeps working; only a
+  platform-only entry (``{"p": "button"}``) deletes it (``discovery.py``). So a component that was
+  published and is gone now is sent as such an entry once (``removed=``); ``published()`` reads
+  which components a payload really defines.
+- MQTT entities use ``has_entity_name``: an entity's name is shown after the device's name, so it
+  never repeats it.
+
+What the payload offers is decided by the mode, the driver and the control policy (S13, S16):
+a belt the daemon does not drive (deadmill mode, the ``none`` driver) gets no entity that drives or
+stops it; ``control = "stop"`` offers the stop and the emergency stop only; ``"full"`` adds the target
+speed, reset, a plan select and the session buttons (the broker's ACL is then the guard).
+
 This module must not do I/O, hold state, or decide anything a rule decides: the number's range is
-the envelope the snapshot reports (S1 is still enforced by the supervisor on every command), and
-controls that need the API token are left out when one is configured, because a token written
-into a retained discovery message would be readable by every client of the broker (S16).
+the envelope the snapshot reports (S1 is still enforced by the supervisor on every command).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from importlib import metadata
-from typing import Any
+from typing import Any, Literal
 
-from retrotread.daemon.events import Phase
+from retrotread.daemon.events import EventKind
+from retrotread.daemon.plans import PRESETS
 from retrotread.daemon.snapshot import StateSnapshot
+from retrotread.daemon.timer import Phase
 
 PACKAGE = "retrotread"
-PHASES = tuple(str(p) for p in Phase)  # Home Assistant's enum sensor: the daemon's own phase names
+QOS = 1
+Control = Literal["stop", "full"]
+CONTROLS: tuple[Control, ...] = ("stop", "full")
+IDLE = "idle"  # the timer's phase when no session runs (the idle timer published at start-up)
+PHASES = tuple(dict.fromkeys([IDLE, *(str(p) for p in Phase)]))  # the enum sensor's options
+REFUSED = "command_refused"  # the event the MQTT face publishes for a refused command
+CUE = "cue"  # the event the MQTT face publishes for a cue (cues.md), for the event entity
+EVENT_TYPES = tuple(dict.fromkeys([*(str(k) for k in EventKind), CUE, REFUSED]))
+DEFAULT_PLAN = "deadmill"  # what "Start session" runs before a plan is chosen
+UNKNOWN = "unknown"
 
 
 def discovery_topic(treadmill_id: str, discovery_prefix: str = "homeassistant") -> str:
@@ -37,34 +63,70 @@ def software_version() -> str:
 
 
 def project_url() -> str | None:
-    """The project's home page from the package metadata ([project.urls]), if it declares one."""
+    """Where users get help, from the package metadata ([project.urls]): an "Issues" or "Support"
+    entry first, then any other, then the home page; None if it declares none."""
     try:
         meta = metadata.metadata(PACKAGE)
     except metadata.PackageNotFoundError:
         return None
+    urls: list[tuple[str, str]] = []
     for entry in meta.get_all("Project-URL") or ():
-        _label, _, url = str(entry).partition(",")
+        label, _, url = str(entry).partition(",")
         if url.strip():
-            return url.strip()
+            urls.append((label.strip().lower(), url.strip()))
+    urls.sort(key=lambda lu: lu[0] not in ("issues", "support", "bug tracker"))
+    if urls:
+        return urls[0][1]
     for home in meta.get_all("Home-page") or ():
-        if home.strip():
+        if str(home).strip():
             return str(home).strip()
     return None
+
+
+def drives_belt(snapshot: StateSnapshot) -> bool:
+    """True when the daemon drives this belt: reverse mode on a real (or simulated) treadmill. In
+    deadmill mode and with the ``none`` driver it cannot stop a belt and must not pretend to (S13)."""
+    scheme = snapshot.driver.partition(":")[0]
+    return snapshot.mode == "reverse" and snapshot.envelope_mph is not None and scheme != "none"
+
+
+def published(config: Mapping[str, Any] | None) -> dict[str, str]:
+    """The components a discovery payload defines (key → platform), leaving out the platform-only
+    removal entries; {} for anything that is not a discovery payload."""
+    if not isinstance(config, Mapping):
+        return {}
+    cmps = config.get("cmps")
+    if not isinstance(cmps, Mapping):
+        return {}
+    out: dict[str, str] = {}
+    for key, entry in cmps.items():
+        platform = entry.get("p") if isinstance(entry, Mapping) else None
+        if isinstance(key, str) and isinstance(platform, str) and set(entry) - {"p", "platform"}:
+            out[key] = platform
+    return out
 
 
 def device_config(
     snapshot: StateSnapshot,
     *,
     base_topic: str,
-    token_required: bool = False,
+    control: Control = "stop",
+    removed: Mapping[str, str] | None = None,
+    maker: str | None = None,
+    model: str | None = None,
+    configuration_url: str | None = None,
     sw_version: str | None = None,
     support_url: str | None = None,
+    plans: Sequence[str] = tuple(PRESETS),
 ) -> dict[str, Any]:
     """The discovery payload for the treadmill ``snapshot`` describes, publishing under ``base_topic``.
 
-    ``token_required``: the daemon asks for the API token on MQTT commands, so the target-speed
-    number and the reset button (which would need it) are left out; the stop buttons never need it.
+    ``removed``: components published before (key → platform); those not offered now are sent as
+    platform-only entries so Home Assistant deletes them. ``maker``/``model``: the treadmill's own,
+    where the driver knows them ("unknown" otherwise). ``configuration_url``: the dashboard.
     """
+    if control not in CONTROLS:
+        raise ValueError(f"control {control!r}: one of {', '.join(CONTROLS)}")
     tid = snapshot.id
     version = sw_version or software_version()
     state_topic = f"{base_topic}/state"
@@ -74,11 +136,16 @@ def device_config(
     def uid(key: str) -> str:
         return f"retrotread_{tid}_{key}"
 
+    def button(name: str, topic: str, payload: Mapping[str, Any], icon: str) -> dict[str, Any]:
+        return {"p": "button", "name": name, "command_topic": topic, "payload_press": json.dumps(payload), "icon": icon}
+
+    def session_button(name: str, action: str, icon: str) -> dict[str, Any]:
+        return button(name, f"{cmd}/session", {"action": action}, icon)
+
     cmps: dict[str, dict[str, Any]] = {
         "belt_speed": {
             "p": "sensor",
             "name": "Belt speed",
-            "unique_id": uid("belt_speed"),
             "state_topic": state_topic,
             "device_class": "speed",
             "unit_of_measurement": "mph",
@@ -90,7 +157,6 @@ def device_config(
         "incline": {
             "p": "sensor",
             "name": "Incline",
-            "unique_id": uid("incline"),
             "state_topic": state_topic,
             "unit_of_measurement": "%",
             "state_class": "measurement",
@@ -100,7 +166,6 @@ def device_config(
         "distance": {
             "p": "sensor",
             "name": "Distance",
-            "unique_id": uid("distance"),
             "state_topic": state_topic,
             "device_class": "distance",
             "unit_of_measurement": "m",
@@ -111,120 +176,158 @@ def device_config(
         "moving": {
             "p": "binary_sensor",
             "name": "Belt moving",
-            "unique_id": uid("moving"),
             "state_topic": state_topic,
             "device_class": "moving",
             "value_template": "{{ 'ON' if value_json.belt and value_json.belt.moving else 'OFF' }}",
         },
         "stop_latched": {
             "p": "binary_sensor",
-            "name": "Emergency stop latched",
-            "unique_id": uid("stop_latched"),
+            "name": "Stop latched",
             "state_topic": state_topic,
             "device_class": "problem",
             "value_template": "{{ 'ON' if value_json.stop.latched else 'OFF' }}",
         },
-        "connected": {
+        "stop_reason": {
+            "p": "sensor",
+            "name": "Stop reason",
+            "state_topic": state_topic,
+            "icon": "mdi:alert-octagon",
+            # The reason with its rule, "uncommanded (S11)"; "none" while nothing is latched.
+            "value_template": "{% set s = value_json.stop %}{{ (s.reason or 'stopped') ~ "
+            "(' (' ~ s.rule ~ ')' if s.rule else '') if s.latched else 'none' }}",
+            "json_attributes_topic": state_topic,
+            "json_attributes_template": "{{ value_json.stop | tojson }}",
+        },
+        "link": {
             "p": "binary_sensor",
-            "name": "Treadmill link",
-            "unique_id": uid("connected"),
+            "name": "Link",
             "state_topic": state_topic,
             "device_class": "connectivity",
             "entity_category": "diagnostic",
             "value_template": "{{ 'ON' if value_json.connected else 'OFF' }}",
         },
-        "set_phase": {
+        "mode": {
             "p": "sensor",
-            "name": "Set phase",
-            "unique_id": uid("set_phase"),
+            "name": "Mode",
+            "state_topic": state_topic,
+            "device_class": "enum",
+            "options": ["reverse", "deadmill"],
+            "entity_category": "diagnostic",
+            "value_template": "{{ value_json.mode }}",
+        },
+        "session_phase": {
+            "p": "sensor",
+            "name": "Session phase",
             "state_topic": timer_topic,
             "device_class": "enum",
             "options": list(PHASES),
             "value_template": "{{ value_json.phase }}",
         },
-        "set_number": {
+        "set": {
             "p": "sensor",
             "name": "Set",
-            "unique_id": uid("set_number"),
             "state_topic": timer_topic,
-            "value_template": "{{ value_json.set }}",
+            "icon": "mdi:counter",
+            "value_template": "{{ '%d of %d' % (value_json.set, value_json.sets) "
+            "if value_json.sets and value_json.phase != 'idle' else 'None' }}",
         },
-        "set_remaining": {
+        "time_remaining": {
             "p": "sensor",
-            "name": "Set time remaining",
-            "unique_id": uid("set_remaining"),
+            "name": "Time remaining",
             "state_topic": timer_topic,
             "device_class": "duration",
             "unit_of_measurement": "s",
-            "value_template": "{{ value_json.remaining_s }}",
+            "suggested_display_precision": 0,
+            "value_template": "{{ value_json.remaining_s if value_json.phase != 'idle' else 'None' }}",
+        },
+        "session_ends_at": {
+            "p": "sensor",
+            "name": "Session ends at",
+            "state_topic": timer_topic,
+            "device_class": "timestamp",
+            "value_template": "{{ value_json.ends_at if value_json.ends_at else 'None' }}",
+        },
+        "events": {
+            "p": "event",
+            "name": "Events",
+            "state_topic": f"{base_topic}/event",
+            "event_types": list(EVENT_TYPES),
+            # Home Assistant's event entity wants "event_type"; the rest become its attributes.
+            "value_template": "{{ dict(value_json, event_type=value_json.kind) | tojson }}",
         },
     }
-    envelope = snapshot.envelope_mph
-    if envelope is not None:
-        # Only a belt we drive (reverse mode) gets controls: in deadmill mode the daemon cannot stop
-        # the belt and must not pretend to (S13).
-        cmps["emergency_stop"] = {
-            "p": "button",
-            "name": "Emergency stop",
-            "unique_id": uid("emergency_stop"),
-            "command_topic": f"{cmd}/estop",
-            "payload_press": json.dumps({"reason": "home-assistant"}),
-        }
-        cmps["stop"] = {
-            "p": "button",
-            "name": "Stop belt",
-            "unique_id": uid("stop"),
-            "command_topic": f"{cmd}/stop",
-            "payload_press": "{}",
-        }
-        if not token_required:
-            low, high = envelope
+    drives = drives_belt(snapshot)
+    if drives:
+        cmps["emergency_stop"] = button(
+            "Emergency stop", f"{cmd}/estop", {"reason": "home-assistant"}, "mdi:alert-octagon-outline"
+        )
+        cmps["stop"] = button("Stop belt", f"{cmd}/stop", {}, "mdi:stop")
+    if control == "full":
+        if drives and snapshot.envelope_mph is not None:
+            low, high = snapshot.envelope_mph
             cmps["target_speed"] = {
                 "p": "number",
                 "name": "Target speed",
-                "unique_id": uid("target_speed"),
                 "state_topic": state_topic,
                 "value_template": "{{ value_json.target_mph if value_json.target_mph is not none else 'None' }}",
                 "command_topic": f"{cmd}/speed",
                 "command_template": '{"speed_mph": {{ value }}}',
+                # With the speed device class, Home Assistant shows the number (and its min/max)
+                # in the user's unit, as it does the belt speed sensor: never mph beside km/h.
+                "device_class": "speed",
+                "unit_of_measurement": "mph",
                 "min": low,
                 "max": high,
-                "step": 0.1,
-                "unit_of_measurement": "mph",
+                "step": 0.05,
                 "mode": "box",
             }
-            cmps["reset"] = {
-                "p": "button",
-                "name": "Reset emergency stop",
-                "unique_id": uid("reset"),
-                "command_topic": f"{cmd}/reset",
-                "payload_press": "{}",
-            }
+            cmps["reset"] = button("Reset stop", f"{cmd}/reset", {}, "mdi:restore")
+        cmps["plan"] = {
+            "p": "select",
+            "name": "Plan",
+            # The choice is kept retained on BASE/plan, not a command: only the start button
+            # (a live command) starts anything (S16).
+            "state_topic": f"{base_topic}/plan",
+            "command_topic": f"{base_topic}/plan",
+            "retain": True,
+            "options": list(plans),
+            "icon": "mdi:format-list-numbered",
+        }
+        cmps["session_start"] = session_button("Start session", "start", "mdi:play")
+        cmps["session_pause"] = session_button("Pause session", "pause", "mdi:pause")
+        cmps["session_resume"] = session_button("Resume session", "resume", "mdi:play-pause")
+        cmps["session_skip"] = session_button("Skip phase", "skip", "mdi:skip-next")
+        cmps["session_abort"] = session_button("Abort session", "abort", "mdi:stop-circle-outline")
+    for key, entry in cmps.items():
+        entry["unique_id"] = uid(key)
+        entry["qos"] = QOS  # per component: a device-level qos is not passed down
+    for key, platform in (removed or {}).items():
+        if key not in cmps:
+            cmps[key] = {"p": platform}  # Home Assistant deletes it
     origin: dict[str, Any] = {"name": PACKAGE, "sw_version": version}
     url = support_url if support_url is not None else project_url()
     if url:
         origin["support_url"] = url
-    scheme = snapshot.driver.partition(":")[0] or "unknown"
+    device: dict[str, Any] = {
+        "identifiers": [f"retrotread_{tid}"],
+        "name": tid,
+        "manufacturer": maker or UNKNOWN,
+        "model": model or UNKNOWN,
+        "sw_version": version,
+    }
+    if configuration_url:
+        device["configuration_url"] = configuration_url
     return {
-        "dev": {
-            "identifiers": [f"retrotread_{tid}"],
-            "name": f"retrotread {tid}",
-            "manufacturer": PACKAGE,
-            "model": f"{scheme} treadmill, {snapshot.mode} mode",
-            "sw_version": version,
-        },
+        "dev": device,
         "o": origin,
         "availability_topic": f"{base_topic}/status",
         "payload_available": "online",
         "payload_not_available": "offline",
-        "qos": 1,
         "cmps": cmps,
     }
 
 
-def discovery_payload(
-    snapshot: StateSnapshot, *, base_topic: str, token_required: bool = False, support_url: str | None = None
-) -> bytes:
+def discovery_payload(snapshot: StateSnapshot, *, base_topic: str, **options: Any) -> bytes:
     """``device_config`` as the bytes to publish (retained)."""
-    config = device_config(snapshot, base_topic=base_topic, token_required=token_required, support_url=support_url)
+    config = device_config(snapshot, base_topic=base_topic, **options)
     return json.dumps(config, separators=(",", ":")).encode()

@@ -130,7 +130,9 @@ async def running(
     standstill_first: bool = False,
     **bridge: Any,
 ) -> AsyncIterator[tuple[Controller, MqttBridge]]:
-    """A controller on a simulated belt with its bridge, connected to the broker."""
+    """A controller on a simulated belt with its bridge, connected to the broker (with full
+    control unless the test says otherwise: most tests drive the belt over MQTT)."""
+    bridge.setdefault("control", "full")
     async with Controller(open_driver(driver), treadmill_id=tid, safety=SafetyConfig(mode=mode)) as controller:
         if standstill_first:
             await standing_still(controller)
@@ -194,14 +196,18 @@ async def test_status_state_telemetry_and_a_session_timer_with_events(broker: Mo
         phases = [(t["phase"], t["set"]) for t in timers]
         for n in (1, 2, 3):
             assert ("work", n) in phases
-        assert ("rest", 1) in phases and ("rest", 2) in phases and phases[-1][0] == "done"
+        # After "done" the timer goes back to idle (the idle view stays the latest once a session ends).
+        in_session = [p for p in phases if p[0] != "idle"]
+        assert ("rest", 1) in phases and ("rest", 2) in phases and in_session[-1][0] == "done"
         # Ticking: the remaining time counts down within a phase (published every second).
         work1 = [t["remaining_s"] for t in timers if (t["phase"], t["set"]) == ("work", 1)]
         assert work1 == sorted(work1, reverse=True)
         events = w.on(f"{base}/event")
         for kind in ("set_started", "set_completed"):
             assert sorted(e["set"] for e in events if e["kind"] == kind) == [1, 2, 3]
-        assert all({"kind", "rule", "reason", "ts"} <= set(e) for e in events)
+        assert all({"kind", "rule", "reason", "ts"} <= set(e) for e in events), [
+            e for e in events if not {"kind", "rule", "reason", "ts"} <= set(e)
+        ]
         assert controller.session is None
 
 
@@ -571,7 +577,7 @@ async def test_discovery_config_and_forget(broker: Mosquitto) -> None:
             assert number["command_topic"] == f"retrotread/{tid}/cmd/speed"
             assert cmps["emergency_stop"]["command_topic"] == f"retrotread/{tid}/cmd/estop"
             assert cmps["belt_speed"]["state_topic"] == f"retrotread/{tid}/state"
-            assert cmps["set_remaining"]["state_topic"] == f"retrotread/{tid}/timer"
+            assert cmps["time_remaining"]["state_topic"] == f"retrotread/{tid}/timer"
 
             await w.publish("homeassistant/status", b"online")
             _, again, _ = await w.wait(topic, since=1)
@@ -588,25 +594,55 @@ async def test_discovery_config_and_forget(broker: Mosquitto) -> None:
 # ------------------------------------------------------------------ more
 
 
-async def test_s16_token_needed_for_everything_but_the_stops(broker: Mosquitto) -> None:
+async def test_s16_control_stop_takes_only_the_stops_and_says_how_to_enable_the_rest(broker: Mosquitto) -> None:
+    """Issue 13 (2): with mqtt.control = "stop" (the default) only stop and estop are taken over
+    MQTT, and only those entities are offered; a refused command says how to enable it, on
+    cmd/result and as a command_refused event (the event entity reads BASE/event)."""
     base = "retrotread/tk"
-    async with running(broker, "tk", token="sesame") as (_controller, _):
-        async with watching(broker, f"{base}/cmd/result", "homeassistant/device/tk/config") as w:
-            _, _, config = await w.wait("homeassistant/device/tk/config")
-            assert "target_speed" not in config["cmps"] and "reset" not in config["cmps"]
-            assert "emergency_stop" in config["cmps"]
-            await w.publish(f"{base}/cmd/speed", json.dumps({"speed_mph": 1.0, "id": 1}))
-            refused = await w.result(1, base)
-            assert refused["ok"] is False and refused["rule"] == "S16"
-            await w.publish(f"{base}/cmd/speed", json.dumps({"speed_mph": 1.0, "id": 2, "token": "wrong"}))
-            assert (await w.result(2, base))["rule"] == "S16"
-            await w.publish(f"{base}/cmd/stop", json.dumps({"id": 3}))
-            assert (await w.result(3, base))["ok"] is True
-            await w.publish(f"{base}/cmd/estop", json.dumps({"id": 4}))
-            assert (await w.result(4, base))["ok"] is True
-            await w.publish(f"{base}/cmd/start", json.dumps({"speed_mph": 1.0, "id": 5, "token": "sesame"}))
-            passed = await w.result(5, base)
-            assert passed["ok"] is False and passed["rule"] == "S6"  # past the token, refused by the latch
+    config_topic = "homeassistant/device/tk/config"
+    async with running(broker, "tk", control="stop", token="ignored") as (_controller, mqtt):
+        assert mqtt.control == "stop"
+        async with watching(broker, f"{base}/cmd/result", f"{base}/event", config_topic) as w:
+            _, _, config = await w.wait(config_topic)
+            offered = {k for k, c in config["cmps"].items() if "command_topic" in c}
+            assert offered == {"emergency_stop", "stop"}
+            for i, (cmd, body) in enumerate(
+                [
+                    ("speed", {"speed_mph": 1.0}),
+                    ("start", {"speed_mph": 1.0}),
+                    ("reset", {}),
+                    ("session", {"plan": "deadmill"}),
+                ]
+            ):
+                await w.publish(f"{base}/cmd/{cmd}", json.dumps({**body, "id": i}))
+                refused = await w.result(i, base)
+                assert refused["ok"] is False and refused["rule"] == "S16", refused
+                assert 'mqtt.control = "full"' in refused["error"]
+                _, _, event = await w.wait(
+                    f"{base}/event", lambda e, c=cmd, n=i: e.get("kind") == "command_refused" and e.get("id") == n
+                )
+                assert event["cmd"] == cmd and event["reason"] == refused["error"] and event["rule"] == "S16"
+                assert set(event) >= {"kind", "rule", "reason", "ts"}
+            await w.publish(f"{base}/cmd/stop", json.dumps({"id": "s"}))
+            assert (await w.result("s", base))["ok"] is True
+            await w.publish(f"{base}/cmd/estop", json.dumps({"id": "e"}))
+            assert (await w.result("e", base))["ok"] is True
+
+
+async def test_s16_control_full_takes_every_command_without_a_token(broker: Mosquitto) -> None:
+    """Issue 13 (2): with "full" the broker's ACL is the guard: no token in the body (Home
+    Assistant could not send one), and the target speed, reset, plan and session controls are offered."""
+    base = "retrotread/tf"
+    config_topic = "homeassistant/device/tf/config"
+    async with running(broker, "tf", control="full", token="sesame") as (_controller, _):
+        async with watching(broker, f"{base}/cmd/result", config_topic) as w:
+            _, _, config = await w.wait(config_topic)
+            assert {"target_speed", "reset", "plan", "session_start", "session_abort"} <= set(config["cmps"])
+            await w.publish(f"{base}/cmd/estop", json.dumps({"id": 1}))
+            assert (await w.result(1, base))["ok"] is True
+            await w.publish(f"{base}/cmd/start", json.dumps({"speed_mph": 1.0, "id": 2}))
+            passed = await w.result(2, base)
+            assert passed["ok"] is False and passed["rule"] == "S6"  # past the policy, refused by the latch
 
 
 async def test_session_actions_and_bad_bodies_over_mqtt(broker: Mosquitto) -> None:

@@ -8,20 +8,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import hmac
 import json
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel
 
-from retrotread.api.discovery import discovery_payload
+from retrotread.api.discovery import (
+    CONTROLS,
+    CUE,
+    DEFAULT_PLAN,
+    REFUSED,
+    Control,
+    discovery_payload,
+    published,
+)
 from retrotread.api.mqtt.address import NO_DELAY, TIMEOUT_S, parse_broker_url
 from retrotread.api.mqtt.bodies import (
     COMMANDS,
@@ -37,7 +45,10 @@ from retrotread.api.mqtt.bodies import (
 from retrotread.api.mqtt.topics import Topics
 from retrotread.daemon.commands import EStopCommand, StopCommand
 from retrotread.daemon.controller import Controller
-from retrotread.daemon.hub import Kind, Subscription
+from retrotread.daemon.hub import Kind, Subscription, Update
+from retrotread.daemon.plans import PRESETS
+from retrotread.daemon.snapshot import SessionView, iso
+from retrotread.drivers.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +62,18 @@ UPDATES_WAITING = 256  # hub updates buffered for the broker; the oldest are dro
 INCOMING_WAITING = 1024  # messages aiomqtt holds for us before it discards new ones
 _UNSUPPORTED_PROTOCOL = (132, 1)  # CONNACK "unsupported protocol version" in MQTT 5, and in 3.1.1
 
-# hub kind → (topic leaf, QoS, retained)
-_ROUTES: dict[Kind, tuple[str, int, bool]] = {
+# hub kind → (topic leaf, QoS, retained); "cue" is the hub's cue kind (cues.md)
+_ROUTES: dict[str, tuple[str, int, bool]] = {
     "state": ("state", 1, True),
     "telemetry": ("telemetry", 0, False),
     "timer": ("timer", 1, True),
     "event": ("event", 1, False),
+    "cue": ("cue", 1, False),
 }
+_KINDS = cast("tuple[Kind, ...]", tuple(_ROUTES))
+# The timer published when the hub has none yet, so a retained timer left by an earlier process
+# ("done, set 2 of 3") never shows as the current session (interfaces.md, Home Assistant).
+IDLE_TIMER = SessionView.idle()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +82,7 @@ class _Outgoing:
     payload: bytes
     qos: int
     retain: bool
+    unless: str | None = None  # not sent if the hub has an update of this kind by then
 
 
 # ------------------------------------------------------------------ the bridge
@@ -106,12 +123,24 @@ class MqttBridge:
         backoff_initial_s: float = BACKOFF_INITIAL_S,
         backoff_max_s: float = BACKOFF_MAX_S,
         support_url: str | None = None,
+        control: Control | str = "stop",
+        dashboard_url: str | None = None,
     ) -> None:
+        """``control``: ``"stop"`` (only ``stop`` and ``estop`` are taken) or ``"full"`` (every
+        command; the broker's ACL is then the guard, S16). ``token`` is accepted for the callers
+        that still pass it and is not used: MQTT control is the ``control`` policy now, not the
+        HTTP token (a token in a retained discovery message would be every client's)."""
+        if control not in CONTROLS:
+            raise ConfigError(f"mqtt.control = {control!r}: allowed are {' or '.join(map(repr, CONTROLS))}")
         self.controller = controller
         self.broker = parse_broker_url(url)
         self.topics = Topics.of(controller.id, base_topic_prefix, discovery_prefix)
         self.client_id = client_id or f"retrotread-{controller.id}"
-        self._token = token or None
+        del token
+        self.control: Control = "full" if control == "full" else "stop"
+        self._dashboard_url = dashboard_url
+        self._known: dict[str, str] = {}  # discovery components published (key → platform)
+        self._plan: str | None = None  # the plan chosen on BASE/plan (full control)
         self._discovery = discovery
         self._support_url = support_url
         self._keepalive_s = keepalive_s
@@ -143,7 +172,7 @@ class MqttBridge:
         if self._entered:
             raise RuntimeError("an MqttBridge runs once; make a new one")
         self._entered = True
-        self._sub = self.controller.hub.subscribe(_ROUTES, maxsize=UPDATES_WAITING, replay=False)
+        self._sub = self.controller.hub.subscribe(_KINDS, maxsize=UPDATES_WAITING, replay=False)
         name = f"mqtt {self.controller.id}"
         self._helpers = [
             self._spawn(self._forward_updates(self._sub), f"{name}: updates"),
@@ -178,6 +207,8 @@ class MqttBridge:
                         if latest is not None:
                             leaf, qos, retain = _ROUTES[kind]
                             await client.publish(self.topics.leaf(leaf), _encode(latest.payload), qos, retain)
+                        elif kind == "timer":
+                            await client.publish(self.topics.timer, _encode(IDLE_TIMER), 1, True)
                     await client.publish(self.topics.status, b"offline", qos=1, retain=True)
             except (aiomqtt.MqttError, TimeoutError) as exc:
                 log.warning("MQTT: could not publish 'offline' (%s); the broker's will says it instead", exc)
@@ -327,10 +358,31 @@ class MqttBridge:
             await client.subscribe(self.topics.commands, qos=1)
         if self._discovery:
             await client.subscribe(self.topics.ha_status, qos=1)
+            # What an earlier process left (retained): components it published that we do not
+            # offer now are deleted as platform-only entries when it arrives (_on_old_discovery).
+            await self._subscribe_quietly(client, self.topics.discovery)
+        if self.control == "full":
+            await self._subscribe_quietly(client, self.topics.plan)
         await client.publish(self.topics.status, b"online", qos=1, retain=True)
+        # State and timer before anything reads them as current: a retained timer an earlier
+        # process left ("done, set 2 of 3") is replaced now, not when the pump gets to it.
+        for kind in ("state", "timer"):
+            latest = self.controller.hub.latest.get(kind)
+            if latest is not None:
+                await client.publish(self.topics.leaf(kind), _encode(latest.payload), 1, True)
+            elif kind == "timer":
+                await client.publish(self.topics.timer, _encode(IDLE_TIMER), 1, True)
         if self._discovery:
             item = self._discovery_message()
             await client.publish(item.topic, item.payload, item.qos, item.retain)
+
+    async def _subscribe_quietly(self, client: aiomqtt.Client, topic: str) -> None:
+        """Subscribe to a topic we also publish, without getting our own messages back (MQTT 5
+        no-local; on 3.1.1 they come back live, not retained, and are told apart by that)."""
+        if self._v5:
+            await client.subscribe(topic, options=SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True))
+        else:
+            await client.subscribe(topic, qos=1)
 
     def _resync(self) -> None:
         """Queue the latest state and timer behind anything already queued, so the pump re-publishes
@@ -342,15 +394,36 @@ class MqttBridge:
             latest = self.controller.hub.latest.get(kind)
             if latest is not None:
                 sub.offer(latest)
+            elif kind == "timer":
+                self._outbox.put_nowait(_Outgoing(self.topics.timer, _encode(IDLE_TIMER), 1, True, unless="timer"))
 
     def _discovery_message(self) -> _Outgoing:
-        payload = discovery_payload(
-            self.controller.snapshot(),
-            base_topic=self.topics.base,
-            token_required=self._token is not None,
-            support_url=self._support_url,
-        )
+        """The discovery config now; components published before and not offered now go in it as
+        platform-only entries, once (Home Assistant deletes a component only that way)."""
+        snapshot = self.controller.snapshot()
+        maker, model = _device_names(snapshot)
+        options: dict[str, Any] = {
+            "control": self.control,
+            "removed": self._known,
+            "maker": maker,
+            "model": model,
+            "configuration_url": self._dashboard_url,
+            "support_url": self._support_url,
+        }
+        payload = discovery_payload(snapshot, base_topic=self.topics.base, **options)
+        self._known = published(json.loads(payload))
         return _Outgoing(self.topics.discovery, payload, 1, True)
+
+    def _on_old_discovery(self, payload: bytes) -> None:
+        """The retained discovery config an earlier process (or connection) left."""
+        try:
+            before = published(json.loads(payload)) if payload.strip() else {}
+        except ValueError:
+            return
+        gone = {k: p for k, p in before.items() if k not in self._known}
+        if gone:
+            self._known = {**gone, **self._known}
+            self._outbox.put_nowait(self._discovery_message())
 
     # ------------------------------------------------------------------ out
 
@@ -363,6 +436,9 @@ class MqttBridge:
             # A failed publish means the link is going down; the link task reconnects and resyncs.
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(self.topics.leaf(leaf), _encode(update.payload), qos, retain)
+                if update.kind == CUE:
+                    # The event entity reads BASE/event only: the cue goes there too, as kind "cue".
+                    await client.publish(self.topics.leaf("event"), _cue_event(update), 1, False)
 
     async def _send_outbox(self) -> None:
         while True:
@@ -370,6 +446,8 @@ class MqttBridge:
             client = self._client
             if client is None:
                 continue  # nobody to tell; discovery is sent again on connect
+            if item.unless is not None and item.unless in self.controller.hub.latest:
+                continue  # a real one came meanwhile (the idle timer is only for when there is none)
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(item.topic, item.payload, item.qos, item.retain)
 
@@ -377,6 +455,17 @@ class MqttBridge:
         self.answered += 1
         payload = json.dumps(result, separators=(",", ":")).encode()
         self._outbox.put_nowait(_Outgoing(self.topics.result, payload, 1, False))
+        if not result.get("ok"):
+            # Nobody reads cmd/result in Home Assistant: a refusal is an event too, with its reason.
+            event = {
+                "kind": REFUSED,
+                "cmd": result.get("cmd"),
+                "id": result.get("id"),
+                "reason": result.get("error"),
+                "rule": result.get("rule"),
+                "ts": iso(time.time()),
+            }
+            self._outbox.put_nowait(_Outgoing(self.topics.leaf("event"), _json(event), 1, False))
 
     # ------------------------------------------------------------------ in
 
@@ -384,9 +473,18 @@ class MqttBridge:
         topic = message.topic.value
         payload = _as_bytes(message.payload)
         if topic == self.topics.ha_status:
-            # Home Assistant came back (its birth message): it has forgotten the device.
+            # Home Assistant came back (its birth message): it has forgotten the device, and its
+            # entities show nothing until state and timer come again.
             if not message.retain and payload.strip() == b"online" and self._discovery:
                 self._outbox.put_nowait(self._discovery_message())
+                self._resync()
+            return
+        if topic == self.topics.discovery:
+            if message.retain:
+                self._on_old_discovery(payload)
+            return
+        if topic == self.topics.plan:
+            self._choose_plan(payload)
             return
         if not topic.startswith(self.topics.cmd_prefix):
             return
@@ -435,12 +533,17 @@ class MqttBridge:
             cmd_id = peek_id(body) if body is not None else None
             if name not in COMMANDS:
                 raise Refused(f"unknown command {name[:64]!r}; one of {', '.join(COMMANDS)}")
+            if self.control != "full":  # S16: over MQTT only the stops (above) unless "full"
+                raise Refused(
+                    f'{name} over MQTT is off (mqtt.control = "stop" takes only stop and estop); '
+                    f'to allow it set mqtt.control = "full" and guard the broker with its ACL',
+                    "S16",
+                )
             if body is None:
                 raise unreadable
-            if self._token is not None:  # S16: every command but the stops (above) needs it
-                given = body.get("token")
-                if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self._token.encode()):
-                    raise Refused(f'{name} needs the API token as "token" in the body', "S16")
+            if name == "session" and body.get("action") == "start":
+                # The Home Assistant button: the plan chosen on BASE/plan, or the default one.
+                body = {k: v for k, v in body.items() if k != "action"} | {"plan": self._plan or DEFAULT_PLAN}
             command = parse_command(name, body)
             return reply_to(name, cmd_id, await self.controller.execute(command, "mqtt"))
         except Refused as refused:
@@ -448,6 +551,13 @@ class MqttBridge:
         except Exception as exc:
             log.exception("MQTT: command %s failed", name[:64])
             return reply(name, cmd_id, error=f"internal error: {type(exc).__name__}")
+
+    def _choose_plan(self, payload: bytes) -> None:
+        """A plan chosen on BASE/plan (Home Assistant's select): kept for the start button; a name
+        that is not a preset is ignored (the select offers only presets)."""
+        name = payload.strip()[:64].decode(errors="replace").strip('"')
+        if name in PRESETS:
+            self._plan = name
 
     async def _stop(self, name: str, payload: bytes) -> dict[str, Any]:
         """S5: the stop is latched (estop) and written to the device before a byte of the payload is
@@ -473,6 +583,32 @@ def _encode(payload: Any) -> bytes:
     if isinstance(payload, BaseModel):
         return payload.model_dump_json().encode()
     return json.dumps(payload).encode()
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _cue_event(update: Update) -> bytes:
+    """A cue as an event: kind "cue", the cue's own kind as "cue", its text, set and the rest of
+    the cue, and the event's ``rule`` and ``reason`` fields (a stop cue's reason)."""
+    cue = update.payload.model_dump(mode="json") if isinstance(update.payload, BaseModel) else dict(update.payload)
+    event = {"rule": None, "reason": None, **cue, "kind": CUE, "cue": cue.get("kind")}
+    return _json(event)
+
+
+def _device_names(snapshot: Any) -> tuple[str | None, str | None]:
+    """The treadmill's own maker and model, where the driver knows them (the snapshot's
+    ``device`` block of interfaces.md, when it has one)."""
+    device = getattr(snapshot, "device", None)
+    if device is None:
+        return None, None
+    if isinstance(device, BaseModel):
+        device = device.model_dump()
+    if not isinstance(device, dict):
+        return None, None
+    maker, model = device.get("maker"), device.get("model")
+    return (maker if isinstance(maker, str) and maker else None, model if isinstance(model, str) and model else None)
 
 
 def _as_bytes(payload: Any) -> bytes:

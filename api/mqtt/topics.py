@@ -47,6 +47,11 @@ class Topics:
         return f"{self.base}/timer"
 
     @property
+    def plan(self) -> str:
+        """The plan chosen in Home Assistant's select (retained; a choice, not a command)."""
+        return f"{self.base}/plan"
+
+    @property
     def commands(self) -> str:
         """The subscription filter for commands."""
         return f"{self.base}/cmd/+"

@@ -1,0 +1,284 @@
+"""The Home Assistant discovery payload, checked against the rules Home Assistant's MQTT
+integration applies (``homeassistant/components/mqtt``, Core 2025.4: ``discovery.py``,
+``schemas.py``, the platforms' schemas), written out in ``ha_rules`` below.
+
+The rules that matter and were got wrong before (issue 13): a device-level ``qos`` is not passed
+down to the components (it is not among ``SHARED_OPTIONS``), so each component needs its own; a
+component left out of a later payload stays in Home Assistant and keeps working, only a
+platform-only entry ``{"p": ...}`` deletes it; entity names are shown after the device name
+(``has_entity_name``), so they must not repeat it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from retrotread.api.discovery import (
+    EVENT_TYPES,
+    PHASES,
+    device_config,
+    discovery_payload,
+    drives_belt,
+    published,
+)
+from retrotread.daemon.plans import PRESETS
+from retrotread.daemon.snapshot import StateSnapshot, StopView
+
+BASE = "retrotread/gym-3"
+# homeassistant/components/mqtt/const.py SUPPORTED_COMPONENTS (the platforms we could use)
+SUPPORTED = {"binary_sensor", "button", "event", "number", "select", "sensor", "switch", "text", "update"}
+# schemas.py SHARED_OPTIONS: the only device-level options a component inherits
+SHARED_OPTIONS = {
+    "availability",
+    "availability_mode",
+    "availability_template",
+    "availability_topic",
+    "command_topic",
+    "payload_available",
+    "payload_not_available",
+    "state_topic",
+}
+# schemas.py DEVICE_DISCOVERY_SCHEMA (with its availability part), keys at the top level
+TOP_LEVEL = SHARED_OPTIONS | {"dev", "device", "o", "origin", "cmps", "components", "qos", "encoding"}
+DEVICE_KEYS = {
+    "identifiers",
+    "connections",
+    "manufacturer",
+    "model",
+    "model_id",
+    "name",
+    "hw_version",
+    "serial_number",
+    "sw_version",
+    "via_device",
+    "suggested_area",
+    "configuration_url",
+}
+
+
+def snapshot(
+    mode: str = "reverse", envelope: tuple[float, float] | None = (0.8, 1.2), driver: str = "csafe:///dev/ttyUSB0"
+) -> StateSnapshot:
+    return StateSnapshot(
+        id="gym-3",
+        mode=mode,  # type: ignore[arg-type]
+        driver=driver,
+        connected=True,
+        armed=True,
+        belt=None,
+        target_mph=None,
+        envelope_mph=envelope,
+        stop=StopView(latched=False),
+        session=None,
+        ts="2026-11-21T15:03:46.423Z",
+        seq=1,
+    )
+
+
+def _url(value: Any) -> bool:
+    parts = urlsplit(str(value))
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _topic(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and not set(value) & {"+", "#", "\0"}
+
+
+def ha_rules(config: dict[str, Any]) -> list[str]:
+    """What Home Assistant would reject or get wrong in a device discovery payload (empty: none)."""
+    bad: list[str] = []
+    if set(config) - TOP_LEVEL:
+        bad.append(f"top-level keys HA does not take: {sorted(set(config) - TOP_LEVEL)}")
+    if "qos" in config:
+        bad.append("device-level qos: HA does not pass it down to the components")
+    dev = config.get("dev", {})
+    if not dev.get("identifiers"):
+        bad.append("dev needs identifiers")
+    if set(dev) - DEVICE_KEYS:
+        bad.append(f"dev keys HA does not take: {sorted(set(dev) - DEVICE_KEYS)}")
+    if "configuration_url" in dev and not _url(dev["configuration_url"]):
+        bad.append("dev.configuration_url is not a URL")
+    origin = config.get("o", {})
+    if not origin.get("name"):
+        bad.append("o needs a name")
+    if set(origin) - {"name", "sw_version", "support_url"}:
+        bad.append(f"origin keys HA does not take: {sorted(set(origin) - {'name', 'sw_version', 'support_url'})}")
+    if "support_url" in origin and not _url(origin["support_url"]):
+        bad.append("o.support_url is not a URL")
+    device_name = str(dev.get("name", "")).lower()
+    uids: set[str] = set()
+    for key, c in config.get("cmps", {}).items():
+        where = f"cmps.{key}"
+        if c.get("p") not in SUPPORTED:
+            bad.append(f"{where}: platform {c.get('p')!r}")
+            continue
+        if set(c) == {"p"}:
+            continue  # a removal: HA deletes the component
+        if not c.get("unique_id") or c["unique_id"] in uids:
+            bad.append(f"{where}: unique_id missing or repeated")
+        uids.add(c.get("unique_id", ""))
+        if c.get("qos") not in (0, 1, 2):
+            bad.append(f"{where}: no qos of its own")
+        name = str(c.get("name") or "")
+        if (device_name and device_name in name.lower()) or "retrotread" in name.lower() or "treadmill" in name.lower():
+            bad.append(f"{where}: name {name!r} repeats the device (has_entity_name)")
+        for t in ("state_topic", "command_topic", "json_attributes_topic"):
+            if t in c and not _topic(c[t]):
+                bad.append(f"{where}: {t} {c[t]!r}")
+        p = c["p"]
+        if p in ("button", "number", "select") and "command_topic" not in c:
+            bad.append(f"{where}: a {p} needs a command_topic")
+        if p in ("sensor", "binary_sensor", "event") and "state_topic" not in c:
+            bad.append(f"{where}: a {p} needs a state_topic")
+        if p == "event" and not c.get("event_types"):
+            bad.append(f"{where}: an event needs event_types")
+        if p == "select" and not c.get("options"):
+            bad.append(f"{where}: a select needs options")
+        if p == "number" and not (c["min"] < c["max"]):
+            bad.append(f"{where}: min must be below max")
+        if c.get("device_class") == "enum" and not c.get("options"):
+            bad.append(f"{where}: an enum sensor needs options")
+        if c.get("device_class") == "enum" and ("unit_of_measurement" in c or "state_class" in c):
+            bad.append(f"{where}: an enum sensor takes no unit or state class")
+    return bad
+
+
+CASES = [
+    ("reverse", (0.8, 1.2), "csafe:///dev/ttyUSB0", "full"),
+    ("reverse", (0.8, 1.2), "csafe:///dev/ttyUSB0", "stop"),
+    ("deadmill", None, "pulse:///dev/ttyACM0", "full"),
+    ("deadmill", None, "pulse:///dev/ttyACM0", "stop"),
+    ("reverse", (0.8, 1.2), "none://", "full"),
+]
+
+
+@pytest.mark.parametrize(("mode", "envelope", "driver", "control"), CASES)
+def test_every_payload_follows_home_assistants_rules(
+    mode: str, envelope: tuple[float, float] | None, driver: str, control: str
+) -> None:
+    config = device_config(
+        snapshot(mode, envelope, driver),
+        base_topic=BASE,
+        control=control,  # type: ignore[arg-type]
+        configuration_url="http://gym-3.lan:8080/",
+        support_url="https://example.org/retrotread/issues",
+    )
+    assert ha_rules(config) == []
+    assert all(c["qos"] == 1 for c in config["cmps"].values())
+
+
+def test_what_the_user_always_gets() -> None:
+    """interfaces.md, Home Assistant: belt speed, distance, incline, moving, link, stop latched,
+    stop reason, session phase, set, time remaining, ends at, mode and the event entity."""
+    for mode, envelope, driver, control in CASES:
+        cmps = device_config(snapshot(mode, envelope, driver), base_topic=BASE, control=control)["cmps"]  # type: ignore[arg-type]
+        assert {
+            "belt_speed",
+            "distance",
+            "incline",
+            "moving",
+            "link",
+            "stop_latched",
+            "stop_reason",
+            "session_phase",
+            "set",
+            "time_remaining",
+            "session_ends_at",
+            "mode",
+            "events",
+        } <= set(cmps)
+    cmps = device_config(snapshot(), base_topic=BASE)["cmps"]
+    assert cmps["session_ends_at"]["device_class"] == "timestamp"
+    assert cmps["session_ends_at"]["state_topic"] == f"{BASE}/timer"
+    assert "idle" in cmps["session_phase"]["options"] and set(PHASES) == set(cmps["session_phase"]["options"])
+    assert "'%d of %d'" in cmps["set"]["value_template"]
+    events = cmps["events"]
+    assert events["p"] == "event" and events["state_topic"] == f"{BASE}/event"
+    assert {"estop", "set_started", "cue", "command_refused"} <= set(events["event_types"]) == set(EVENT_TYPES)
+    assert "json_attributes_topic" in cmps["stop_reason"]
+
+
+def test_control_stop_offers_only_the_stops() -> None:
+    cmps = device_config(snapshot(), base_topic=BASE, control="stop")["cmps"]
+    commanding = {k for k, c in cmps.items() if "command_topic" in c}
+    assert commanding == {"emergency_stop", "stop"}
+    assert cmps["emergency_stop"]["command_topic"] == f"{BASE}/cmd/estop"
+    assert json.loads(cmps["emergency_stop"]["payload_press"]) == {"reason": "home-assistant"}
+
+
+def test_control_full_offers_speed_reset_plan_and_the_session_buttons() -> None:
+    cmps = device_config(snapshot(envelope=(0.9, 1.1)), base_topic=BASE, control="full")["cmps"]
+    number = cmps["target_speed"]
+    assert (number["min"], number["max"]) == (0.9, 1.1)
+    # The speed device class: HA shows it (and its range) in the user's unit, as the speed sensor.
+    assert number["device_class"] == "speed" == cmps["belt_speed"]["device_class"]
+    assert number["unit_of_measurement"] == cmps["belt_speed"]["unit_of_measurement"] == "mph"
+    assert number["command_template"] == '{"speed_mph": {{ value }}}'
+    assert cmps["reset"]["command_topic"] == f"{BASE}/cmd/reset"
+    assert cmps["plan"]["options"] == list(PRESETS)
+    assert cmps["plan"]["command_topic"] == cmps["plan"]["state_topic"] == f"{BASE}/plan"
+    for action in ("start", "pause", "resume", "skip", "abort"):
+        button = cmps[f"session_{action}"]
+        assert button["command_topic"] == f"{BASE}/cmd/session"
+        assert json.loads(button["payload_press"]) == {"action": action}
+
+
+@pytest.mark.parametrize(
+    ("mode", "envelope", "driver"), [("deadmill", None, "pulse:///dev/ttyACM0"), ("reverse", (0.8, 1.2), "none://")]
+)
+def test_s13_deadmill_and_none_never_offer_to_drive_or_stop_the_belt(
+    mode: str, envelope: tuple[float, float] | None, driver: str
+) -> None:
+    snap = snapshot(mode, envelope, driver)
+    assert not drives_belt(snap)
+    for control in ("stop", "full"):
+        cmps = device_config(snap, base_topic=BASE, control=control)["cmps"]  # type: ignore[arg-type]
+        assert not {"emergency_stop", "stop", "target_speed", "reset"} & set(cmps)
+        assert not [c for c in cmps.values() if str(c.get("command_topic", "")).endswith(("/estop", "/stop", "/speed"))]
+
+
+def test_a_component_gone_is_sent_once_as_a_platform_only_entry() -> None:
+    """HA deletes a component only when it comes as ``{"p": platform}``; ``published`` reads what
+    a payload defines, so the entries it sends to delete are never deleted again."""
+    before = published(device_config(snapshot(), base_topic=BASE, control="full"))
+    assert before["emergency_stop"] == "button" and before["target_speed"] == "number"
+    now = device_config(snapshot("deadmill", None), base_topic=BASE, control="full", removed=before)
+    cmps = now["cmps"]
+    for key in ("emergency_stop", "stop", "reset"):
+        assert cmps[key] == {"p": "button"}
+    assert cmps["target_speed"] == {"p": "number"}
+    assert cmps["plan"]["p"] == "select" and len(cmps["plan"]) > 1  # still offered: not removed
+    assert ha_rules(now) == []
+    after = published(now)
+    assert not {"emergency_stop", "stop", "reset", "target_speed"} & set(after)
+    again = device_config(snapshot("deadmill", None), base_topic=BASE, control="full", removed=after)
+    assert not [k for k, c in again["cmps"].items() if set(c) == {"p"}]
+    assert published({"cmps": "x"}) == {} and published(None) == {}
+
+
+def test_the_device_is_the_treadmill_and_the_origin_is_us() -> None:
+    config = device_config(snapshot(), base_topic=BASE, support_url="https://example.org/help", sw_version="1.2.3")
+    dev = config["dev"]
+    assert dev["identifiers"] == ["retrotread_gym-3"] and dev["name"] == "gym-3"
+    assert (dev["manufacturer"], dev["model"], dev["sw_version"]) == ("unknown", "unknown", "1.2.3")
+    assert "configuration_url" not in dev
+    assert config["o"] == {"name": "retrotread", "sw_version": "1.2.3", "support_url": "https://example.org/help"}
+    known = device_config(
+        snapshot(), base_topic=BASE, maker="Life Fitness", model="95T", configuration_url="http://gym-3.lan:8080/"
+    )["dev"]
+    assert (known["manufacturer"], known["model"], known["configuration_url"]) == (
+        "Life Fitness",
+        "95T",
+        "http://gym-3.lan:8080/",
+    )
+    assert config["availability_topic"] == f"{BASE}/status"
+    assert json.loads(discovery_payload(snapshot(), base_topic=BASE)) == device_config(snapshot(), base_topic=BASE)
+
+
+def test_a_bad_control_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="control"):
+        device_config(snapshot(), base_topic=BASE, control="some")  # type: ignore[arg-type]
