@@ -9,6 +9,7 @@ from __future__ import annotations
 import grp
 import os
 import socket
+import ssl
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -129,6 +130,54 @@ def check_broker(settings: Settings) -> Iterator[Finding]:
         )
         return
     yield Finding("ok", f"mqtt broker {host}:{port} accepts connections")
+    if settings.mqtt.control == "full":
+        yield from check_anonymous(host, port, parts.scheme == "mqtts")
+
+
+def check_anonymous(host: str, port: int, tls: bool) -> Iterator[Finding]:
+    """S16: with mqtt.control = "full" the broker's ACL is the only guard on driving the belt, so a
+    broker that lets anonymous clients in lets anyone on the network drive it."""
+    accepted = _anonymous_accepted(host, port, tls)
+    if accepted is None:
+        yield Finding("warn", f'mqtt.control = "full": could not tell whether {host}:{port} admits anonymous clients')
+    elif accepted:
+        yield Finding(
+            "warn",
+            f'mqtt.control = "full" on a broker that admits anonymous clients ({host}:{port}): '
+            "anyone who reaches it can drive the belt",
+            "set allow_anonymous false with a password_file and an acl_file (only the daemon and Home "
+            'Assistant may write retrotread/+/cmd/#), or set mqtt.control = "stop"; see docs/home-assistant.md',
+        )
+    else:
+        yield Finding("ok", f'mqtt broker {host}:{port} refuses anonymous clients (mqtt.control = "full")')
+
+
+def _anonymous_accepted(host: str, port: int, tls: bool) -> bool | None:
+    """Whether the broker accepts an MQTT 3.1.1 CONNECT without user name or password (its CONNACK
+    return code 0), None when it cannot be told. The client disconnects at once; it publishes and
+    subscribes nothing."""
+    client_id = b"retrotread-doctor"
+    variable = b"\x00\x04MQTT\x04\x02\x00\x0a"  # protocol 3.1.1, clean session, keepalive 10 s
+    body = variable + len(client_id).to_bytes(2, "big") + client_id
+    connect = bytes([0x10, len(body)]) + body
+    try:
+        with socket.create_connection((host, port), timeout=2.0) as raw:
+            sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host) if tls else raw
+            sock.sendall(connect)
+            ack = b""
+            while len(ack) < 4:
+                chunk = sock.recv(4 - len(ack))
+                if not chunk:
+                    return False  # closed on us: not admitted
+                ack += chunk
+            if ack[0] != 0x20:
+                return None
+            if ack[3] == 0:
+                sock.sendall(b"\xe0\x00")  # DISCONNECT
+                return True
+            return False
+    except (OSError, ssl.SSLError):
+        return None
 
 
 def check_token(settings: Settings) -> Iterator[Finding]:
