@@ -9,7 +9,9 @@ BASE/status            yes     1    ``online``; the will and a clean shutdown le
 BASE/state             yes     1    the state snapshot, forwarded from the hub (on change, ≥ 1/5 s)
 BASE/telemetry         no      0    one sample
 BASE/timer             yes     1    the session block (phase changes and every second)
-BASE/event             no      1    events (estop, set_started, set_completed, ...)
+BASE/event             no      1    events (estop, set_started, ...), and ``cue`` and ``command_refused``
+BASE/cue               no      1    cues (``{"kind", "text", "set", "remaining_s", "ts", "session"}``)
+BASE/plan              yes     1    the plan chosen in Home Assistant's select (full control; a choice)
 BASE/cmd/<name>        (in)    1    ``estop`` ``reset`` ``start`` ``speed`` ``stop`` ``incline`` ``session`` ``extend``
 BASE/cmd/result        no      1    ``{"cmd", "id", "ok", "error", "rule"}`` for every command
 <ha>/device/<id>/config yes    1    Home Assistant discovery (``api.discovery``)
@@ -41,9 +43,20 @@ Decisions, and why:
   before it that are still waiting are answered "superseded" and dropped (they would either be
   refused by the latch or, for a reset, undo a stop sent after it). Every other command runs in
   arrival order on one worker, so a ``stop`` is never overtaken by an earlier ``start``.
-- Token (S16): when the daemon has an API token, every command but ``estop`` and ``stop`` needs it
-  as ``"token"`` in the body. Broker ACLs remain the first line; the token keeps the rule the same
-  on every face. Discovery then leaves out the controls that would need it.
+- Control policy (S16): ``control="stop"`` (``mqtt.control``, the default) takes only ``estop`` and
+  ``stop``; every other command is refused with a result saying how to enable it. ``"full"`` takes
+  every command, and the broker's ACL is then the guard (``doctor`` warns of an anonymous broker).
+  The HTTP token is not asked for over MQTT: Home Assistant could only send it from a retained,
+  readable discovery message. Discovery offers exactly the controls the policy takes.
+- A refused command is also published on ``BASE/event`` (kind ``command_refused``, with ``cmd``,
+  ``id``, ``reason`` and ``rule``): Home Assistant's event entity reads that topic, not ``cmd/result``.
+  Cues are published there too (kind ``cue``, the cue's own kind as ``cue``).
+- ``cmd/session`` ``{"action": "start"}`` (Home Assistant's start button) starts the plan last chosen
+  on ``BASE/plan``, or ``deadmill``.
+- Discovery components that were published (by this process or, read from the retained config,
+  an earlier one) and are not offered now are sent once as platform-only entries, so Home
+  Assistant deletes them. The state and timer are published at every connect before anything else
+  (the idle timer when there is no session), and again after Home Assistant's birth message.
 - The hub is drained all the time, connected or not: while away, telemetry and events are dropped
   and on each (re)connect the latest state and timer are re-published with ``online`` and the
   discovery config, so every retained topic is current again.
