@@ -19,7 +19,7 @@ from retrotread.drivers.errors import (
     Unsupported,
 )
 from retrotread.drivers.registry import BACKENDS, open_driver
-from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, DeviceInfo, Update
 from retrotread.drivers.units import KMH_PER_MPH, Rounding, Speed, SpeedGrid, SpeedUnit
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "DeviceAccessError",
     "DeviceEvent",
     "DeviceEventKind",
+    "DeviceInfo",
     "Driver",
     "DriverError",
     "LinkLost",

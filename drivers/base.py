@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import SplitResult
 
-from retrotread.drivers.types import Capabilities, Update
+from retrotread.drivers.types import Capabilities, DeviceInfo, Update
 from retrotread.drivers.units import Speed
 
 
@@ -34,6 +34,12 @@ class Driver(abc.ABC):
     reports_rejections: bool = False
     """True if the driver yields a REJECTED event itself when the device refuses a command, so the
     guard does not report the refusal a second time."""
+
+    @property
+    def device(self) -> DeviceInfo | None:
+        """What the machine said about itself (maker, model, firmware, counters), once it has;
+        ``None`` from drivers whose device says nothing (simulators, sensors)."""
+        return None
 
     @classmethod
     @abc.abstractmethod

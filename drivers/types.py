@@ -52,6 +52,38 @@ Update = BeltSample | DeviceEvent
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What the machine says about itself (hardware.md): FTMS Device Information, CSAFE GetVersion.
+
+    Every field is ``None`` where the machine does not answer. ``units`` is the unit system the
+    machine says it uses (``mph`` or ``km/h``), ``units_warning`` why that disagrees with the URL.
+    The counters are a gym operator's (hardware.md "What a gym operator reads from CSAFE").
+    """
+
+    maker: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    serial: str | None = None
+    units: str | None = None
+    units_warning: str | None = None
+    hours_of_use: float | None = None
+    odometer_m: float | None = None
+    error_code: int | None = None
+    service_code: int | None = None
+    quirks: tuple[str, ...] = ()
+    """The quirk-table entries applied to this machine, each naming its source."""
+
+    def to_json(self) -> dict[str, object]:
+        """Plain JSON for snapshots, MQTT attributes and doctor (``None`` fields left out)."""
+        out: dict[str, object] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if value is not None and value != ():
+                out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a device can do, as it reports it (FTMS 0x2AD4/0x2AD5) or as its driver knows it."""
 

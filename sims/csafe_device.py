@@ -24,6 +24,13 @@ Faults (``fault=KIND@SECONDS`` of interfaces.md, or ``strike()`` now):
 - ``ignore``: the console stops acknowledging commands: frames that carry any Set*/Go*/Reset are
   neither obeyed nor answered; frames of Get* commands alone are answered as before.
 
+``strict=True`` makes a strict console (hardware.md "CSAFE state machine"): GoHaveID only from
+Idle, GoInUse only from HaveID, and SetSpeed above 0 only in InUse; anything else is answered
+"rejected" and changes nothing. Stops (SetSpeed 0, GoFinished, GoIdle, GoReady, Reset) halt the belt
+in every state and are never refused; GoFinished outside InUse leaves the state as it is. ``lie`` (``sims.belt.Lie``)
+makes a console whose unit is not the one it claims: ``kmh-in`` on a console that says mph runs
+SetSpeed's number as km/h, ``kmh-out`` reports km/h as mph, ``kmh`` both (the S7 unit check).
+
 Every frame the console receives is recorded (``received``) with its monotonic receive time and its
 commands decoded, before any fault decides what to do with it, so tests and the bench see exactly
 what reached the device. ``pause_answers()``/``resume_answers()`` hold answers back (a slow console),
@@ -65,7 +72,7 @@ from retrotread.drivers.csafe.codec import (
 )
 from retrotread.drivers.errors import CodecError
 from retrotread.drivers.units import Speed
-from retrotread.sims.belt import Belt
+from retrotread.sims.belt import Belt, Lie
 from retrotread.sims.faults import Fault, FaultKind, Recovery
 from retrotread.sims.link import Manipulator, cycle, flip, prefix, suffix
 from retrotread.sims.pty import PtyDevice, TraceSink
@@ -168,9 +175,15 @@ class CsafeDevice(PtyDevice):
         faults: Sequence[Fault] = (),
         speed_unit: Unit = Unit.MPH_HUNDREDTHS,
         trace: TraceSink | None = None,
+        strict: bool = False,
+        lie: Lie = Lie.NONE,
     ) -> None:
         super().__init__(link, faults=faults, trace=trace, garbage=garbage())
         self.speed_unit = speed_unit
+        self.strict = strict
+        self.lie = lie
+        self.refused_walk: list[str] = []
+        """What a strict console refused: ``"GoInUse in Idle"``, ``"SetSpeed in Ready"`` ..."""
         self.belt = Belt(motorized=True, t=time.monotonic())
         self.state = MachineState.READY
         self.toggle = 0
@@ -358,9 +371,12 @@ class CsafeDevice(PtyDevice):
                 if speed.mps > 0 and self._key_out:
                     previous = PreviousFrame.REJECTED
                     continue
-                self._target_mps = speed.mps
+                if speed.mps > 0 and not self._walk_allows(code):
+                    previous = PreviousFrame.REJECTED
+                    continue
+                self._target_mps = speed.mps * self.lie.takes
                 if self.state is MachineState.IN_USE:
-                    belt.command_mps = speed.mps
+                    belt.command_mps = self._target_mps
                 if speed.mps == 0:
                     self._halt()
             elif code == CommandCode.SetGrade:
@@ -369,19 +385,24 @@ class CsafeDevice(PtyDevice):
                 except CodecError:
                     previous = PreviousFrame.REJECTED
             elif code == CommandCode.GoInUse:
-                if self._key_out:
+                if self._key_out or not self._walk_allows(code):
                     previous = PreviousFrame.REJECTED
                     continue
                 self._enter(MachineState.IN_USE, now)
                 belt.command_mps = self._target_mps
             elif code in (CommandCode.GoFinished, CommandCode.GoIdle, CommandCode.GoReady, CommandCode.Reset):
-                self._halt()
+                self._halt()  # a stop, in every state, and never refused (S5)
+                if code == CommandCode.GoFinished and self.strict and self.state not in _FINISHABLE:
+                    continue  # a strict console has nothing to finish: it stays where it is
                 state = {
                     CommandCode.GoFinished: MachineState.FINISHED,
                     CommandCode.GoIdle: MachineState.IDLE,
                 }.get(CommandCode(code), MachineState.READY)
                 self._enter(state, now)
             elif code == CommandCode.GoHaveID:
+                if not self._walk_allows(code):
+                    previous = PreviousFrame.REJECTED
+                    continue
                 self._enter(MachineState.HAVE_ID, now)
             # SetTimeout, SetTWork and commands we do not know: accepted, nothing to answer (csafe.md
             # "Quirks": unsupported commands are answered with the status byte alone).
@@ -389,11 +410,22 @@ class CsafeDevice(PtyDevice):
             self.toggle ^= 1
         return Response(Status(self.toggle, previous, self.state), tuple(answers))
 
+    def _walk_allows(self, code: int) -> bool:
+        """A strict console's state diagram (hardware.md); a lenient one takes anything."""
+        if not self.strict:
+            return True
+        allowed = _STRICT_FROM.get(code)
+        if allowed is None or self.state in allowed:
+            return True
+        self.refused_walk.append(f"{CommandCode(code).name} in {self.state.name}")
+        self.note("refused", command=CommandCode(code).name, state=self.state.name)
+        return False
+
     def _get(self, code: int, now: float) -> Answer | None:
         belt = self.belt
         match code:
             case CommandCode.GetSpeed:
-                speed = Speed(min(belt.speed_mps, _MAX_ANSWER_MPS))
+                speed = Speed(min(belt.speed_mps * self.lie.reports, _MAX_ANSWER_MPS))
                 return Answer(code, encode_speed(speed, self.speed_unit))
             case CommandCode.GetGrade:
                 return Answer(code, encode_grade(belt.incline_pct, Unit.GRADE_TENTHS_PERCENT))
@@ -431,5 +463,13 @@ class CsafeDevice(PtyDevice):
             self.note("state", state=state.name)
         self.state = state
 
+
+_STRICT_FROM: dict[int, frozenset[MachineState]] = {
+    # The states each command is taken in by a strict console (CSAFE state diagram, hardware.md).
+    CommandCode.GoHaveID: frozenset({MachineState.IDLE, MachineState.HAVE_ID}),
+    CommandCode.GoInUse: frozenset({MachineState.HAVE_ID, MachineState.PAUSE}),
+    CommandCode.SetSpeed: frozenset({MachineState.IN_USE}),
+}
+_FINISHABLE = frozenset({MachineState.IN_USE, MachineState.PAUSE, MachineState.FINISHED})
 
 __all__ = ["CsafeDevice", "ReceivedFrame"]

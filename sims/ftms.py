@@ -13,7 +13,9 @@ Query options (speeds in km/h and inclines in % as the machine publishes them in
 ``no_speed_control`` (1: the machine offers no speed control; ``claimed``: its Feature claims speed
 control, yet it answers Set Target Speed with "op code not supported"), ``fault``
 (``KIND@SECONDS,...``, see ``sims.faults``), ``lose_control`` (seconds: status 0xFF then),
-``trace`` (a file that gets one JSON line per control point write), and the driver's own
+``trace`` (a file that gets one JSON line per control point write), ``lie`` (``mph``: the machine
+takes and reports mph while it claims km/h; ``mph-in``: it takes mph and reports km/h honestly;
+``mph-out``: it takes km/h and reports mph; ``sims.belt.Lie``, the S7 unit check), and the driver's own
 ``timeout`` and ``response_timeout``.
 
 Like every simulator here it ships in the product and registers like any driver. It must not
@@ -40,6 +42,7 @@ from retrotread.drivers.errors import ConfigError
 from retrotread.drivers.ftms.codec import FTMS_SERVICE_UUID
 from retrotread.drivers.ftms.driver import CONNECT_TIMEOUT_S, RESPONSE_TIMEOUT_S, FtmsDriver
 from retrotread.drivers.registry import float_option
+from retrotread.sims.belt import Lie
 from retrotread.sims.faults import parse_faults
 from retrotread.sims.ftms_peripheral import (
     ATT_MTU,
@@ -235,6 +238,7 @@ _SIM_OPTIONS = {
     "fault",
     "lose_control",
     "trace",
+    "lie",
 }
 _DRIVER_OPTIONS = {"timeout", "response_timeout"}
 
@@ -271,6 +275,10 @@ def machine_from_options(options: dict[str, str]) -> SimMachine:
             f"ftms+sim:// option no_speed_control={options['no_speed_control']!r}: allowed 0, 1 or claimed"
         )
     lose_control = options.get("lose_control")
+    try:
+        lie = Lie.parse(options.get("lie", ""), claims="kmh")
+    except ValueError as exc:
+        raise ConfigError(f"ftms+sim:// option {exc}") from None
     return SimMachine(
         rate_hz=float_option(options, "rate_hz", 1.0, minimum=0.2, maximum=100.0),
         speed_min_raw=min_raw,
@@ -283,6 +291,7 @@ def machine_from_options(options: dict[str, str]) -> SimMachine:
         faults=parse_faults(options.get("fault", "")),
         lose_control_at=None if lose_control is None else float_option(options, "lose_control", 0.0),
         trace_path=options.get("trace") or None,
+        lie=lie,
     )
 
 

@@ -82,7 +82,7 @@ from retrotread.drivers.ftms.codec import (
     split_treadmill_data,
 )
 from retrotread.drivers.ftms.describe import control_point_json
-from retrotread.sims.belt import Belt
+from retrotread.sims.belt import Belt, Lie
 from retrotread.sims.faults import (
     REBOOT_OFFLINE_S,
     REBOOT_RESUME_S,
@@ -168,6 +168,8 @@ class SimMachine:
     trace_path: str | None = None
     address: str = ADDRESS
     name: str = NAME
+    lie: Lie = Lie.NONE
+    """A machine whose unit is mph while it claims km/h (sims.belt.Lie; the S7 unit check)."""
 
     @property
     def has_incline(self) -> bool:
@@ -463,7 +465,7 @@ class FtmsPeripheral:
                 return op, ResultCode.INVALID_PARAMETER, request, []
             self._target_raw = raw
             if self._running:
-                belt.command_mps = _mps(raw)
+                belt.command_mps = _mps(raw) * m.lie.takes
             return op, ResultCode.SUCCESS, request, [MachineStatus(StatusOpcode.TARGET_SPEED_CHANGED, raw)]
         if isinstance(request, SetTargetInclination):
             raw = request.incline_raw
@@ -490,7 +492,7 @@ class FtmsPeripheral:
         # A machine started with no target runs at its minimum speed, as real ones do.
         self._running = True
         self._started_at = time.monotonic()
-        self.belt.command_mps = _mps(self._target_raw or self.machine.speed_min_raw)
+        self.belt.command_mps = _mps(self._target_raw or self.machine.speed_min_raw) * self.machine.lie.takes
 
     def _halt(self) -> None:
         self._running = False
@@ -519,7 +521,7 @@ class FtmsPeripheral:
 
     def _treadmill_data(self, now: float) -> list[bytes]:
         belt = self.belt
-        kmh = belt.speed_mps * 3.6
+        kmh = belt.speed_mps * 3.6 * self.machine.lie.reports  # what it says, in whatever unit it uses
         elapsed = int(now - self._started_at) if self._started_at is not None else 0
         if not self.machine.split:
             record = TreadmillData(

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from retrotread.drivers.csafe.codec import Unit
 from retrotread.drivers.errors import ConfigError
-from retrotread.sims.belt import PushSegment, parse_push
+from retrotread.sims.belt import Lie, PushSegment, parse_push
 from retrotread.sims.csafe_device import CsafeDevice
 from retrotread.sims.faults import Fault, parse_faults
 from retrotread.sims.pty import PtyDevice, TraceSink
@@ -59,9 +59,13 @@ async def serve_csafe(
     faults: str | Sequence[Fault] = (),
     speed_unit: Unit = Unit.MPH_HUNDREDTHS,
     trace: TraceSink | None = None,
+    strict: bool = False,
+    lie: Lie = Lie.NONE,
 ) -> AsyncIterator[CsafeDevice]:
-    """A simulated CSAFE console at ``link`` for the duration of the block."""
-    async with CsafeDevice(Path(link), faults=_faults(faults), speed_unit=speed_unit, trace=trace) as device:
+    """A simulated CSAFE console at ``link`` for the duration of the block (``strict``: it takes
+    SetSpeed only in InUse, reached through the state walk; ``lie``: its unit is not its claim)."""
+    device = CsafeDevice(Path(link), faults=_faults(faults), speed_unit=speed_unit, trace=trace, strict=strict, lie=lie)
+    async with device:
         yield device
 
 

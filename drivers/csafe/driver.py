@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Self
+from typing import NoReturn, Self
 from urllib.parse import SplitResult
 
 from retrotread.drivers.csafe.codec import (
@@ -60,18 +60,28 @@ from retrotread.drivers.csafe.codec import (
     PreviousFrame,
     Response,
     Unit,
+    UnitSystem,
+    decode_error_code,
     decode_grade,
     decode_horizontal,
     decode_speed,
+    decode_units,
+    decode_version,
     encode_frame,
+    get_error_code,
     get_grade,
     get_horizontal,
     get_speed,
     get_status,
+    get_units,
+    get_version,
+    go_have_id,
+    go_idle,
     go_in_use,
     parse_response,
     set_grade,
     set_speed,
+    set_timeout,
     stop_commands,
     unit_for,
 )
@@ -90,7 +100,7 @@ from retrotread.drivers.plausible import SampleGate
 from retrotread.drivers.registry import float_option
 from retrotread.drivers.serial_driver import SerialDriver
 from retrotread.drivers.serial_link import LogLimiter
-from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, DeviceInfo, Update
 from retrotread.drivers.units import Rounding, Speed, SpeedGrid, SpeedUnit
 
 log = logging.getLogger(__name__)
@@ -100,6 +110,18 @@ TIMEOUTS_BEFORE_REOPEN = 3  # csafe.md: "after many timeouts in a row, close and
 COMMAND_DEADLINE_S = 3 * ANSWER_TIMEOUT_S  # backstop: the slot (<= 1 s) then the answer (1 s, expired by _run)
 GRADE_UNIT = Unit.GRADE_TENTHS_PERCENT  # csafe.md lists %, 0.1 % and 0.01 %; 0.1 % is the console grid
 POLL = (get_status(), get_speed(), get_grade(), get_horizontal())
+IDENTIFY = (get_status(), get_version(), get_units(), get_error_code())  # at connect (hardware.md)
+CONSOLE_TIMEOUT_S = 10  # SetTimeout: a console left in a state by a lost host falls back (hardware.md)
+CONFIRM_TRIES = 5  # GetStatus frames that may pass before a state the walk asked for must show
+# The walk to InUse (hardware.md "CSAFE state machine"): strict consoles take SetSpeed only in
+# InUse, reached only through Idle and HaveID; Finished (after our stop) goes back through Idle.
+_WALK = {
+    MachineState.READY: (go_idle, MachineState.IDLE),
+    MachineState.FINISHED: (go_idle, MachineState.IDLE),
+    MachineState.PAUSE: (go_idle, MachineState.IDLE),
+    MachineState.IDLE: (go_have_id, MachineState.HAVE_ID),
+    MachineState.HAVE_ID: (go_in_use, MachineState.IN_USE),
+}
 BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 _REFUSED = (PreviousFrame.REJECTED, PreviousFrame.BAD, PreviousFrame.NOT_READY)
 _UNITS = {
@@ -131,6 +153,7 @@ class _Frame:
     asks: frozenset[int] = frozenset()
     deadline: float = 0.0
     superseded: bool = False  # an emergency stop went out while this frame was in flight
+    response: Response | None = None  # its answer, once matched
     motion: bool = False  # a start/speed/incline: a refusal is a device-reported stop (S10)
     starts: bool = False  # carries GoInUse
 
@@ -210,6 +233,8 @@ class CsafeDriver(SerialDriver):
         self._stop_sent = True  # the first frame on every link is a stop (S9)
         self._last_answered: _Frame | None = None
         self._noisy = LogLimiter(log)
+        self._stops = 0  # stop frames written: a start's state walk ends when one goes out (S5)
+        self._device: DeviceInfo | None = None
         # A mile is the coarsest distance count a console reports (csafe codec's units): one count
         # of it must pass when it ticks over.
         self._gate = SampleGate(max(METRES_PER_DISTANCE_COUNT.values()), name=self.url, logger=log)
@@ -259,6 +284,15 @@ class CsafeDriver(SerialDriver):
         return self._connected
 
     @property
+    def device(self) -> DeviceInfo | None:
+        return self._device
+
+    @property
+    def state(self) -> MachineState | None:
+        """The console's state as its last answer said (``None`` before one, or if it never says)."""
+        return self._state
+
+    @property
     def dropped_answers(self) -> int:
         return self.counters.dropped_answers
 
@@ -275,7 +309,48 @@ class CsafeDriver(SerialDriver):
     # -- commands ------------------------------------------------------------------------------
 
     async def start(self, speed: Speed) -> None:
-        await self._command("start", (go_in_use(), self._set_speed(speed)), motion=True)
+        """Walk the console to InUse, confirming each state, then set the speed (hardware.md).
+
+        A stop that goes out during the walk ends it: nothing after a stop moves the belt (S5).
+        A console that never says its state (csafe.md quirk: Offline in every frame) gets the one
+        frame GoInUse + SetSpeed, as before the walk.
+        """
+        stops = self._stops
+        if self._state is None:
+            await self._command("start", (go_in_use(), self._set_speed(speed)), motion=True)
+            return
+        for _ in range(len(_WALK) + 1):
+            state = self._state
+            if state is MachineState.IN_USE:
+                break
+            step = _WALK.get(state) if state is not None else None
+            if step is None:
+                self._walk_failed(f"the console is in {_name(state)}: no start from there")
+            go, goal = step
+            await self._command(f"start: {go().name}", (go(),), motion=True)
+            if self._stops != stops:
+                return  # a stop went out while the walk waited (S5)
+            await self._confirm(goal, stops)
+            if self._stops != stops:
+                return
+        else:
+            self._walk_failed(f"the console did not reach InUse (it says {_name(self._state)})")
+        await self._command("start: SetSpeed", (self._set_speed(speed),), motion=True)
+
+    async def _confirm(self, goal: MachineState, stops: int) -> None:
+        """GetStatus until the console says ``goal``; a console that does not is a refused start."""
+        for _ in range(CONFIRM_TRIES):
+            if self._state is goal or self._stops != stops:
+                return
+            await self._command(f"start: confirm {goal.name}", (get_status(),), motion=False)
+        if self._state is not goal and self._stops == stops:
+            self._walk_failed(f"the console did not reach {goal.name} (it says {_name(self._state)})")
+
+    def _walk_failed(self, why: str) -> NoReturn:
+        # A start that cannot be carried out is a device-reported stop (S10), like a refused frame.
+        log.warning("%s: %s", self.path, why)
+        self._emit(DeviceEvent(time.monotonic(), DeviceEventKind.REJECTED, why))
+        raise CommandRejected(f"{self.url}: {why}")
 
     async def set_speed(self, speed: Speed) -> None:
         await self._command("set_speed", (self._set_speed(speed),), motion=True)
@@ -364,6 +439,7 @@ class CsafeDriver(SerialDriver):
             try:
                 async with asyncio.timeout(ANSWER_TIMEOUT_S):
                     await frame.waiter
+                await self._identify()
                 return
             except TimeoutError:
                 self.counters.timeouts += 1
@@ -372,6 +448,54 @@ class CsafeDriver(SerialDriver):
         raise NotConnected(
             f"{self.path}: no CSAFE answer to {TIMEOUTS_BEFORE_REOPEN} frames: is the console on, "
             f"the cable right (RJ-45 pin 3 Rx, 4 Tx, 7 ground) and the baud rate {self._link.baudrate}?"
+        )
+
+    async def _identify(self) -> None:
+        """GetStatus, GetVersion, GetUnits, GetErrorCode, then SetTimeout (hardware.md), one frame
+        at a time. A console that answers none of it (csafe.md quirk) is still driven."""
+        response = await self._ask("identify", IDENTIFY)
+        if response is not None:
+            self._device = self._describe(response)
+        await self._ask("set timeout", (set_timeout(CONSOLE_TIMEOUT_S),))
+
+    async def _ask(self, label: str, commands: tuple[Command, ...]) -> Response | None:
+        frame = _Frame(_Kind.COMMAND, label, commands, asyncio.get_running_loop().create_future())
+        assert frame.waiter is not None
+        self._send(frame)
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                await frame.waiter
+        except (TimeoutError, DriverError) as exc:
+            with contextlib.suppress(ValueError):
+                self._in_flight.remove(frame)
+            log.info("%s: no answer to %s (%s): going on without it", self.path, label, exc or "timeout")
+            return None
+        return frame.response
+
+    def _describe(self, response: Response) -> DeviceInfo:
+        maker = model = firmware = units = warning = None
+        error: int | None = None
+        with contextlib.suppress(CodecError):
+            if (answer := response.answer(CommandCode.GetVersion)) is not None:
+                v = decode_version(answer)
+                # CSAFE gives numbers only: the manufacturer id, the class (3 treadmill) and model.
+                maker = f"CSAFE manufacturer {v.manufacturer}"
+                model = f"class {v.class_id} model {v.model}"
+                firmware = f"{v.version}.{v.release}"
+        with contextlib.suppress(CodecError):
+            if (answer := response.answer(CommandCode.GetErrorCode)) is not None:
+                error = decode_error_code(answer)
+        with contextlib.suppress(CodecError, ValueError):
+            if (answer := response.answer(CommandCode.GetUnits)) is not None:
+                units = "mph" if decode_units(answer) is UnitSystem.ENGLISH else "km/h"
+        ours = self._caps.speed_grid.unit.quantity.label
+        if units is not None and units != ours:
+            # The console's display units differ from the URL's: SetSpeed carries its unit code, so
+            # a strict console may still take it, but the unit check (S7) will be watching.
+            warning = f"the console says its units are {units}; the URL says unit={ours.replace('/', '')}"
+            log.warning("%s: %s", self.path, warning)
+        return DeviceInfo(
+            maker=maker, model=model, firmware=firmware, units=units, units_warning=warning, error_code=error
         )
 
     async def _converse(self) -> str:
@@ -413,6 +537,7 @@ class CsafeDriver(SerialDriver):
         self.counters.frames_out += 1
         if frame.kind is _Kind.STOP:
             self._stop_sent = True
+            self._stops += 1
         elif frame.starts:
             self._stop_sent = False
         self._wake.set()
@@ -499,6 +624,7 @@ class CsafeDriver(SerialDriver):
             else:
                 self._sample(response, t)
         else:
+            sent.response = response
             sent.settle()
         self._last_answered = sent
 
@@ -560,6 +686,10 @@ class CsafeDriver(SerialDriver):
     def bad_samples(self) -> int:
         """Answers refused because no belt can produce them (plausible.py)."""
         return self._gate.bad_samples
+
+
+def _name(state: MachineState | None) -> str:
+    return "no known state" if state is None else state.name
 
 
 def _optional(decode: Callable[[Answer], float], response: Response, code: int) -> float | None:
