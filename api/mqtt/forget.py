@@ -19,7 +19,7 @@ async def forget(
     timeout_s: float = TIMEOUT_S,
 ) -> None:
     """Remove a treadmill from the broker: empty retained payloads on its discovery config (Home
-    Assistant deletes the device), ``state``, ``timer`` and ``status``. For a daemon that is gone
+    Assistant deletes the device), ``state``, ``timer``, ``plan`` and ``status``. For a daemon that is gone
     for good; a running one puts them back when it next (re)connects. Raises ``BrokerError``."""
     broker = parse_broker_url(url)
     topics = Topics.of(treadmill_id, base_topic_prefix, discovery_prefix)
@@ -38,7 +38,7 @@ async def forget(
     )
     try:
         async with client:
-            for topic in (topics.discovery, topics.state, topics.timer, topics.status):
+            for topic in (topics.discovery, topics.state, topics.timer, topics.plan, topics.status):
                 await client.publish(topic, b"", qos=1, retain=True)
     except aiomqtt.MqttError as exc:
         raise BrokerError(f"MQTT broker {broker.where}: {exc}") from exc
