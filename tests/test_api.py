@@ -235,7 +235,7 @@ async def served(url: str, mode: Mode) -> AsyncIterator[str]:
 async def test_events_stream_state_and_timer_during_a_session() -> None:
     """Acceptance 5: SSE carries state and timer; timer is the session block of interfaces.md."""
     async with served("sim://manual?rate_hz=20", Mode.DEADMILL) as base:
-        seen: dict[str, list[Any]] = {"state": [], "timer": [], "telemetry": [], "event": []}
+        seen: dict[str, list[Any]] = {"state": [], "timer": [], "telemetry": [], "event": [], "cue": []}
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             async with client.stream("GET", "/api/v1/events") as resp:
                 assert resp.headers["content-type"].startswith("text/event-stream")
@@ -273,12 +273,13 @@ async def test_plans_serve_the_presets_and_the_phase_names() -> None:
         assert [p["name"] for p in plans["presets"]] == list(PRESETS)
         deadmill = next(p for p in plans["presets"] if p["name"] == "deadmill")
         assert (deadmill["sets"], deadmill["work_s"], deadmill["rest_s"]) == (3, 60, 60)
-        assert plans["phases"] == ["countdown", "work", "rest", "done", "aborted"]
+        assert plans["phases"] == ["idle", "countdown", "work", "rest", "done", "aborted"]
         assert plans["running"] == ["countdown", "work", "rest"] and plans["done"] == "done"
         page = (await r.client.get("/")).text + (await r.client.get("/static/app.js")).text
         for name in PRESETS:
             assert f'"{name}"' not in page
-        assert '"countdown"' not in page and '"done"' not in page
+        # Phase names come from /api/v1/plans ("countdown" is also a cue kind, which the page may name).
+        assert '"work"' not in page and '"rest"' not in page and '"done"' not in page
 
 
 async def test_metrics_carry_the_drivers_own_counters() -> None:
