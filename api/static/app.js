@@ -478,6 +478,7 @@ function renderStop() {
   } else {
     setText(state, "stop: not latched");
     state.className = "stop-state";
+    if (session === null) setText($("cue-line"), ""); // a reset stop's "Emergency stop." is old news
   }
 
   const banner = $("banner");
