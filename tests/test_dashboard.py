@@ -358,5 +358,6 @@ def test_dashboard_is_heard_and_read_from_two_metres(tmp_path: Path) -> None:
         _top(page)
         assert page.on("#estop", RECT) == stop_at
         page.wait_for("__spy.speak.some((t) => /^Emergency stop/.test(t))", within=5)
+        page.wait_text("#cue-line", r"^Emergency stop\. — \S", within=5)  # the reason, on screen only
         page.screenshot(ARTIFACTS / "dashboard-latched.png", whole=False)
         assert page.errors == [], page.errors

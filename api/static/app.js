@@ -757,7 +757,8 @@ function onCue(cue) {
   addEvent({ ...cue, cue: true });
   renderEvents();
   const line = $("cue-line");
-  setText(line, cue.text || "");
+  // A stop's reason is shown, not spoken: the voice says only "Emergency stop." (cues.md).
+  setText(line, (cue.text || "") + (cue.kind === "stop" && cue.reason ? " — " + cue.reason : ""));
   if (soundAllowed()) {
     tone(cue.kind);
     speak(cue.text, cue.kind);
