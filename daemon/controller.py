@@ -44,10 +44,10 @@ from retrotread.daemon.commands import (
 )
 from retrotread.daemon.cues import CueSettings, go_text, session_done_text, stop_cue
 from retrotread.daemon.events import CueKind, EventKind
-from retrotread.daemon.history import History, MemoryHistory
+from retrotread.daemon.history import History, MemoryHistory, TracePoint
 from retrotread.daemon.hub import Hub
-from retrotread.daemon.plans import Plan
-from retrotread.daemon.session import RunningSession, SetStats
+from retrotread.daemon.plans import PUSH_WAIT_S, Plan
+from retrotread.daemon.session import RunningSession, SetStats, fade
 from retrotread.daemon.snapshot import (
     BeltView,
     Cue,
@@ -62,7 +62,7 @@ from retrotread.daemon.snapshot import (
 )
 from retrotread.daemon.timer import Boundary, Phase, SetTimer, TimerCue, TimerError
 from retrotread.drivers.base import Driver
-from retrotread.drivers.errors import DriverError
+from retrotread.drivers.errors import DriverError, StateError
 from retrotread.drivers.types import BeltSample, DeviceEvent, DeviceEventKind
 from retrotread.drivers.units import Speed
 from retrotread.safety.guard import Guard
@@ -88,12 +88,13 @@ TICK_HZ = 20.0  # the safety loop (S17 asks for at least 10)
 STATE_HEARTBEAT_S = 5.0  # state is published on change and at least this often
 STATE_MIN_INTERVAL_S = 0.5  # ... and at most this often unless something forces it
 CHECKPOINT_S = 2.0  # the running set is written to history this often
+TRACE_S = 1.0  # the session's trace gets a point this often (history.md: a 1 Hz trace)
 SHUTDOWN_STOP_S = 1.0  # S15: the stop on SIGTERM is bounded to this
 PLAN_STOPS = frozenset({"set-ended", "session-paused", "session-aborted", "volume-cap"})
 """Reasons of the stops a session makes itself; every other stop pauses the session."""
 
 
-class SessionError(RuntimeError):
+class SessionError(StateError):
     """A session action that does not fit the current state (HTTP 409)."""
 
     def __init__(self, message: str, rule: Rule | None = None) -> None:
@@ -308,8 +309,15 @@ class Controller:
         self._sample = sample
         self.samples_seen += 1
         session = self.session
-        if session is not None and session.stats is not None and session.paused_at is None:
-            session.stats.add(sample)
+        if session is not None and session.stats is not None:
+            if self._set_running(session, sample.t):
+                session.stats.add(sample)
+            else:
+                # Paused (or past the set's end, before the timer loop ends it): not the set's, and
+                # the next sample must not bridge the gap (issue 12: belt pushed in a pause counted).
+                session.stats.gap()
+        if session is not None and session.push_wait is not None and sample.speed.mph > STANDSTILL_MPH:
+            self._push_started(session, sample.t, "on the first push")
         if session is not None and session.start_at_standstill and sample.speed.mph <= STANDSTILL_MPH:
             # The set's start found the belt still coming down from the last stop; now it reads
             # 0, ask once more: the supervisor holds the start for the standstill window (S4).
@@ -353,7 +361,9 @@ class Controller:
             await self._sleep(max(0.0, t0 + k * period - self.clock()))
             await self.guard.tick()
             self._check_volume_cap()
+            self._check_push()
             self._checkpoint()
+            self._trace()
             if self._watchdog is not None and not self.failed.is_set():
                 # The systemd watchdog is fed from the safety loop itself (S15). A history fault
                 # does not stop it: the belt is safe, and a restart by the watchdog (SIGABRT, no
@@ -463,7 +473,7 @@ class Controller:
                 self._stopped_session = self.session.id if self.session is not None else None
                 if self.session is not None:
                     # A latched stop cuts the running set and ends the session.
-                    self._end_session("safety-stop")
+                    self._end_session("stopped", ev.rule.value if ev.rule else None)
             elif kind is EventKind.STOP and ev.reason not in PLAN_STOPS:
                 self._pause_for_stop(ev)
             elif kind is EventKind.START_REFUSED:
@@ -538,15 +548,26 @@ class Controller:
         wall = self._wall_at(b.t)
         if b.ended is not None and b.ended.phase is Phase.WORK:
             session.belt_wanted = False
+        if b.ended is not None and b.ended.phase is Phase.WORK and session.push_wait is not None:
+            # Skipped while it waited for the first push: a set of no work, recorded as skipped.
+            session.push_wait = None
+            session.stats = SetStats(b.ended.set_no, b.t, self.wall() - (self.clock() - b.t))
         if b.ended is not None and b.ended.phase is Phase.WORK and session.stats is not None:
-            result = session.stats.result(b.t, self.wall() - (self.clock() - b.t), "completed")
+            # A set the person skipped is never "completed" (issue 12: skipped at 13.8 s of 60 s).
+            outcome: SetOutcome = "skipped" if b.cause == "skip" else "completed"
+            result = session.stats.result(b.t, self.wall() - (self.clock() - b.t), outcome)
             self._finish_set(session, result)
             if self.mode is Mode.REVERSE and (b.started is None or b.started.phase is not Phase.WORK):
                 await self.guard.request(Stop("set-ended"), wait=False)
         if b.started is None:
             self._end_session("completed")
             return
-        if b.started.phase is Phase.WORK:
+        if b.started.phase is Phase.WORK and session.plan.start == "push":
+            # start=push: the set's clock waits for the first belt motion (at most PUSH_WAIT_S),
+            # so it measures pushing, not getting into position.
+            session.timer.pause(b.t)
+            session.push_wait, session.push_set = b.t, b.started.set_no
+        elif b.started.phase is Phase.WORK:
             session.stats = SetStats(b.started.set_no, b.t, self.wall() - (self.clock() - b.t))
             self._publish_event(Event(kind=EventKind.SET_STARTED, set=b.started.set_no, ts=wall, session=session.id))
             if self.mode is Mode.REVERSE:
@@ -609,17 +630,26 @@ class Controller:
             )
         )
 
-    def _end_session(self, outcome: SetOutcome) -> None:
+    def _end_session(self, outcome: SetOutcome, rule: str | None = None) -> None:
         session = self.session
         if session is None:
             return
         now = self.clock()
         if outcome != "completed" and not session.timer.finished:
             session.timer.abort(now)
+        if session.push_wait is not None:  # cut while it waited for the first push: no work done
+            session.push_wait = None
+            session.stats = SetStats(session.push_set, now, self.wall())
         if session.stats is not None:
-            self._finish_set(session, session.stats.result(now, self.wall(), outcome))
+            # A set cut while paused ends where the pause began: paused time is not work (issue 12).
+            result = session.stats.result(now, self.wall(), outcome, paused_since=session.paused_at, rule=rule)
+            self._finish_set(session, result)
         ended_at = iso(self.wall())
-        self._record("end", lambda: self.history.end(session.id, outcome, ended_at))
+        distances, fade_pct = fade(session.results)
+        self._record(
+            "end",
+            lambda: self.history.end(session.id, outcome, ended_at, set_distances_m=distances, fade_pct=fade_pct),
+        )
         self.sessions_by_outcome[outcome] = self.sessions_by_outcome.get(outcome, 0) + 1
         self._publish_timer(session)  # the final phase (done or aborted) before the event that ends it
         kind = EventKind.SESSION_COMPLETED if outcome == "completed" else EventKind.SESSION_ENDED
@@ -629,12 +659,14 @@ class Controller:
         self._publish_state(force=True)
 
     def _check_volume_cap(self) -> None:
+        # In deadmill mode too (issue 12: cap= was silently ignored): the cap is the protocol's limit
+        # on work time, and the timer can end the session at it without a belt of ours (S13, S14).
         session = self.session
-        if session is None or session.plan.cap_s is None or self.mode is not Mode.REVERSE:
+        if session is None or session.plan.cap_s is None:
             return
         now = self.clock()
         running = 0.0
-        if session.stats is not None and session.paused_at is None:
+        if session.stats is not None and session.paused_at is None and not session.timer.paused:
             running = now - session.stats.start_mono - session.stats.paused_s
         if session.belt_time_s + running >= session.plan.cap_s:
             self._publish_event(
@@ -647,9 +679,73 @@ class Controller:
                     session=session.id,
                 )
             )
-            task = asyncio.get_running_loop().create_task(self.guard.request(Stop("volume-cap", Rule.S14), wait=False))
-            self._background(task)
+            if self.mode is Mode.REVERSE:
+                stop = self.guard.request(Stop("volume-cap", Rule.S14), wait=False)
+                self._background(asyncio.get_running_loop().create_task(stop))
             self._end_session("capped")
+
+    def _set_running(self, session: RunningSession, t: float) -> bool:
+        """Whether a sample at ``t`` belongs to the running work set: not paused, not past its end."""
+        if session.paused_at is not None or session.timer.paused:
+            return False
+        v = session.timer.view(t)
+        return v.phase is Phase.WORK and v.remaining_s > 0
+
+    def _push_started(self, session: RunningSession, t: float, how: str) -> None:
+        """start=push: the waiting set begins at ``t`` (the first motion, or the end of the wait)."""
+        if session.push_wait is None or session.paused_at is not None:
+            return
+        waited = max(0.0, t - session.push_wait)
+        session.push_wait = None
+        session.timer.resume(t)
+        session.stats = SetStats(session.push_set, t, self.wall() - (self.clock() - t))
+        self._publish_event(
+            Event(
+                kind=EventKind.SET_STARTED,
+                set=session.push_set,
+                reason="push",
+                detail=f"{how} after {waited:.1f} s",
+                ts=self._wall_at(t),
+                session=session.id,
+            )
+        )
+        self._poke.set()
+        self._publish_timer()
+
+    def _check_push(self) -> None:
+        session = self.session
+        if session is None or session.push_wait is None or session.paused_at is not None:
+            return
+        now = self.clock()
+        if not session.timer.paused:
+            # A resume after a pause during the wait let the timer go: hold it again, wait anew.
+            session.timer.pause(now)
+            session.push_wait = now
+        elif now - session.push_wait >= PUSH_WAIT_S:
+            self._push_started(session, now, f"no push within {PUSH_WAIT_S:g} s; started anyway")
+
+    def _trace(self) -> None:
+        """One point of the session's 1 Hz trace: the latest sample, None fields when it is stale or
+        there is none (a stale sample is no reading, and nothing is invented)."""
+        session, now = self.session, self.clock()
+        if session is None or now - session.last_trace < TRACE_S:
+            return
+        session.last_trace = now
+        s = self._sample
+        fresh = s is not None and now - s.t <= 2 * TRACE_S
+        mph = s.speed.mph if fresh and s is not None else None
+        if mph is not None and mph != mph:  # NaN: no reading
+            mph = None
+        done = session.distance_done_m()
+        point = TracePoint(
+            t_s=round(now - session.started, 3),
+            ts=self.wall(),
+            speed_mph=None if mph is None else round(mph, 3),
+            distance_m=round(done, 2) if mph is not None and done is not None else None,
+            incline_pct=s.incline_pct if fresh and s is not None else None,
+        )
+        sid = session.id
+        self._record("trace", lambda: self.history.trace(sid, point))
 
     def _checkpoint(self) -> None:
         session = self.session
@@ -868,6 +964,9 @@ class Controller:
     async def start_session(self, plan: Plan, speed: Speed | None = None) -> SessionView:
         if self.session is not None:
             raise SessionError(f"session {self.session.id} is running; abort it first")
+        if plan.start == "push" and self.mode is not Mode.DEADMILL:
+            # Our belt moves only when we start it (S9, S11): there is no push to wait for.
+            raise SessionError("start=push is for deadmill mode, where a person pushes the belt")
         sup = self.supervisor
         if self.mode is Mode.REVERSE:
             if sup.latch is not None:
@@ -883,7 +982,9 @@ class Controller:
         except Exception as exc:  # a session nobody can record is not started
             self._history_fault(f"begin: {type(exc).__name__}: {exc}")
             raise SessionError(f"history cannot record a session: {exc}") from None
-        session = RunningSession(sid, plan, SetTimer(plan, now), speed or self.session_speed, last_checkpoint=now)
+        session = RunningSession(
+            sid, plan, SetTimer(plan, now), speed or self.session_speed, last_checkpoint=now, started=now
+        )
         self.session = session
         self._publish_event(Event(kind=EventKind.SESSION_STARTED, reason=plan.name, ts=iso(self.wall()), session=sid))
         await self._on_boundary(session, session.timer.first())

@@ -74,7 +74,16 @@ class History(Protocol):
     def trace(self, session_id: int, point: TracePoint) -> None:
         """One point of the session's 1 Hz trace (the controller's latest sample); never blocks."""
 
-    def end(self, session_id: int, outcome: Outcome, ended_at: str) -> None: ...
+    def end(
+        self,
+        session_id: int,
+        outcome: Outcome,
+        ended_at: str,
+        *,
+        set_distances_m: tuple[float, ...] = (),
+        fade_pct: float | None = None,
+    ) -> None:
+        """The session ended; with its per-set distances and the fade from the first set to the last."""
 
     def get(self, session_id: int) -> SessionRecord | None: ...
 
@@ -132,9 +141,18 @@ class MemoryHistory:
         if session_id in self._sessions:
             self._traces.setdefault(session_id, []).append(point)
 
-    def end(self, session_id: int, outcome: Outcome, ended_at: str) -> None:
+    def end(
+        self,
+        session_id: int,
+        outcome: Outcome,
+        ended_at: str,
+        *,
+        set_distances_m: tuple[float, ...] = (),
+        fade_pct: float | None = None,
+    ) -> None:
         rec = self._sessions[session_id]
-        self._sessions[session_id] = rec.model_copy(update={"outcome": outcome, "ended_at": ended_at})
+        update = {"outcome": outcome, "ended_at": ended_at, "set_distances_m": set_distances_m, "fade_pct": fade_pct}
+        self._sessions[session_id] = rec.model_copy(update=update)
 
     def get(self, session_id: int) -> SessionRecord | None:
         return self._sessions.get(session_id)
@@ -159,11 +177,13 @@ class MemoryHistory:
         pass
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TABLES_V1 = frozenset({"sessions", "sets", "events"})
 TABLES = TABLES_V1 | {"trace"}
-# Version 2 (issue 15) adds the 1 Hz trace. A version 1 history is migrated in place by its owner
-# (``Migrate``: one transaction, the old rows untouched) and read as it is by a reader (no trace).
+# Version 2 (issue 15) adds the 1 Hz trace. Version 3 (issue 12): a set's distance and speeds may be
+# NULL (a timer-only set measured nothing, never 0), a set stores the rule of the stop that cut it,
+# and a session its per-set distances and fade. An older history is migrated in place by its owner
+# (``Migrate``: one transaction, the old rows kept) and read as it is by a reader.
 TRACE_TABLE = """
 CREATE TABLE IF NOT EXISTS trace (
     session_id INTEGER NOT NULL REFERENCES sessions(id), t_s REAL NOT NULL, ts REAL NOT NULL,
@@ -171,24 +191,40 @@ CREATE TABLE IF NOT EXISTS trace (
     PRIMARY KEY (session_id, t_s)
 ) WITHOUT ROWID;
 """
-SCHEMA = """
+SETS_V3 = """
+CREATE TABLE IF NOT EXISTS {name} (
+    session_id INTEGER NOT NULL REFERENCES sessions(id), set_no INTEGER NOT NULL,
+    started_at TEXT NOT NULL, ended_at TEXT NOT NULL, started_mono REAL NOT NULL, ended_mono REAL NOT NULL,
+    work_s REAL NOT NULL, distance_m REAL, avg_mph REAL, max_mph REAL,
+    outcome TEXT NOT NULL, rule TEXT,
+    PRIMARY KEY (session_id, set_no)
+);
+"""
+# SQLite cannot drop a NOT NULL: the sets table is copied into one without (every row kept).
+MIGRATE_V3 = (
+    SETS_V3.format(name="sets_v3")
+    + "INSERT INTO sets_v3 SELECT *, NULL FROM sets;\n"
+    + "DROP TABLE sets;\n"
+    + "ALTER TABLE sets_v3 RENAME TO sets;\n"
+    + "ALTER TABLE sessions ADD COLUMN set_distances TEXT;\n"
+    + "ALTER TABLE sessions ADD COLUMN fade_pct REAL;\n"
+)
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
     plan TEXT NOT NULL, mode TEXT NOT NULL, driver TEXT NOT NULL, sets_planned INTEGER NOT NULL,
-    started_at TEXT NOT NULL, ended_at TEXT, outcome TEXT
+    started_at TEXT NOT NULL, ended_at TEXT, outcome TEXT, set_distances TEXT, fade_pct REAL
 );
-CREATE TABLE IF NOT EXISTS sets (
-    session_id INTEGER NOT NULL REFERENCES sessions(id), set_no INTEGER NOT NULL,
-    started_at TEXT NOT NULL, ended_at TEXT NOT NULL, started_mono REAL NOT NULL, ended_mono REAL NOT NULL,
-    work_s REAL NOT NULL, distance_m REAL NOT NULL, avg_mph REAL NOT NULL, max_mph REAL NOT NULL,
-    outcome TEXT NOT NULL,
-    PRIMARY KEY (session_id, set_no)
-);
+"""
+    + SETS_V3.format(name="sets")
+    + """
 CREATE TABLE IF NOT EXISTS events (
     session_id INTEGER NOT NULL REFERENCES sessions(id), ts TEXT NOT NULL, kind TEXT NOT NULL,
     rule TEXT, reason TEXT, detail TEXT NOT NULL DEFAULT '', set_no INTEGER
 );
 """
+)
 SCHEMA = SCHEMA + TRACE_TABLE + f"PRAGMA user_version = {SCHEMA_VERSION};\n"
 
 CACHED_SESSIONS = 64  # the owner's newest sessions, served from memory so a read sees every write at once
@@ -218,7 +254,7 @@ def _schema_problem(db: sqlite3.Connection) -> str | None:
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if version == 0 and not tables:
         return None
-    if version not in (1, SCHEMA_VERSION):  # 1: migrated by the owner, read as it is by a reader
+    if version not in (1, 2, SCHEMA_VERSION):  # older: migrated by the owner, read as it is by a reader
         return f"another schema (user_version {version}, expected {SCHEMA_VERSION})"
     wanted = TABLES if version == SCHEMA_VERSION else TABLES_V1
     if not tables >= wanted:
@@ -386,7 +422,9 @@ class HistoryReader:
 
     @staticmethod
     def _record(db: sqlite3.Connection, row: tuple[Any, ...]) -> SessionRecord:
-        sid, plan, mode, driver, sets_planned, started_at, ended_at, outcome = row
+        # A history older than version 3 (read as it is) has neither the summary nor the set's rule.
+        sid, plan, mode, driver, sets_planned, started_at, ended_at, outcome = row[:8]
+        distances, fade_pct = (row[8], row[9]) if len(row) >= 10 else (None, None)
         sets = tuple(
             SetResult(
                 set=s[1],
@@ -399,6 +437,7 @@ class HistoryReader:
                 avg_mph=s[8],
                 max_mph=s[9],
                 outcome=s[10],
+                rule=s[11] if len(s) > 11 else None,
             )
             for s in db.execute("SELECT * FROM sets WHERE session_id = ? ORDER BY set_no", (sid,))
         )
@@ -417,6 +456,8 @@ class HistoryReader:
             sets_planned=sets_planned,
             sets=sets,
             events=events,
+            set_distances_m=tuple(float(d) for d in distances.split(",")) if distances else (),
+            fade_pct=fade_pct,
         )
 
     def close(self) -> None:
@@ -458,7 +499,8 @@ class SqliteHistory(HistoryReader):
             raise
         first: list[Write] = []
         if version < SCHEMA_VERSION:
-            first.append(Migrate(TRACE_TABLE + f"PRAGMA user_version = {SCHEMA_VERSION}"))
+            script = (TRACE_TABLE if version < 2 else "") + MIGRATE_V3
+            first.append(Migrate(script + f"PRAGMA user_version = {SCHEMA_VERSION}", to=SCHEMA_VERSION))
         if open_sids:
             first.append(Recover(tuple(open_sids)))
         if first:
@@ -556,12 +598,20 @@ class SqliteHistory(HistoryReader):
         if points:
             self._writer.submit(PutTrace(session_id, tuple(points)))
 
-    def end(self, session_id: int, outcome: Outcome, ended_at: str) -> None:
+    def end(
+        self,
+        session_id: int,
+        outcome: Outcome,
+        ended_at: str,
+        *,
+        set_distances_m: tuple[float, ...] = (),
+        fade_pct: float | None = None,
+    ) -> None:
         self._flush_trace(session_id)
         with self._lock:
             if self._mine.get(session_id) is not None:
-                self._mine.end(session_id, outcome, ended_at)
-        self._writer.submit(End(session_id, outcome, ended_at))
+                self._mine.end(session_id, outcome, ended_at, set_distances_m=set_distances_m, fade_pct=fade_pct)
+        self._writer.submit(End(session_id, outcome, ended_at, set_distances_m, fade_pct))
 
     def _forget_old(self) -> None:
         cached = sorted(r.id for r in self._mine.sessions())

@@ -84,7 +84,7 @@ class PutSet:
     def apply(self, db: sqlite3.Connection) -> None:
         r = self.result
         db.execute(
-            "INSERT OR REPLACE INTO sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self.sid,
                 r.set,
@@ -97,6 +97,7 @@ class PutSet:
                 r.avg_mph,
                 r.max_mph,
                 r.outcome,
+                r.rule,
             ),
         )
 
@@ -123,9 +124,10 @@ class PutTrace:
 
 @dataclass(frozen=True, slots=True)
 class Migrate:
-    """Schema version 1 to 2 (issue 15): the trace table; every old row stays as it is."""
+    """Schema version 1 or 2 to the current one (issues 15, 12): every old row is kept."""
 
     script: str
+    to: int = 3
     sid: int = 0
 
     def apply(self, db: sqlite3.Connection) -> None:
@@ -134,7 +136,7 @@ class Migrate:
                 db.execute(statement)
 
     def describe(self) -> str:
-        return "the schema migration to version 2 (trace table)"
+        return f"the schema migration to version {self.to}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +160,14 @@ class End:
     sid: int
     outcome: Outcome
     ended_at: str
+    set_distances_m: tuple[float, ...] = ()
+    fade_pct: float | None = None
 
     def apply(self, db: sqlite3.Connection) -> None:
+        distances = ",".join(repr(d) for d in self.set_distances_m) or None
         db.execute(
-            "UPDATE sessions SET outcome = ?, ended_at = ? WHERE id = ?", (self.outcome, self.ended_at, self.sid)
+            "UPDATE sessions SET outcome = ?, ended_at = ?, set_distances = ?, fade_pct = ? WHERE id = ?",
+            (self.outcome, self.ended_at, distances, self.fade_pct, self.sid),
         )
 
     def describe(self) -> str:

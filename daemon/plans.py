@@ -1,8 +1,10 @@
 """Session plans: the presets of program.md and custom plans like ``3x60s/60s``.
 
 Custom grammar: ``SETSxWORK/REST`` with durations as ``60s``, ``2m``, ``1m30s`` or plain seconds,
-then optional ``,countdown=10s`` and ``,cap=8m`` (a cap on belt time, rule S14). Examples:
-``3x60s/60s``, ``2x3s/2s,countdown=0s``, ``1x10m/0s``.
+then optional ``,countdown=10s``, ``,cap=8m`` (a cap on belt time, rule S14) and ``,start=push``
+(deadmill: each work set begins at the first belt motion, not when the countdown or rest ends, so
+the timer measures pushing, not getting into position; it waits at most ``PUSH_WAIT_S``). Examples:
+``3x60s/60s``, ``2x3s/2s,countdown=0s``, ``1x10m/0s``, ``deadmill,start=push``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
+from typing import Literal
+
+from retrotread.drivers.errors import InputError
 
 DEFAULT_COUNTDOWN_S = 5.0  # program.md (ours)
 MAX_SETS = 50
@@ -17,9 +22,11 @@ MAX_PHASE_S = 4 * 3600.0
 MIN_WORK_S = 1.0
 MAX_COUNTDOWN_S = 600.0  # a request's countdown (HTTP, MQTT); a plan's text may say more
 MAX_EXTEND_S = 600.0  # one "extend" request: a few more minutes, never a new session
+PUSH_WAIT_S = 10.0  # start=push: a set waits this long for the first push, then starts anyway and says so
+StartOn = Literal["timer", "push"]
 
 
-class PlanError(ValueError):
+class PlanError(InputError):
     """A plan that cannot be run; the message says what is allowed."""
 
 
@@ -32,6 +39,8 @@ class Plan:
     countdown_s: float = DEFAULT_COUNTDOWN_S
     cap_s: float | None = None
     """Cap on belt time for the whole session (S14), or None."""
+    start: StartOn = "timer"
+    """``push``: a work set begins at the first belt motion (deadmill only)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.sets <= MAX_SETS:
@@ -45,6 +54,8 @@ class Plan:
                 raise PlanError(f"{what} must be {low:g}..{MAX_PHASE_S:g} s, got {value!r}")
         if self.cap_s is not None and not (math.isfinite(self.cap_s) and self.cap_s > 0):
             raise PlanError(f"cap must be a positive duration, got {self.cap_s!r}")
+        if self.start not in ("timer", "push"):
+            raise PlanError(f"start must be timer or push, got {self.start!r}")
 
     @property
     def total_s(self) -> float:
@@ -98,8 +109,13 @@ def parse_plan(text: str) -> Plan:
         plan = Plan(head, sets, parse_duration(m.group(2)), parse_duration(m.group(3) or "0"))
     for opt in opts:
         key, sep, value = opt.partition("=")
-        if not sep or key not in ("countdown", "cap"):
-            raise PlanError(f"plan option {opt!r}: expected countdown=DURATION or cap=DURATION")
+        if not sep or key not in ("countdown", "cap", "start"):
+            raise PlanError(f"plan option {opt!r}: expected countdown=DURATION, cap=DURATION or start=push")
+        if key == "start":
+            if value not in ("timer", "push"):
+                raise PlanError(f"plan option {opt!r}: start is push (at the first belt motion) or timer")
+            plan = replace(plan, start="push" if value == "push" else "timer")
+            continue
         seconds = parse_duration(value)
         plan = replace(plan, countdown_s=seconds) if key == "countdown" else replace(plan, cap_s=seconds)
     return plan

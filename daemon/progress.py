@@ -82,7 +82,7 @@ def iso_week(iso: str) -> str:
 
 
 def _simulated(r: SessionRecord) -> bool:
-    return r.driver.startswith(SIM_SCHEMES)
+    return r.simulated
 
 
 def strength(records: Iterable[SessionRecord]) -> list[StrengthPoint]:
@@ -92,10 +92,12 @@ def strength(records: Iterable[SessionRecord]) -> list[StrengthPoint]:
         if r.mode != "deadmill":
             continue
         sets = sorted(r.sets, key=lambda s: s.set)
-        if not any(s.distance_m > 0 or s.max_mph > 0 for s in sets):
+        if not any((s.distance_m or 0.0) > 0 or (s.max_mph or 0.0) > 0 for s in sets):
             continue  # timer-only (or a belt that never moved): no distance to show, none invented
         lo, hi = MINUTE_SET_S
-        dist = tuple(s.distance_m for s in sets if s.outcome == "completed" and lo <= s.work_s <= hi)
+        dist = tuple(
+            s.distance_m for s in sets if s.outcome == "completed" and s.distance_m is not None and lo <= s.work_s <= hi
+        )
         if not dist:
             continue
         fade = (dist[-1] - dist[0]) / dist[0] * 100 if len(dist) >= 2 and dist[0] > 0 else None

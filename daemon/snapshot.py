@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, computed_field, field_validator
 
 from retrotread.daemon.events import CueKind, EventKind, Phase
 
@@ -114,8 +114,13 @@ class Event(_Frozen):
         return value
 
 
-SetOutcome = Literal["completed", "aborted", "safety-stop", "interrupted", "capped"]
-"""How a set or a session ended (not to be confused with ``daemon.commands.Outcome``, a command's answer)."""
+SetOutcome = Literal["completed", "skipped", "aborted", "stopped", "interrupted", "capped", "safety-stop"]
+"""How a set or a session ended (not to be confused with ``daemon.commands.Outcome``, a command's answer).
+
+``stopped`` is a latched stop that cut it (the rule is stored beside it); ``safety-stop`` is that
+outcome's spelling in rows written before issue 12, read as it is."""
+SIM_SCHEMES = ("sim://", "ftms+sim://")
+"""Driver URLs of the simulators: a session recorded on one is ``simulated`` (issue 12)."""
 Outcome = SetOutcome  # the history's name for it
 
 
@@ -126,10 +131,13 @@ class SetResult(_Frozen):
     started_mono: float
     ended_mono: float
     work_s: float
-    distance_m: float
-    avg_mph: float
-    max_mph: float
+    distance_m: float | None
+    """None (SQL NULL) for a set with no samples: a timer-only set measures nothing, never 0."""
+    avg_mph: float | None
+    max_mph: float | None
     outcome: Outcome
+    rule: str | None = None
+    """The rule of the stop that cut the set (outcome ``stopped``)."""
 
 
 class SessionRecord(_Frozen):
@@ -143,3 +151,13 @@ class SessionRecord(_Frozen):
     sets_planned: int
     sets: tuple[SetResult, ...]
     events: tuple[Event, ...] = ()
+    set_distances_m: tuple[float, ...] = ()
+    """The measured work sets' distances in order, stored when the session ends (empty: none measured)."""
+    fade_pct: float | None = None
+    """Last set's distance against the first's, in percent (negative: a fade); None with fewer than two."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def simulated(self) -> bool:
+        """Recorded from a simulator, not a belt (derived from the driver URL, so old rows have it too)."""
+        return self.driver.startswith(SIM_SCHEMES)

@@ -85,8 +85,9 @@ async def test_a_trip_mid_set_ends_the_session_as_a_safety_stop() -> None:
         await wait_until(lambda: c.supervisor.commanded_to_move, sub)
         await c.estop("test", "pytest")
         record = c.history.recent(1)[0]
-        assert record.outcome == "safety-stop"
-        assert record.sets[0].outcome == "safety-stop"
+        # issue 12: a set cut by a stop is "stopped", with the stop's rule stored beside it
+        assert record.outcome == "stopped"
+        assert record.sets[0].outcome == "stopped" and record.sets[0].rule == "S5"
         with pytest.raises(SessionError) as err:
             await c.start_session(parse_plan("deadmill"))
         assert err.value.rule is Rule.S6

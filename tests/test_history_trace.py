@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from retrotread.daemon.history import SqliteHistory, TracePoint
+from retrotread.daemon.history import SCHEMA_VERSION, SqliteHistory, TracePoint
 
 T0 = 1_790_000_000.0
 
@@ -141,7 +141,7 @@ def test_a_version_1_history_is_migrated_and_keeps_its_sessions(tmp_path: Path) 
     reader.close()
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
     again = SqliteHistory.open(path)
     assert again.get_trace(sid) == points(4) and again.get(1) == old

@@ -14,6 +14,7 @@ from typing import Literal
 
 from retrotread.daemon.history_writer import TracePoint
 from retrotread.daemon.snapshot import SessionRecord, SetResult
+from retrotread.drivers.errors import InputError
 
 Format = Literal["fit", "tcx", "csv"]
 FORMATS: tuple[Format, ...] = ("fit", "tcx", "csv")
@@ -22,16 +23,15 @@ MEDIA_TYPES: dict[Format, str] = {
     "tcx": "application/vnd.garmin.tcx+xml",
     "csv": "text/csv; charset=utf-8",
 }
-SIM_SCHEMES = ("sim://", "ftms+sim://")
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """The session cannot be exported in that format (one line, for a 4xx)."""
 
 
 def simulated(record: SessionRecord) -> bool:
     """The session ran on a simulator, not a belt (its driver URL says so)."""
-    return record.driver.startswith(SIM_SCHEMES)
+    return record.simulated
 
 
 def measured(record: SessionRecord, trace: Sequence[TracePoint]) -> bool:
@@ -40,7 +40,7 @@ def measured(record: SessionRecord, trace: Sequence[TracePoint]) -> bool:
     False is a timer-only session: it has times and nothing else."""
     if trace:
         return any(p.speed_mph is not None for p in trace)
-    return any(s.distance_m > 0 or s.max_mph > 0 for s in record.sets)
+    return any((s.distance_m or 0.0) > 0 or (s.max_mph or 0.0) > 0 for s in record.sets)
 
 
 def parse_ts(iso: str) -> datetime:

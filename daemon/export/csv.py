@@ -1,4 +1,7 @@
-"""One row per set (``retrotread history --csv``). Timer-only sets leave distance and speed empty."""
+"""One row per set (``retrotread history --csv``). Timer-only sets leave distance and speed empty.
+
+A session with no set (aborted in the countdown) still has its row, with the set columns empty:
+it happened, and a history that leaves it out undercounts what was tried (issue 12)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ HEADER = (
     "set_outcome",
     "driver",
     "simulated",
+    "set_rule",
 )
 
 
@@ -36,8 +40,12 @@ def to_csv(records: Iterable[SessionRecord], traces: Mapping[int, Sequence[Trace
     for r in records:
         belt = measured(r, (traces or {}).get(r.id, ()))
         sim = "true" if simulated(r) else "false"
+        session = [r.id, r.plan, r.mode, r.started_at, r.outcome or ""]
+        if not r.sets:
+            writer.writerow([*session, "", "", "", "", "", "", "", r.driver, sim, ""])
         for st in r.sets:
-            distance: list[object] = [st.distance_m, st.avg_mph, st.max_mph] if belt else ["", "", ""]
-            head = [r.id, r.plan, r.mode, r.started_at, r.outcome, st.set, st.started_at, st.work_s]
-            writer.writerow([*head, *distance, st.outcome, r.driver, sim])
+            numbers = (st.distance_m, st.avg_mph, st.max_mph)
+            distance: list[object] = ["" if x is None else x for x in numbers] if belt else ["", "", ""]
+            head = [*session, st.set, st.started_at, st.work_s]
+            writer.writerow([*head, *distance, st.outcome, r.driver, sim, st.rule or ""])
     return out.getvalue().encode()

@@ -120,15 +120,15 @@ def to_fit(record: SessionRecord, trace: Sequence[TracePoint]) -> bytes:
                 "total_elapsed_time": s.ended_mono - s.started_mono,
                 "total_timer_time": s.work_s,
                 "total_distance": s.distance_m if belt else None,
-                "avg_speed": _mps(s.avg_mph) if belt else None,
-                "max_speed": _mps(s.max_mph) if belt else None,
+                "avg_speed": _mps(s.avg_mph) if belt and s.avg_mph is not None else None,
+                "max_speed": _mps(s.max_mph) if belt and s.max_mph is not None else None,
                 "avg_heart_rate": round(sum(hrs) / len(hrs)) if hrs else None,
                 "max_heart_rate": max(hrs) if hrs else None,
                 "developer_fields": dev,
             }
         )
     timer_s = sum(s.work_s for s in sets)
-    distance = sum(s.distance_m for s in sets)
+    distance = sum(s.distance_m or 0.0 for s in sets)  # a set with no samples measured nothing
     hrs = [p.hr for p in trace if p.hr is not None]
     enc.write_mesg(
         {
@@ -145,7 +145,7 @@ def to_fit(record: SessionRecord, trace: Sequence[TracePoint]) -> bytes:
             "total_timer_time": timer_s,
             "total_distance": distance if belt else None,
             "avg_speed": _mps(distance / timer_s / MPH_TO_MPS) if belt and timer_s > 0 else None,
-            "max_speed": _mps(max((s.max_mph for s in sets), default=0.0)) if belt else None,
+            "max_speed": _mps(max((s.max_mph for s in sets if s.max_mph is not None), default=0.0)) if belt else None,
             "avg_heart_rate": round(sum(hrs) / len(hrs)) if hrs else None,
             "max_heart_rate": max(hrs) if hrs else None,
             "first_lap_index": 0,

@@ -59,7 +59,7 @@ def to_tcx(record: SessionRecord, trace: Sequence[TracePoint]) -> bytes:
         lap = _sub(activity, "Lap")
         lap.set("StartTime", _t(parse_ts(s.started_at).timestamp()))
         _sub(lap, "TotalTimeSeconds", _num(s.work_s))
-        if belt:
+        if belt and s.distance_m is not None and s.max_mph is not None:
             _sub(lap, "DistanceMeters", _num(s.distance_m))
             _sub(lap, "MaximumSpeed", _num(s.max_mph * MPH_TO_MPS))
         _sub(lap, "Calories", "0")
@@ -83,7 +83,7 @@ def to_tcx(record: SessionRecord, trace: Sequence[TracePoint]) -> bytes:
                     tpx = _sub(_sub(tp, "Extensions"), "TPX", ns="ax")
                     _sub(tpx, "Speed", _num(p.speed_mph * MPH_TO_MPS), ns="ax")
         _sub(lap, "Notes", f"set {s.set}: {s.outcome}" + ("; simulated" if simulated(record) else ""))
-        if belt:
+        if belt and s.avg_mph is not None:
             lx = _sub(_sub(lap, "Extensions"), "LX", ns="ax")
             _sub(lx, "AvgSpeed", _num(s.avg_mph * MPH_TO_MPS), ns="ax")
     _sub(activity, "Notes", notes(record))
