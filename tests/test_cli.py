@@ -32,6 +32,14 @@ def test_deadmill_standalone_times_sets_and_prints_a_summary() -> None:
     assert started[1] - started[0] == pytest.approx(3.0)  # 2 s work + 1 s rest, on the plan
 
 
+def test_deadmill_view_says_the_sessions_last_cue_before_its_summary() -> None:
+    # The session's end and its last cue are published together; the view must not leave before it.
+    out = run_cli("deadmill", "--driver", "sim://manual?rate_hz=20", "--plan", "1x2s/0s,countdown=0s", "--plain")
+    assert out.returncode == 0, out.stderr
+    assert "cue: Set 1 of 1. Push." in out.stderr
+    assert "cue: Session complete." in out.stderr
+
+
 def test_deadmill_table_shows_each_set() -> None:
     out = run_cli("deadmill", "--plan", "1x1s,countdown=0s")
     assert out.returncode == 0, out.stderr

@@ -88,6 +88,17 @@ async def _deadmill(settings: Settings, command: SessionCommand, *, plain: bool)
         if started.session is None:
             raise CliError(f"the session did not start: {started.error}")
         sid = started.session.id
+
+        def show(update: Any) -> None:
+            ev = update.payload if update is not None else None
+            if update is not None and str(update.kind) == "cue":
+                text, bell = cue_line(_as_dict(update.payload))
+                console.print(text, markup=False, highlight=False)  # above the live view, a line of its own
+                if bell:
+                    console.bell()
+            if plain and isinstance(ev, Event) and ev.kind in SHOWN_PLAIN:
+                console.print(f"{ev.ts} {ev.kind} {ev.set or ''}".rstrip())
+
         with keys(on_key) as interactive:
             hint = key_hint("deadmill") if interactive else ""
             live = None if plain else Live(console=console, refresh_per_second=8, transient=True)
@@ -98,19 +109,15 @@ async def _deadmill(settings: Settings, command: SessionCommand, *, plain: bool)
                     except TimeoutError:
                         update = None
                     snap = controller.snapshot().model_dump(mode="json")
-                    timer = snap.get("session")
                     if live is not None:
-                        live.update(render_live(snap, timer, hint))
-                    ev = update.payload if update is not None else None
-                    if update is not None and str(update.kind) == "cue":
-                        text, bell = cue_line(_as_dict(update.payload))
-                        console.print(text, markup=False, highlight=False)  # above the live view, a line of its own
-                        if bell:
-                            console.bell()
-                    if plain and isinstance(ev, Event) and ev.kind in SHOWN_PLAIN:
-                        console.print(f"{ev.ts} {ev.kind} {ev.set or ''}".rstrip())
+                        live.update(render_live(snap, snap.get("session"), hint))
+                    show(update)
                     if controller.session_paused is None:
                         done.set()
+                # The session's last words (set done, session complete) were published with its end:
+                # they are already waiting here, so say them before the summary.
+                while sub.pending:
+                    show(await sub.next())
         if actions:
             await asyncio.wait(actions, timeout=1.0)
         return controller.history.get(sid)
