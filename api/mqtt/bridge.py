@@ -141,6 +141,7 @@ class MqttBridge:
         self._dashboard_url = dashboard_url
         self._known: dict[str, str] = {}  # discovery components published (key → platform)
         self._plan: str | None = None  # the plan chosen on BASE/plan (full control)
+        self._names: tuple[str | None, str | None] = (None, None)  # maker and model in the discovery sent
         self._discovery = discovery
         self._support_url = support_url
         self._keepalive_s = keepalive_s
@@ -401,7 +402,7 @@ class MqttBridge:
         """The discovery config now; components published before and not offered now go in it as
         platform-only entries, once (Home Assistant deletes a component only that way)."""
         snapshot = self.controller.snapshot()
-        maker, model = _device_names(snapshot)
+        maker, model = self._names = _device_names(snapshot, self.controller)
         options: dict[str, Any] = {
             "control": self.control,
             "removed": self._known,
@@ -436,6 +437,11 @@ class MqttBridge:
             # A failed publish means the link is going down; the link task reconnects and resyncs.
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(self.topics.leaf(leaf), _encode(update.payload), qos, retain)
+                # The driver reads the machine's maker and model after connecting: the device
+                # block follows once it has them.
+                renamed = update.kind == "state" and _device_names(update.payload, self.controller) != self._names
+                if renamed and self._discovery:
+                    self._outbox.put_nowait(self._discovery_message())
                 if update.kind == CUE:
                     # The event entity reads BASE/event only: the cue goes there too, as kind "cue".
                     await client.publish(self.topics.leaf("event"), _cue_event(update), 1, False)
@@ -597,18 +603,20 @@ def _cue_event(update: Update) -> bytes:
     return _json(event)
 
 
-def _device_names(snapshot: Any) -> tuple[str | None, str | None]:
-    """The treadmill's own maker and model, where the driver knows them (the snapshot's
-    ``device`` block of interfaces.md, when it has one)."""
-    device = getattr(snapshot, "device", None)
-    if device is None:
-        return None, None
-    if isinstance(device, BaseModel):
-        device = device.model_dump()
-    if not isinstance(device, dict):
-        return None, None
-    maker, model = device.get("maker"), device.get("model")
-    return (maker if isinstance(maker, str) and maker else None, model if isinstance(model, str) and model else None)
+def _device_names(*sources: Any) -> tuple[str | None, str | None]:
+    """The treadmill's own maker and model, where the driver knows them: the first of ``sources``
+    (the snapshot, the controller) with a ``device`` (interfaces.md's block, or the driver's
+    ``DeviceInfo``) that names either."""
+    for source in sources:
+        device = getattr(source, "device", None)
+        if isinstance(device, dict):
+            maker, model = device.get("maker"), device.get("model")
+        else:
+            maker, model = getattr(device, "maker", None), getattr(device, "model", None)
+        names = tuple(v if isinstance(v, str) and v else None for v in (maker, model))
+        if names != (None, None):
+            return names[0], names[1]
+    return None, None
 
 
 def _as_bytes(payload: Any) -> bytes:
