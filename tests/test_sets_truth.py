@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import SplitResult
 
@@ -370,3 +371,73 @@ def test_start_on_push_is_refused_outside_deadmill_and_bad_values_are_named() ->
             rig.run(rig.c.start_session(parse_plan("deadmill,start=push")))
     finally:
         rig.close()
+
+
+def test_a_version_2_history_is_migrated_keeps_its_rows_and_stores_no_number_as_null(tmp_path: Path) -> None:
+    import sqlite3
+
+    from retrotread.daemon.history import SCHEMA_VERSION, SqliteHistory
+    from retrotread.daemon.snapshot import SetResult
+
+    path = tmp_path / "h.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(V2_SCHEMA)
+    db.close()
+    store = SqliteHistory.open(path)
+    old = store.get(1)
+    assert old is not None and old.sets[0].distance_m == 41.5 and old.sets[0].rule is None
+    sid = store.begin("2x60s/60s", "deadmill", "none://", 2, "2026-01-07T18:00:00.000Z")
+    timer_only = SetResult(
+        set=1, started_at="2026-01-07T18:00:05.000Z", ended_at="2026-01-07T18:01:05.000Z", started_mono=5,
+        ended_mono=65, work_s=60, distance_m=None, avg_mph=None, max_mph=None, outcome="stopped", rule="S5",
+    )  # fmt: skip
+    store.record_set(sid, timer_only)
+    store.end(sid, "stopped", "2026-01-07T18:01:05.000Z", set_distances_m=(41.5, 38.0), fade_pct=-8.4)
+    assert store.flush(10)
+    store.close()
+    reader = SqliteHistory.open_readonly(path)
+    try:
+        rec = reader.get(sid)
+        assert rec is not None and rec.sets == (timer_only,) and rec.fade_pct == -8.4
+        assert rec.set_distances_m == (41.5, 38.0) and not rec.simulated
+        assert reader.get(1) == old
+    finally:
+        reader.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("SELECT distance_m, avg_mph, max_mph FROM sets WHERE session_id = ?", (sid,)).fetchone() == (
+        None,
+        None,
+        None,
+    )
+    db.close()
+
+
+V2_SCHEMA = """
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY,
+    plan TEXT NOT NULL, mode TEXT NOT NULL, driver TEXT NOT NULL, sets_planned INTEGER NOT NULL,
+    started_at TEXT NOT NULL, ended_at TEXT, outcome TEXT
+);
+CREATE TABLE sets (
+    session_id INTEGER NOT NULL REFERENCES sessions(id), set_no INTEGER NOT NULL,
+    started_at TEXT NOT NULL, ended_at TEXT NOT NULL, started_mono REAL NOT NULL, ended_mono REAL NOT NULL,
+    work_s REAL NOT NULL, distance_m REAL NOT NULL, avg_mph REAL NOT NULL, max_mph REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    PRIMARY KEY (session_id, set_no)
+);
+CREATE TABLE events (
+    session_id INTEGER NOT NULL REFERENCES sessions(id), ts TEXT NOT NULL, kind TEXT NOT NULL,
+    rule TEXT, reason TEXT, detail TEXT NOT NULL DEFAULT '', set_no INTEGER
+);
+CREATE TABLE trace (
+    session_id INTEGER NOT NULL REFERENCES sessions(id), t_s REAL NOT NULL, ts REAL NOT NULL,
+    speed_mph REAL, distance_m REAL, incline_pct REAL, hr INTEGER,
+    PRIMARY KEY (session_id, t_s)
+) WITHOUT ROWID;
+PRAGMA user_version = 2;
+INSERT INTO sessions VALUES (1, 'deadmill', 'deadmill', 'csafe:///dev/ttyUSB0', 3,
+    '2026-01-05T18:00:00.000Z', '2026-01-05T18:06:00.000Z', 'completed');
+INSERT INTO sets VALUES (1, 1, '2026-01-05T18:00:05.000Z', '2026-01-05T18:01:05.000Z', 5, 65, 60, 41.5, 1.55, 1.7,
+    'completed');
+"""
