@@ -40,6 +40,16 @@ def test_deadmill_view_says_the_sessions_last_cue_before_its_summary() -> None:
     assert "cue: Session complete." in out.stderr
 
 
+def test_deadmill_with_no_driver_is_a_timer_that_invents_nothing() -> None:
+    out = run_cli("deadmill", "--plan", "1x1s,countdown=0s", "--json")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["driver"] == "none://"  # a simulator runs only when it is named
+    [only] = record["sets"]
+    assert only["outcome"] == "completed" and only["work_s"] == pytest.approx(1.0)
+    assert only["distance_m"] is None and only["avg_mph"] is None and only["max_mph"] is None
+
+
 def test_deadmill_table_shows_each_set() -> None:
     out = run_cli("deadmill", "--plan", "1x1s,countdown=0s")
     assert out.returncode == 0, out.stderr

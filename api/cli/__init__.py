@@ -98,7 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         f"there is nothing to stop: space does nothing here. Keys: {key_hint('deadmill')}.",
     )
     sp.add_argument("--config", help=CONFIG_HELP)
-    sp.add_argument("--driver", default="sim://manual", help="driver URL of the belt sensor (default sim://manual)")
+    sp.add_argument(
+        "--driver",
+        default="none",
+        help="the belt sensor: pulse:///dev/ttyACM0, gpio://17, sim://manual (a simulator, only when named); "
+        "default none: a plain set timer that measures nothing",
+    )
     sp.add_argument("--plan", default="deadmill", help="preset or e.g. 3x60s/60s (default: deadmill)")
     sp.add_argument("--json", action="store_true", help="print the session record as JSON at the end")
     sp.add_argument("--plain", action="store_true", help="plain lines instead of the live view")
