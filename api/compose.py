@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 from retrotread.daemon.auth import check_state_dir, load_or_create_token
-from retrotread.daemon.config import Settings
+from retrotread.daemon.config import Settings, parse_listen
 from retrotread.daemon.controller import Controller
 from retrotread.daemon.history import History, HistoryError, MemoryHistory, SqliteHistory
 from retrotread.daemon.runtime import controller_from
@@ -145,7 +146,13 @@ async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str 
             # controller closes; it never waits for the broker, so it cannot delay the belt.
             async with contextlib.AsyncExitStack() as faces:
                 if use_mqtt:
-                    await faces.enter_async_context(MqttBridge(controller, url, token=token))
+                    bridge = MqttBridge(
+                        controller,
+                        url,
+                        control=settings.mqtt.control,
+                        dashboard_url=dashboard_url(settings.http.listen),
+                    )
+                    await faces.enter_async_context(bridge)
                 if banner:
                     print(banner, flush=True)
                 try:
@@ -161,6 +168,14 @@ async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str 
             loop.remove_signal_handler(sig)
         notifier.close()
     return exit_code_for(received[0]) if received else 0
+
+
+def dashboard_url(listen: str) -> str:
+    """Where a person on the network finds the dashboard (Home Assistant's configuration_url)."""
+    host, port = parse_listen(listen)
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def _signal_name(signum: int) -> str:

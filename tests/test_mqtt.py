@@ -215,10 +215,12 @@ async def test_status_state_telemetry_and_a_session_timer_with_events(broker: Mo
 
 
 @contextlib.asynccontextmanager
-async def daemon(broker: Mosquitto, tid: str) -> AsyncIterator[asyncio.subprocess.Process]:
+async def daemon(
+    broker: Mosquitto, tid: str, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
     """The real daemon: `retrotread run --mqtt URL`, with a state directory of its own."""
     with tempfile.TemporaryDirectory(prefix="retrotread-state-") as state:
-        env = {**os.environ, "RETROTREAD_DAEMON__ID": tid, "RETROTREAD_DAEMON__STATE_DIR": state}
+        env = {**os.environ, "RETROTREAD_DAEMON__ID": tid, "RETROTREAD_DAEMON__STATE_DIR": state, **(extra_env or {})}
         proc = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).with_name("retrotread")),
             "run",
@@ -240,6 +242,26 @@ async def daemon(broker: Mosquitto, tid: str) -> AsyncIterator[asyncio.subproces
             if proc.returncode is None:
                 proc.kill()
             await proc.communicate()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("control", ["stop", "full"])
+async def test_s16_the_daemons_mqtt_control_setting_is_the_bridges_policy(broker: Mosquitto, control: str) -> None:
+    """mqtt.control from the daemon's settings reaches its MQTT face: the default takes only the
+    stops and says how to enable the rest; "full" takes a start."""
+    tid = f"pol-{control}"
+    base = f"retrotread/{tid}"
+    extra = {"RETROTREAD_MQTT__CONTROL": control} if control == "full" else {}
+    async with daemon(broker, tid, extra), watching(broker, f"{base}/status", f"{base}/cmd/result") as w:
+        await w.wait(f"{base}/status", lambda s: s == "online", within=20)
+        await w.publish(f"{base}/cmd/start", json.dumps({"speed_mph": 1.0, "id": "go"}))
+        answer = await w.result("go", base, within=15)
+        if control == "full":
+            assert answer["ok"] is True, answer
+        else:
+            assert answer["ok"] is False and answer["rule"] == "S16" and "mqtt.control" in answer["error"]
+        await w.publish(f"{base}/cmd/estop", json.dumps({"id": "halt"}))
+        assert (await w.result("halt", base))["ok"] is True  # the stop, whatever the policy
 
 
 @pytest.mark.slow

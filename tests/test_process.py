@@ -160,3 +160,4 @@ def test_estop_with_no_daemon_says_the_belt_was_not_stopped() -> None:
     assert out.returncode == 1
     assert "NOT" in out.stderr and "stopped" in out.stderr
     assert "safety key" in out.stderr
+

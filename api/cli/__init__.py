@@ -31,6 +31,12 @@ __all__ = ["CliError", "main"]
 CONFIG_HELP = "TOML file (default /etc/retrotread/retrotread.toml if present)"
 
 
+def cmd_floor(args: argparse.Namespace) -> int:
+    from retrotread.api.floor.__main__ import main as floor_main
+
+    return floor_main(["--mqtt", args.mqtt, "--http", args.http, "--prefix", args.prefix])
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="retrotread",
@@ -163,6 +169,12 @@ def _parser() -> argparse.ArgumentParser:
     he.add_argument("-o", "--output", help="file to write (default retrotread-ID.FORMAT; - for stdout)")
     he.add_argument("--config", help=CONFIG_HELP, default=argparse.SUPPRESS)
     he.set_defaults(func=cmd_history_export)
+
+    sp = sub.add_parser("floor", help="the floor view: every treadmill on the broker on one page, for a wall screen")
+    sp.add_argument("--mqtt", required=True, help="broker URL (mqtt:// or mqtts://)")
+    sp.add_argument("--http", default="127.0.0.1:8090", help="HOST:PORT to serve the page on (default %(default)s)")
+    sp.add_argument("--prefix", default="retrotread", help="base topic prefix (default %(default)s)")
+    sp.set_defaults(func=cmd_floor)
 
     sp = sub.add_parser(
         "decode",
