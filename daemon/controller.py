@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from types import TracebackType
 from typing import Self
 
@@ -115,11 +116,14 @@ class Controller:
         wall: Callable[[], float] = time.time,
         watchdog: Callable[[], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        cues: CueSettings | None = None,
     ) -> None:
         self.id = treadmill_id
         self._driver = driver
         self.safety = safety or SafetyConfig()
         self.mode = self.safety.mode
+        # Which cues each session's timer says (the [cues] settings); the words follow the mode.
+        self.cues = replace(cues or CueSettings(), reverse=self.mode is Mode.REVERSE)
         self.session_speed = session_speed or Speed.from_mph(1.0)
         self.history: History = history or MemoryHistory()
         self.clock = clock
@@ -983,7 +987,7 @@ class Controller:
             self._history_fault(f"begin: {type(exc).__name__}: {exc}")
             raise SessionError(f"history cannot record a session: {exc}") from None
         session = RunningSession(
-            sid, plan, SetTimer(plan, now), speed or self.session_speed, last_checkpoint=now, started=now
+            sid, plan, SetTimer(plan, now, self.cues), speed or self.session_speed, last_checkpoint=now, started=now
         )
         self.session = session
         self._publish_event(Event(kind=EventKind.SESSION_STARTED, reason=plan.name, ts=iso(self.wall()), session=sid))

@@ -35,4 +35,5 @@ def controller_from(settings: Settings, *, watchdog: Callable[[], None] | None =
         safety=safety,
         session_speed=Speed.from_mph(settings.session.speed_mph),
         watchdog=watchdog,
+        cues=settings.cues.settings(reverse=safety.mode is Mode.REVERSE),
     )

@@ -96,6 +96,18 @@ def test_an_sse_client_hears_go_and_set_done_during_a_short_session() -> None:
     assert all(c["session"] == sid and c["ts"].endswith("Z") for c in cues(frames))
 
 
+def test_the_cues_settings_choose_what_a_session_says() -> None:
+    env = {"RETROTREAD_CUES__ENABLED": '["go", "session_done"]'}
+    with daemon("--driver", "none", "--mode", "deadmill", env=env) as d:
+        tap = SseTap(d)
+        try:
+            assert d.post("/api/v1/session", {"plan": "2x1s/1s,countdown=0s"}).status_code == 201
+            frames = tap.wait(lambda f: any(c["kind"] == "session_done" for c in cues(f)))
+        finally:
+            tap.close()
+    assert [c["kind"] for c in cues(frames)] == ["go", "go", "session_done"]
+
+
 def test_idle_is_the_first_timer_a_reader_gets_at_start_up() -> None:
     with daemon("--driver", "none", "--mode", "deadmill") as d:
         tap = SseTap(d)
