@@ -15,7 +15,12 @@ control, yet it answers Set Target Speed with "op code not supported"), ``fault`
 (``KIND@SECONDS,...``, see ``sims.faults``), ``lose_control`` (seconds: status 0xFF then),
 ``trace`` (a file that gets one JSON line per control point write), ``lie`` (``mph``: the machine
 takes and reports mph while it claims km/h; ``mph-in``: it takes mph and reports km/h honestly;
-``mph-out``: it takes km/h and reports mph; ``sims.belt.Lie``, the S7 unit check), and the driver's own
+``mph-out``: it takes km/h and reports mph; ``sims.belt.Lie``, the S7 unit check), ``name`` (the
+advertised name, for the quirk table), ``model`` (a Device Information Service with this model
+number), ``countdown`` (seconds between Start and the motor running; a speed written meanwhile drops
+the link, as on KingSmith machines), ``without_response`` (1: the control point offers
+write-without-response only, like the Urevo E1L), ``truncate`` (every record carries all fields and
+is cut to this many bytes, like the Matrix TouchXL's 20), and the driver's own ``unit``,
 ``timeout`` and ``response_timeout``.
 
 Like every simulator here it ships in the product and registers like any driver. It must not
@@ -40,12 +45,15 @@ from bleak.uuids import normalize_uuid_16
 
 from retrotread.drivers.errors import ConfigError
 from retrotread.drivers.ftms.codec import FTMS_SERVICE_UUID
-from retrotread.drivers.ftms.driver import CONNECT_TIMEOUT_S, RESPONSE_TIMEOUT_S, FtmsDriver
+from retrotread.drivers.ftms.driver import CONNECT_TIMEOUT_S, DIS_SERVICE_UUID, RESPONSE_TIMEOUT_S, FtmsDriver
+from retrotread.drivers.ftms.quirks import WireUnit
 from retrotread.drivers.registry import float_option
 from retrotread.sims.belt import Lie
 from retrotread.sims.faults import parse_faults
 from retrotread.sims.ftms_peripheral import (
     ATT_MTU,
+    DIS_UUIDS,
+    NAME,
     AttError,
     CharacteristicSpec,
     FtmsPeripheral,
@@ -60,6 +68,7 @@ log = logging.getLogger(__name__)
 
 CCCD_UUID = normalize_uuid_16(0x2902)
 SERVICE_HANDLE = 0x0020
+DIS_HANDLE = 0x0010
 
 
 class SimFtmsBackend(BaseBleakClient):
@@ -110,7 +119,7 @@ class SimFtmsBackend(BaseBleakClient):
         except NotAdvertising as exc:
             raise BleakDeviceNotFoundError(self.address, f"Device with address {self.address} was not found.") from exc
         self._connected = True
-        self.services = _services(self._peripheral.gatt)
+        self.services = _services(self._peripheral.gatt, dis=bool(self._peripheral.machine.model))
 
     async def disconnect(self) -> None:
         if not self._connected:
@@ -158,8 +167,10 @@ class SimFtmsBackend(BaseBleakClient):
 
     async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool) -> None:
         self._require_link()
-        if not response:
-            raise BleakGATTProtocolError(0x03)  # the control point takes writes with response only
+        # ATT "write not permitted" for a write type the characteristic does not offer (Urevo E1L's
+        # control point has write-without-response only, hardware.md).
+        if ("write" if response else "write-without-response") not in characteristic.properties:
+            raise BleakGATTProtocolError(0x03)
         try:
             self._peripheral.write(self, characteristic.uuid, bytes(data))
         except AttError as exc:
@@ -211,9 +222,15 @@ def _indicating(peripheral: FtmsPeripheral) -> str | None:
     return None
 
 
-def _services(gatt: tuple[CharacteristicSpec, ...]) -> BleakGATTServiceCollection:
+def _services(gatt: tuple[CharacteristicSpec, ...], *, dis: bool = False) -> BleakGATTServiceCollection:
     """The GATT database as bleak's objects, so the facade finds characteristics by UUID."""
     collection = BleakGATTServiceCollection()
+    if dis:
+        info = BleakGATTService(None, DIS_HANDLE, DIS_SERVICE_UUID)
+        collection.add_service(info)
+        for offset, uuid in enumerate(DIS_UUIDS):
+            handle = DIS_HANDLE + 1 + 2 * offset
+            collection.add_characteristic(BleakGATTCharacteristic(None, handle, uuid, ["read"], lambda: 20, info))
     service = BleakGATTService(None, SERVICE_HANDLE, FTMS_SERVICE_UUID)
     collection.add_service(service)
     for spec in gatt:
@@ -239,8 +256,13 @@ _SIM_OPTIONS = {
     "lose_control",
     "trace",
     "lie",
+    "name",
+    "model",
+    "countdown",
+    "without_response",
+    "truncate",
 }
-_DRIVER_OPTIONS = {"timeout", "response_timeout"}
+_DRIVER_OPTIONS = {"timeout", "response_timeout", "unit"}
 
 
 def _flag(options: dict[str, str], key: str) -> bool:
@@ -252,6 +274,15 @@ def _flag(options: dict[str, str], key: str) -> bool:
 
 def _raw(kmh_or_pct: float, per_unit: int) -> int:
     return round(kmh_or_pct * per_unit)
+
+
+def _unit(options: dict[str, str]) -> WireUnit | None:
+    raw = options.get("unit")
+    if raw is None:
+        return None
+    if raw not in ("kmh", "mph"):
+        raise ConfigError(f"ftms+sim:// option unit={raw!r}: allowed kmh or mph (the unit of speeds on the wire)")
+    return WireUnit(raw)
 
 
 def machine_from_options(options: dict[str, str]) -> SimMachine:
@@ -292,6 +323,11 @@ def machine_from_options(options: dict[str, str]) -> SimMachine:
         lose_control_at=None if lose_control is None else float_option(options, "lose_control", 0.0),
         trace_path=options.get("trace") or None,
         lie=lie,
+        name=options.get("name") or NAME,
+        model=options.get("model", ""),
+        countdown_s=float_option(options, "countdown", 0.0, maximum=30.0),
+        write_without_response=_flag(options, "without_response"),
+        truncate=int(float_option(options, "truncate", 0, minimum=0, maximum=64)),
     )
 
 
@@ -330,6 +366,7 @@ class SimFtmsDriver(FtmsDriver):
             FtmsPeripheral(machine),
             connect_timeout=float_option(options, "timeout", CONNECT_TIMEOUT_S, minimum=0.1, maximum=120.0),
             response_timeout=float_option(options, "response_timeout", RESPONSE_TIMEOUT_S, minimum=0.01, maximum=30.0),
+            unit=_unit(options),
         )
 
     async def open(self) -> None:

@@ -170,6 +170,17 @@ class SimMachine:
     name: str = NAME
     lie: Lie = Lie.NONE
     """A machine whose unit is mph while it claims km/h (sims.belt.Lie; the S7 unit check)."""
+    model: str = ""
+    """Device Information model number (0x2A24); empty: the machine has no 0x180A service."""
+    maker: str = "Retrotread Sim"
+    firmware: str = "1.0"
+    countdown_s: float = 0.0
+    """After Start the motor waits this long, then runs and notifies 0x04 (TM11GY counts 3 s); a Set
+    Target Speed before that drops the link, as on KingSmith machines (hardware.md)."""
+    write_without_response: bool = False
+    """The control point's properties are write-without-response + indicate (Urevo E1L, 0x24)."""
+    truncate: int = 0
+    """Treadmill Data carries every field, cut to this many bytes (Matrix TouchXL sends 20)."""
 
     @property
     def has_incline(self) -> bool:
@@ -180,7 +191,7 @@ class SimMachine:
 class CharacteristicSpec:
     uuid: str
     handle: int
-    properties: tuple[Literal["read", "write", "notify", "indicate"], ...]
+    properties: tuple[Literal["read", "write", "write-without-response", "notify", "indicate"], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +246,7 @@ class FtmsPeripheral:
         self._busy = False
         self._running = False
         self._target_raw = 0
+        self._counting_down = False
         self._started_at: float | None = None
         self._resume_raw = 0
         # Treadmill Data is the stream the link faults hit (stall, garbage, unplug: sims.link);
@@ -380,6 +392,8 @@ class FtmsPeripheral:
             )
         if uuid == TRAINING_STATUS_UUID:
             return encode_training_status(self._training_status())
+        if m.model and uuid in DIS_UUIDS:
+            return {DIS_UUIDS[0]: m.maker, DIS_UUIDS[1]: m.model, DIS_UUIDS[2]: m.firmware}[uuid].encode()
         raise AttError(ATT_READ_NOT_PERMITTED, f"{uuid[4:8]} is not readable")
 
     def write(self, link: Link, uuid: str, data: bytes) -> None:
@@ -463,6 +477,10 @@ class FtmsPeripheral:
                 return op, ResultCode.OP_CODE_NOT_SUPPORTED, request, []
             if not (m.speed_min_raw <= raw <= m.speed_max_raw) or raw % m.speed_increment_raw:
                 return op, ResultCode.INVALID_PARAMETER, request, []
+            if self._counting_down:
+                # KingSmith (hardware.md): a speed write while the motor spins up drops the link.
+                self._drop("speed written during the start countdown")
+                return op, ResultCode.OPERATION_FAILED, request, []
             self._target_raw = raw
             if self._running:
                 belt.command_mps = _mps(raw) * m.lie.takes
@@ -476,8 +494,13 @@ class FtmsPeripheral:
             belt.incline_pct = raw / 10
             return op, ResultCode.SUCCESS, request, [MachineStatus(StatusOpcode.TARGET_INCLINE_CHANGED, raw)]
         if isinstance(request, StartOrResume):
-            if self._running or not belt.powered:
+            if self._running or self._counting_down or not belt.powered:
                 return op, ResultCode.OPERATION_FAILED, request, []
+            if m.countdown_s > 0:
+                self._counting_down = True
+                # On the machine's own clock: a dropped link does not stop a countdown (S9's danger).
+                self._timers.add(asyncio.get_running_loop().call_later(m.countdown_s, self._countdown_over))
+                return op, ResultCode.SUCCESS, request, []
             self._run_belt()
             return op, ResultCode.SUCCESS, request, [MachineStatus(StatusOpcode.STARTED_OR_RESUMED_BY_USER)]
         # Stop or Pause: the one request left.
@@ -488,6 +511,14 @@ class FtmsPeripheral:
         status = MachineStatus(StatusOpcode.STOPPED_OR_PAUSED_BY_USER, int(request.action))
         return op, ResultCode.SUCCESS, request, [status] if was_running else []
 
+    def _countdown_over(self) -> None:
+        if not self._counting_down:
+            return
+        self._counting_down = False
+        self.belt.advance_to(time.monotonic())
+        self._run_belt()
+        self._status(MachineStatus(StatusOpcode.STARTED_OR_RESUMED_BY_USER))
+
     def _run_belt(self) -> None:
         # A machine started with no target runs at its minimum speed, as real ones do.
         self._running = True
@@ -495,6 +526,7 @@ class FtmsPeripheral:
         self.belt.command_mps = _mps(self._target_raw or self.machine.speed_min_raw) * self.machine.lie.takes
 
     def _halt(self) -> None:
+        self._counting_down = False
         self._running = False
         self._started_at = None
         self.belt.stop_motor()
@@ -523,6 +555,20 @@ class FtmsPeripheral:
         belt = self.belt
         kmh = belt.speed_mps * 3.6 * self.machine.lie.reports  # what it says, in whatever unit it uses
         elapsed = int(now - self._started_at) if self._started_at is not None else 0
+        if self.machine.truncate:
+            full = TreadmillData(
+                speed_kmh=kmh,
+                average_speed_kmh=belt.distance_m / elapsed * 3.6 if elapsed else 0.0,
+                distance_m=int(belt.distance_m),
+                incline_pct=belt.incline_pct,
+                elevation_gain_up_m=0.0,
+                elevation_gain_down_m=0.0,
+                energy_total_kcal=int(belt.distance_m / 20),
+                energy_per_hour_kcal=int(kmh * 60),
+                energy_per_minute_kcal=int(kmh),
+                elapsed_s=elapsed,
+            )
+            return [encode_treadmill_data(full)[: self.machine.truncate]]  # Matrix TouchXL: cut at 20
         if not self.machine.split:
             record = TreadmillData(
                 speed_kmh=kmh,
@@ -648,6 +694,13 @@ class FtmsPeripheral:
         return self._control is not None and self._control is self._link
 
 
+DIS_UUIDS: Final = (  # Device Information: manufacturer, model number, firmware revision
+    "00002a29-0000-1000-8000-00805f9b34fb",
+    "00002a24-0000-1000-8000-00805f9b34fb",
+    "00002a26-0000-1000-8000-00805f9b34fb",
+)
+
+
 def _mps(raw: int) -> float:
     return raw / 100 / 3.6
 
@@ -680,7 +733,7 @@ def _feature(m: SimMachine) -> FitnessMachineFeature:
 
 def _gatt(m: SimMachine) -> tuple[CharacteristicSpec, ...]:
     """The characteristics in handle order; each notifying one has its CCCD at handle + 1."""
-    chars: list[tuple[str, tuple[Literal["read", "write", "notify", "indicate"], ...]]] = [
+    chars: list[tuple[str, tuple[Literal["read", "write", "write-without-response", "notify", "indicate"], ...]]] = [
         (FEATURE_UUID, ("read",)),
         (TREADMILL_DATA_UUID, ("notify",)),
         (TRAINING_STATUS_UUID, ("read", "notify")),
@@ -689,7 +742,10 @@ def _gatt(m: SimMachine) -> tuple[CharacteristicSpec, ...]:
         chars.append((SUPPORTED_SPEED_RANGE_UUID, ("read",)))
     if m.has_incline:
         chars.append((SUPPORTED_INCLINATION_RANGE_UUID, ("read",)))
-    chars += [(CONTROL_POINT_UUID, ("write", "indicate")), (MACHINE_STATUS_UUID, ("notify",))]
+    cp_write: Literal["write", "write-without-response"] = (
+        "write-without-response" if m.write_without_response else "write"
+    )
+    chars += [(CONTROL_POINT_UUID, (cp_write, "indicate")), (MACHINE_STATUS_UUID, ("notify",))]
     specs = []
     handle = 0x0021
     for uuid, props in chars:

@@ -105,6 +105,7 @@ __all__ = [
     "parse_service_data",
     "split_treadmill_data",
     "treadmill_fields",
+    "truncated_speed",
 ]
 
 Octets: TypeAlias = bytes | bytearray | memoryview
@@ -457,6 +458,32 @@ def decode_treadmill_data(data: Octets) -> TreadmillData:
     _set_pace_bytes(record, layout.pace_bytes)
     _set_trailing(record, trailing)
     return record
+
+
+TRUNCATED_AT = 20  # ATT_MTU 23 - 3: where the Matrix TouchXL cuts its records
+_RESERVED_FLAGS = 0xE000  # Treadmill Data flags bits 13-15 are reserved for future use (FTMS 4.9.1)
+
+
+def truncated_speed(data: Octets) -> Speed | None:
+    """The speed of a Treadmill Data record cut short, or ``None``.
+
+    Matrix TouchXL (TrackMyIndoorWorkout ``test/matrix_treadmill_test.dart``): flags promise 30-32
+    bytes, 20 arrive. Instantaneous speed is the first field, present when bit 0 (more data) is 0,
+    so its two bytes are intact in the cut packet. Only a packet of exactly ``TRUNCATED_AT`` bytes
+    (the default ATT payload, where such machines cut), with no reserved flag bit set, shorter than
+    its flags announce, gives a speed here: garbage must never read as a speed (S8 notices a drought,
+    a made-up speed it could not). Everything after the speed is unknown.
+    """
+    n = len(data)
+    if n != TRUNCATED_AT:
+        return None  # the cut is at the default ATT payload; any other short packet is garbage
+    flags = data[0] | data[1] << 8
+    if flags & 0x0001 or flags & _RESERVED_FLAGS:
+        return None  # more data: no speed in this part; reserved bits: not a record at all
+    layout = _LAYOUTS.get(flags) or _layout(flags, pace16=False)
+    if n >= layout.size:
+        return None  # not cut short: whatever is wrong with it, it is not truncation
+    return _KMH_STEP.from_count(data[2] | data[3] << 8)
 
 
 def _encode_group(record: TreadmillData, bit: int, group: tuple[_Field, ...]) -> bytes:

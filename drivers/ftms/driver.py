@@ -4,7 +4,19 @@ URLs: ``ftms://AA:BB:CC:DD:EE:FF`` (the address; a UUID on macOS) or ``ftms://?n
 first device heard whose name starts with PREFIX and that advertises FTMS, 0x1826). Options:
 ``timeout`` (connecting, and scanning for a name, in s; default 10), ``response_timeout`` (how long
 a control point procedure may take, in s; default 2, ftms.md), ``rate_hz`` (how often this machine
-notifies Treadmill Data; default 1, what FTMS machines do, ftms.md; rule S8 scales on it).
+notifies Treadmill Data; default 1, what FTMS machines do, ftms.md; rule S8 scales on it), ``unit``
+(``mph`` or ``kmh``: the unit of the speed numbers on the wire, over the quirk table's; FTMS says
+km/h, several machines use mph, hardware.md and the S7 unit check).
+
+Quirks (``drivers.ftms.quirks``, keyed by advertised name and Device Information model number,
+each entry with its source): the speed unit, Start before every speed write, never resend Start,
+a gap between subscriptions. For every machine: the Device Information Service (0x180A: maker,
+model, firmware, serial) is read at connect into ``device``; after Start the driver waits for
+status 0x04 or a moving belt (at most ``START_WAIT_S``) before the first Set Target Speed, since a
+speed write while the motor spins up drops the link on KingSmith machines and TM11GY counts down
+3 s (hardware.md); the control point's write type comes from its properties (Urevo E1L offers only
+write-without-response); a Treadmill Data record cut short (Matrix TouchXL sends 20 of 30 bytes)
+keeps its speed when the speed's bytes are intact, counted in ``truncated_packets``.
 
 What the driver does, in ftms.md's terms:
 
@@ -113,13 +125,15 @@ from retrotread.drivers.ftms.codec import (
     decode_speed_range,
     decode_training_status,
     encode_control_point,
+    truncated_speed,
 )
+from retrotread.drivers.ftms.quirks import Quirks, WireUnit, quirks_for, with_unit
 from retrotread.drivers.ftms.scan import bluetooth_error, find_ftms
 from retrotread.drivers.link_state import Backoff, LinkChange, LinkMachine
 from retrotread.drivers.plausible import SampleGate
 from retrotread.drivers.registry import float_option
-from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
-from retrotread.drivers.units import Rounding, Speed, SpeedGrid
+from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, DeviceInfo, Update
+from retrotread.drivers.units import Rounding, Speed, SpeedGrid, SpeedUnit
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -144,6 +158,19 @@ RECONNECT_FIRST_S: Final = 0.5
 RECONNECT_MAX_S: Final = 10.0
 DISCONNECT_TIMEOUT_S: Final = 2.0
 DEFAULT_RATE_HZ: Final = 1.0  # ftms.md: Treadmill Data is notified at about 1 Hz
+START_WAIT_S: Final = 15.0
+"""After Start, wait at most this long for status 0x04 or belt motion before the first speed
+(hardware.md: KingSmith drops the link on a speed write while the motor spins up; TM11GY counts
+down 3 s). A machine that shows neither gets its speed then anyway; the supervisor's no-response
+rule (S7) is watching."""
+MOVING_MPH: Final = 0.05  # a belt reading above this is moving (as the supervisor's standstill)
+DIS_SERVICE_UUID: Final = "0000180a-0000-1000-8000-00805f9b34fb"
+_DIS: Final = {  # Device Information Service characteristics we read (Bluetooth SIG assigned numbers)
+    "maker": "00002a29-0000-1000-8000-00805f9b34fb",
+    "model": "00002a24-0000-1000-8000-00805f9b34fb",
+    "serial": "00002a25-0000-1000-8000-00805f9b34fb",
+    "firmware": "00002a26-0000-1000-8000-00805f9b34fb",
+}
 
 _ADDRESS = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}$")
 
@@ -154,6 +181,30 @@ _ECHOES: Final[dict[ControlOpcode, StatusOpcode]] = {
 }
 
 _T = TypeVar("_T")
+
+
+def _text(data: Octets) -> str | None:
+    """A Device Information string: UTF-8, trailing NULs and spaces dropped; empty is absent."""
+    text = bytes(data).split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+    return text or None
+
+
+def _advertised_name(client: BleakClient, target: object) -> str | None:
+    for name in (getattr(target, "name", None), _client_name(client)):
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+def _client_name(client: BleakClient) -> str | None:
+    try:
+        return client.name
+    except (BleakError, AttributeError, NotImplementedError):
+        return None
+
+
+def _wire(request: SetTargetSpeed) -> str:
+    return f"{request.speed_raw / 100:.2f} (raw {request.speed_raw})"
 
 
 def _name(value: int) -> str:
@@ -257,6 +308,7 @@ class FtmsDriver(Driver):
         scanner_backend: type[BaseBleakScanner] | None = None,
         reconnect_first_s: float = RECONNECT_FIRST_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
+        unit: WireUnit | None = None,
     ) -> None:
         if (address is None) == (name_prefix is None):
             raise ConfigError("ftms:// needs either an address (ftms://AA:BB:CC:DD:EE:FF) or ?name=PREFIX")
@@ -271,6 +323,14 @@ class FtmsDriver(Driver):
         self._backend = backend
         self._backend_options = dict(backend_options or {})
         self._scanner_backend = scanner_backend
+        self._unit = unit  # the URL's unit, over the quirk table's
+        self.quirks = with_unit(Quirks(), unit)
+        """What this machine needs (``drivers.ftms.quirks``), known once it connected."""
+        self._device: DeviceInfo | None = None
+        self._started = asyncio.Event()  # status 0x04 or a moving belt since our last Start
+        self._moving = False
+        self.truncated_packets = 0
+        """Treadmill Data records cut short whose speed was kept (Matrix TouchXL, hardware.md)."""
 
         self._target: BLEDevice | str | None = None
         self._client: BleakClient | None = None
@@ -310,7 +370,7 @@ class FtmsDriver(Driver):
 
     @classmethod
     def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
-        known = {"name", "timeout", "response_timeout", "rate_hz"}
+        known = {"name", "timeout", "response_timeout", "rate_hz", "unit"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"ftms:// has no option {unknown[0]!r}; known: {', '.join(sorted(known))}")
@@ -323,12 +383,16 @@ class FtmsDriver(Driver):
         if (address is None) == (name is None):
             raise ConfigError("ftms:// needs either an address (ftms://AA:BB:CC:DD:EE:FF) or ?name=PREFIX, not both")
         rate_hz = float_option(options, "rate_hz", DEFAULT_RATE_HZ, minimum=0.1, maximum=100.0)
+        unit = options.get("unit")
+        if unit is not None and unit not in ("kmh", "mph"):
+            raise ConfigError(f"ftms:// option unit={unit!r}: allowed kmh or mph (the unit of speeds on the wire)")
         return cls(
             address=address,
             name_prefix=name,
             connect_timeout=float_option(options, "timeout", CONNECT_TIMEOUT_S, minimum=0.1, maximum=120.0),
             response_timeout=float_option(options, "response_timeout", RESPONSE_TIMEOUT_S, minimum=0.01, maximum=30.0),
             nominal_period_s=1.0 / rate_hz,
+            unit=WireUnit(unit) if unit is not None else None,
         )
 
     # -- what the daemon reads -------------------------------------------------------------------
@@ -338,6 +402,10 @@ class FtmsDriver(Driver):
         if self._drive_refusal is not None and self._caps.can_drive:
             return replace(self._caps, can_drive=False)
         return self._caps
+
+    @property
+    def device(self) -> DeviceInfo | None:
+        return self._device
 
     @property
     def _drive_refusal(self) -> str | None:
@@ -404,7 +472,7 @@ class FtmsDriver(Driver):
         return BleakClient(
             self._target,
             self._on_disconnected,
-            [FTMS_SERVICE_UUID],
+            [FTMS_SERVICE_UUID, DIS_SERVICE_UUID],
             timeout=self.connect_timeout,
             backend=self._backend,
             **self._backend_options,
@@ -430,6 +498,7 @@ class FtmsDriver(Driver):
             ) from exc
         except (BleakError, OSError, EOFError) as exc:
             raise bluetooth_error(exc, f"{self.url}: connecting", NotConnected) from exc
+        await self._read_device_information(client)
         self._found = await self._read_machine(client)
         self._assembler.reset()
         await self._subscribe(client)
@@ -470,6 +539,24 @@ class FtmsDriver(Driver):
         self.reconnects += 1
         self._queue.put_nowait(
             DeviceEvent(time.monotonic(), DeviceEventKind.CONNECTED, "Bluetooth link back; a stop went first (S9)")
+        )
+
+    async def _read_device_information(self, client: BleakClient) -> None:
+        """0x180A (maker, model, firmware, serial) and the quirks they and the name select."""
+        found: dict[str, str | None] = {}
+        for key, uuid in _DIS.items():
+            found[key] = await self._read(client, uuid, _text, f"Device Information {uuid[4:8]}")
+        name = _advertised_name(client, self._target)
+        self.quirks = with_unit(quirks_for(name, found["model"]), self._unit)
+        for source in self.quirks.sources:
+            log.info("%s: quirk: %s", self.url, source)
+        self._device = DeviceInfo(
+            maker=found["maker"],
+            model=found["model"] or name,
+            firmware=found["firmware"],
+            serial=found["serial"],
+            units="mph" if WireUnit.MPH in (self.quirks.takes, self.quirks.reports) else "km/h",
+            quirks=self.quirks.sources,
         )
 
     async def _read_machine(self, client: BleakClient) -> _Machine:
@@ -516,7 +603,9 @@ class FtmsDriver(Driver):
         if control is not None:
             # ftms.md: indications on the control point must be on before the first write to it.
             wanted.append((control, self._on_control_point))
-        for char, callback in wanted:
+        for index, (char, callback) in enumerate(wanted):
+            if index and self.quirks.cccd_gap_s:
+                await asyncio.sleep(self.quirks.cccd_gap_s)  # KS-MC21: staggered subscriptions (quirks)
             try:
                 await client.start_notify(char, callback)
             except (BleakError, OSError, EOFError) as exc:
@@ -564,9 +653,17 @@ class FtmsDriver(Driver):
             )
         speed = machine.speed_range
         incline = machine.incline_range
+        grid = SpeedGrid()
+        if speed is not None:
+            grid = speed.grid
+            if self.quirks.takes is WireUnit.MPH:
+                # The range's numbers are hundredths of mph on this machine (quirks; hardware.md).
+                step = SpeedUnit.MPH_HUNDREDTHS
+                inc = max(1, speed.increment_raw)
+                grid = SpeedGrid(step, inc, step.from_count(speed.min_raw), step.from_count(speed.max_raw))
         caps = Capabilities(
             can_drive=refusal is None,
-            speed_grid=speed.grid if speed else SpeedGrid(),
+            speed_grid=grid,
             incline_min_pct=incline.min_pct if incline else 0.0,
             incline_max_pct=incline.max_pct if incline else 0.0,
             incline_increment_pct=incline.increment_pct if incline and incline.increment_raw else 0.1,
@@ -594,6 +691,13 @@ class FtmsDriver(Driver):
         try:
             record = self._assembler.feed(data)
         except FtmsDecodeError as exc:
+            salvaged = truncated_speed(data)
+            if salvaged is not None:
+                # Matrix TouchXL (hardware.md): flags promise 30-32 bytes, 20 arrive; the speed's
+                # bytes are intact, so the speed counts. The packet is counted as truncated.
+                self.truncated_packets += 1
+                self._admit(now, self._reported(salvaged), None, None)
+                return
             self.bad_packets += 1
             if self._packets_ok:
                 self._packets_ok = False
@@ -605,11 +709,23 @@ class FtmsDriver(Driver):
             self._packets_ok = True
             log.warning("%s: valid Treadmill Data again (%d malformed so far)", self.url, self.bad_packets)
         speed = record.speed
-        if speed is None or not self._link.is_up:
+        if speed is None:
             return
         distance = float(record.distance_m) if record.distance_m is not None else None
-        sample = self._gate.admit(BeltSample(now, speed, record.incline_pct, distance))
+        self._admit(now, self._reported(speed), record.incline_pct, distance)
+
+    def _reported(self, speed: Speed) -> Speed:
+        # A machine that reports mph in the km/h field (quirks, e.g. Bowflex T9): read the number as mph.
+        return Speed.from_mph(speed.kmh) if self.quirks.reports is WireUnit.MPH else speed
+
+    def _admit(self, now: float, speed: Speed, incline: float | None, distance: float | None) -> None:
+        if not self._link.is_up:
+            return
+        sample = self._gate.admit(BeltSample(now, speed, incline, distance))
         if sample is not None:
+            self._moving = sample.speed.mph > MOVING_MPH
+            if self._moving:
+                self._started.set()
             self._queue.put_nowait(sample)
 
     @property
@@ -637,6 +753,7 @@ class FtmsDriver(Driver):
         elif op == StatusOpcode.STOPPED_BY_SAFETY_KEY:
             kind, detail = DeviceEventKind.SAFETY_KEY, "safety key pulled (status 0x03)"
         elif op == StatusOpcode.STARTED_OR_RESUMED_BY_USER:
+            self._started.set()  # ours or the user's: the motor runs (the start sequence waits on it)
             if self._is_echo(StatusOpcode.STARTED_OR_RESUMED_BY_USER, now):
                 return
             kind, detail = DeviceEventKind.STARTED_BY_USER, "started on the machine (status 0x04)"
@@ -717,7 +834,7 @@ class FtmsDriver(Driver):
                 if not stop and self._slot.stops_waiting:
                     self._cut_short(flight)
                 try:
-                    await client.write_gatt_char(CONTROL_POINT_UUID, data, response=True)
+                    await client.write_gatt_char(CONTROL_POINT_UUID, data, response=self._with_response(client))
                 except (BleakError, OSError, EOFError) as exc:
                     raise self._link_error(client, exc, f"writing {_name(op)} ({data.hex()})") from exc
                 response = await flight.response
@@ -745,6 +862,12 @@ class FtmsDriver(Driver):
         if response.result == ResultCode.CONTROL_NOT_PERMITTED:
             self._in_control = False
         return response
+
+    @staticmethod
+    def _with_response(client: BleakClient) -> bool:
+        """The write type the control point offers (Urevo E1L: write-without-response only, hardware.md)."""
+        char = client.services.get_characteristic(CONTROL_POINT_UUID)
+        return char is None or "write" in char.properties or "write-without-response" not in char.properties
 
     def _forget_echo(self, echo: StatusOpcode | None, expected: _Echo | None) -> None:
         if echo is not None and expected is not None and self._echoes.get(echo) is expected:
@@ -808,6 +931,9 @@ class FtmsDriver(Driver):
         # Always a whole multiple of the machine's increment (0x2AD4). The supervisor already
         # snapped the speed to that grid inside the envelope (S2), so NEAREST only absorbs the
         # float noise of the unit conversion and never crosses a grid step.
+        if self.quirks.takes is WireUnit.MPH:
+            # Hundredths of mph where the spec says km/h (quirks): the grid is in mph already.
+            return SetTargetSpeed(self._caps.speed_grid.encode(speed, Rounding.NEAREST))
         return SetTargetSpeed.from_speed(speed, Rounding.NEAREST, increment_raw=self._caps.speed_grid.increment)
 
     async def _set_target_speed(self, client: BleakClient, request: SetTargetSpeed, what: str) -> None:
@@ -824,6 +950,8 @@ class FtmsDriver(Driver):
         self._expect(response, what)
 
     async def start(self, speed: Speed) -> None:
+        """Start, wait for the motor (status 0x04 or a moving belt, at most START_WAIT_S), then the
+        speed. The slot is free while it waits, so a stop goes out at once (S5)."""
         self._require_drive("start")
         request = self._speed_request(speed)
         generation = self._stop_generation
@@ -832,9 +960,34 @@ class FtmsDriver(Driver):
             self._still_wanted(generation, "start")
             await self._ensure_control(client)
             self._still_wanted(generation, "start")
-            self._expect(await self._exchange(client, StartOrResume(), stop=False), "start")
+            if self.quirks.never_resend_start and self._moving:
+                log.info("%s: the belt runs: no Start (it would toggle pause on this machine, quirks)", self.url)
+            else:
+                self._started.clear()
+                self._expect(await self._exchange(client, StartOrResume(), stop=False), "start")
+        await self._motor_running(generation)
+        async with self._holding_slot(stop=False):
+            client = self._require_drive("start")
             self._still_wanted(generation, "start")
-            await self._set_target_speed(client, request, f"start at {request.speed_kmh:.2f} km/h")
+            await self._set_target_speed(client, request, f"start at {_wire(request)}")
+
+    async def _motor_running(self, generation: int) -> None:
+        if self._started.is_set():
+            return
+        try:
+            async with asyncio.timeout(START_WAIT_S):
+                while not self._started.is_set():
+                    self._still_wanted(generation, "start")
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.1):  # looks at the stop generation 10 times a second
+                            await self._started.wait()
+        except TimeoutError:
+            log.warning(
+                "%s: no status 0x04 and no belt motion %g s after Start; setting the speed anyway",
+                self.url,
+                START_WAIT_S,
+            )
+        self._still_wanted(generation, "start")
 
     async def set_speed(self, speed: Speed) -> None:
         self._require_drive("set the speed")
@@ -843,9 +996,16 @@ class FtmsDriver(Driver):
         async with self._holding_slot(stop=False):
             client = self._require_drive("set the speed")
             self._still_wanted(generation, "set speed")
-            await self._ensure_control(client)
+            if self.quirks.start_before_speed:
+                # Technogym MyRun (quirks): Request Control + Start before every speed write.
+                self._in_control = False
+                await self._ensure_control(client)
+                self._still_wanted(generation, "set speed")
+                self._expect(await self._exchange(client, StartOrResume(), stop=False), "start before speed")
+            else:
+                await self._ensure_control(client)
             self._still_wanted(generation, "set speed")
-            await self._set_target_speed(client, request, f"speed {request.speed_kmh:.2f} km/h")
+            await self._set_target_speed(client, request, f"speed {_wire(request)}")
 
     async def set_incline(self, incline_pct: float) -> None:
         self._live_client("set the incline")
