@@ -1,14 +1,12 @@
-"""Shared fixtures: no leaked tasks, waiting on conditions (never on sleeps), free ports."""
+"""Shared fixtures: no leaked tasks, a real tmpfs. Functions the tests share are in ``helpers.py``."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -32,20 +30,6 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
     for t in leaked:
         t.cancel()
     assert not leaked, f"leaked tasks: {sorted(t.get_name() for t in leaked)}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_until(predicate: Callable[[], Any], updates: Any, within: float = 10.0) -> Any:
-    """Wait, update by update from a hub subscription, until ``predicate()`` is truthy."""
-    async with asyncio.timeout(within):
-        while not (result := predicate()):
-            await updates.next()
-        return result
 
 
 @pytest.fixture

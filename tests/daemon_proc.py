@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from conftest import free_port
+from helpers import free_port
 
 RETROTREAD = str(Path(sys.executable).with_name("retrotread"))
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def fill_disk(disk: Path) -> Path:
@@ -16,3 +20,17 @@ def fill_disk(disk: Path) -> Path:
             except OSError:
                 pass
     return filler
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_until(predicate: Callable[[], Any], updates: Any, within: float = 10.0) -> Any:
+    """Wait, update by update from a hub subscription, until ``predicate()`` is truthy."""
+    async with asyncio.timeout(within):
+        while not (result := predicate()):
+            await updates.next()
+        return result

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers import free_port
 
 READY_S = 10.0
 

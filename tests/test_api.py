@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import uvicorn
-from conftest import wait_until
+from helpers import wait_until
 
 from retrotread.api.app import create_app
 from retrotread.daemon.controller import Controller

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from helpers import wait_until
 from pydantic import ValidationError
 
 from retrotread.daemon.commands import (

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from helpers import wait_until
 
 from retrotread.daemon.controller import Controller, SessionError
 from retrotread.daemon.hub import Subscription

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from conftest import wait_until
+from helpers import wait_until
 
 from retrotread.daemon.controller import Controller
 from retrotread.daemon.history import MemoryHistory

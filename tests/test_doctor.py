@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers import free_port
 
 from retrotread.api.doctor import run_checks
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from browser import chromium, chromium_path
-from conftest import free_port
+from helpers import free_port
 from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)
 from test_mqtt import until_controller
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port
+from helpers import free_port
 
 from retrotread.api.app import create_app
 from retrotread.api.http_guard import loopback

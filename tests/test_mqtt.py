@@ -24,7 +24,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from conftest import free_port, wait_until
+from helpers import free_port, wait_until
 from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)
 from paho.mqtt.subscribeoptions import SubscribeOptions
 

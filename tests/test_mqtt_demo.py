@@ -9,7 +9,7 @@ from types import ModuleType
 
 import aiomqtt
 import pytest
-from conftest import free_port
+from helpers import free_port
 from mqtt_broker import Mosquitto
 
 from retrotread.api.broker import demo_broker, subscribe_hint

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port
+from helpers import free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
 from daemon_proc import RETROTREAD, Daemon, daemon, run_cli
-from helpers import fill_disk
+from helpers import fill_disk, free_port
 
 from retrotread.daemon.auth import load_or_create_token, rotate_token
 
@@ -160,4 +159,3 @@ def test_estop_with_no_daemon_says_the_belt_was_not_stopped() -> None:
     assert out.returncode == 1
     assert "NOT" in out.stderr and "stopped" in out.stderr
     assert "safety key" in out.stderr
-
