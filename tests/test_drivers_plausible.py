@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from helpers import wait_until
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, wait_until
+from helpers import free_port, wait_until
 
 from retrotread.api.app import create_app
 from retrotread.daemon.auth import read_token

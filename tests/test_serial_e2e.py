@@ -22,7 +22,7 @@ from typing import IO, Any, TypeVar
 
 import httpx
 import pytest
-from conftest import free_port
+from helpers import free_port
 
 from retrotread.daemon.auth import read_token
 from retrotread.sims.serial_serve import TRACE_ENV
