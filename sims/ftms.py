@@ -19,7 +19,8 @@ takes and reports mph while it claims km/h; ``mph-in``: it takes mph and reports
 advertised name, for the quirk table), ``model`` (a Device Information Service with this model
 number), ``countdown`` (seconds between Start and the motor running; a speed written meanwhile drops
 the link, as on KingSmith machines), ``without_response`` (1: the control point offers
-write-without-response only, like the Urevo E1L), ``truncate`` (every record carries all fields and
+write-without-response only, like the Urevo E1L), ``needs_start`` (1: Set Target Speed counts only
+right after a Start, like a Technogym MyRun), ``truncate`` (every record carries all fields and
 is cut to this many bytes, like the Matrix TouchXL's 20), and the driver's own ``unit``,
 ``timeout`` and ``response_timeout``.
 
@@ -261,6 +262,7 @@ _SIM_OPTIONS = {
     "countdown",
     "without_response",
     "truncate",
+    "needs_start",
 }
 _DRIVER_OPTIONS = {"timeout", "response_timeout", "unit"}
 
@@ -327,6 +329,7 @@ def machine_from_options(options: dict[str, str]) -> SimMachine:
         model=options.get("model", ""),
         countdown_s=float_option(options, "countdown", 0.0, maximum=30.0),
         write_without_response=_flag(options, "without_response"),
+        needs_start=_flag(options, "needs_start"),
         truncate=int(float_option(options, "truncate", 0, minimum=0, maximum=64)),
     )
 

@@ -179,6 +179,9 @@ class SimMachine:
     Target Speed before that drops the link, as on KingSmith machines (hardware.md)."""
     write_without_response: bool = False
     """The control point's properties are write-without-response + indicate (Urevo E1L, 0x24)."""
+    needs_start: bool = False
+    """Set Target Speed counts only right after a Start (Start while running is taken): otherwise
+    it is answered success and ignored, like a Technogym MyRun (qdomyos-zwift forceSpeed)."""
     truncate: int = 0
     """Treadmill Data carries every field, cut to this many bytes (Matrix TouchXL sends 20)."""
 
@@ -247,6 +250,7 @@ class FtmsPeripheral:
         self._running = False
         self._target_raw = 0
         self._counting_down = False
+        self._start_armed = False  # a Start came since the last Set Target Speed (needs_start)
         self._started_at: float | None = None
         self._resume_raw = 0
         # Treadmill Data is the stream the link faults hit (stall, garbage, unplug: sims.link);
@@ -481,6 +485,10 @@ class FtmsPeripheral:
                 # KingSmith (hardware.md): a speed write while the motor spins up drops the link.
                 self._drop("speed written during the start countdown")
                 return op, ResultCode.OPERATION_FAILED, request, []
+            if m.needs_start and not self._start_armed:
+                self._note("ignored", "Set Target Speed without a Start before it")
+                return op, ResultCode.SUCCESS, request, []
+            self._start_armed = False
             self._target_raw = raw
             if self._running:
                 belt.command_mps = _mps(raw) * m.lie.takes
@@ -494,8 +502,12 @@ class FtmsPeripheral:
             belt.incline_pct = raw / 10
             return op, ResultCode.SUCCESS, request, [MachineStatus(StatusOpcode.TARGET_INCLINE_CHANGED, raw)]
         if isinstance(request, StartOrResume):
+            if m.needs_start and self._running:
+                self._start_armed = True
+                return op, ResultCode.SUCCESS, request, []
             if self._running or self._counting_down or not belt.powered:
                 return op, ResultCode.OPERATION_FAILED, request, []
+            self._start_armed = True
             if m.countdown_s > 0:
                 self._counting_down = True
                 # On the machine's own clock: a dropped link does not stop a countdown (S9's danger).

@@ -146,10 +146,18 @@ async def test_tm11gy_never_gets_start_while_its_belt_runs() -> None:
         await drv.emergency_stop()
 
 
-def test_technogym_myrun_gets_control_and_start_before_every_speed() -> None:
-    # qdomyos-zwift forceSpeed: Technogym MyRun needs Request Control + Start before every speed write.
-    q = quirks_for("MyRun 1234", None)
-    assert q.start_before_speed and "forceSpeed" in q.sources[0]
+async def test_technogym_myrun_gets_control_and_start_before_every_speed() -> None:
+    # qdomyos-zwift forceSpeed: Technogym MyRun needs Request Control + Start before every speed
+    # write; the simulated one ignores a speed that no Start came right before.
+    async with sim("name=MyRun 1234&needs_start=1") as drv:
+        assert drv.quirks.start_before_speed and "forceSpeed" in drv.quirks.sources[0]
+        await drv.start(Speed.from_mph(0.8))
+        await sample(drv, lambda mph: mph > 0.795)
+        await drv.set_speed(Speed.from_mph(1.0))
+        await sample(drv, lambda mph: mph > 0.995)
+        tail = ops(drv)[-3:]
+        assert tail == [ControlOpcode.REQUEST_CONTROL, ControlOpcode.START_OR_RESUME, ControlOpcode.SET_TARGET_SPEED]
+        await drv.emergency_stop()
     assert quirks_for("RetroTread SIM", None).sources == ()  # an unknown machine: the spec's path
 
 
