@@ -10,7 +10,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -115,19 +115,32 @@ def args_of(*parts: Sequence[str]) -> list[str]:
     return [p for part in parts for p in part]
 
 
-class EventTap:
-    """Reads a daemon's SSE stream on a thread and keeps every ``event`` payload."""
+Frame = tuple[str, dict[str, Any]]
+"""One SSE frame: its ``event:`` kind and its ``data:`` payload."""
 
-    def __init__(self, url: str) -> None:
-        self.events: list[dict[str, Any]] = []
+
+class EventTap:
+    """Reads a daemon's SSE stream (``GET /api/v1/events``) on a thread and keeps every frame.
+
+    ``wait`` looks at the ``event`` frames' payloads; ``until`` at every frame so far (cues, timers).
+    """
+
+    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+        self.frames: list[Frame] = []
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._client = httpx.Client(base_url=url, timeout=httpx.Timeout(5, read=None))
+        self._client = httpx.Client(base_url=url, headers=dict(headers or {}), timeout=httpx.Timeout(5, read=None))
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._ready = threading.Event()
         self._thread.start()
         if not self._ready.wait(10):
             raise AssertionError("event stream did not open")
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The payloads of the ``event`` frames so far."""
+        with self._cond:
+            return [p for k, p in self.frames if k == "event"]
 
     def _run(self) -> None:
         kind = ""
@@ -139,26 +152,30 @@ class EventTap:
                         return
                     if line.startswith("event:"):
                         kind = line.split(":", 1)[1].strip()
-                    elif line.startswith("data:") and kind == "event":
+                    elif line.startswith("data:"):
                         with self._cond:
-                            self.events.append(json.loads(line.split(":", 1)[1]))
+                            self.frames.append((kind, json.loads(line.split(":", 1)[1])))
                             self._cond.notify_all()
         except httpx.HTTPError:
             return
         finally:
             self._ready.set()
 
-    def wait(self, predicate: Callable[[dict[str, Any]], bool], within: float = 20.0) -> dict[str, Any]:
+    def until(self, predicate: Callable[[list[Frame]], bool], within: float = 20.0) -> list[Frame]:
+        """Until ``predicate(frames so far)`` holds: a condition with a deadline."""
         deadline = time.monotonic() + within
         with self._cond:
-            while True:
-                for ev in self.events:
-                    if predicate(ev):
-                        return ev
+            while not predicate(self.frames):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"no such event within {within} s; got {self.events}")
+                    raise AssertionError(f"not seen within {within} s; got {self.frames}")
                 self._cond.wait(left)
+            return list(self.frames)
+
+    def wait(self, predicate: Callable[[dict[str, Any]], bool], within: float = 20.0) -> dict[str, Any]:
+        """The first ``event`` payload for which ``predicate`` holds, waited for with a deadline."""
+        frames = self.until(lambda f: any(k == "event" and predicate(p) for k, p in f), within)
+        return next(p for k, p in frames if k == "event" and predicate(p))
 
     def close(self) -> None:
         self._stop.set()
