@@ -225,3 +225,23 @@ async def test_device_information_is_read_into_the_device_description() -> None:
         assert device is not None
         assert (device.maker, device.model, device.firmware) == ("Retrotread Sim", "T202", "1.0")
         assert device.units == "mph" and device.quirks == drv.quirks.sources
+
+
+async def test_s7_an_unlisted_ftms_machine_taking_mph_latches_unit_mismatch_in_the_daemon() -> None:
+    # hardware.md "Units that lie": an unknown machine (no quirk) that takes mph and reports km/h
+    # honestly reads 1.609 x its command; the controller's supervisor latches unit-mismatch (S7).
+    from retrotread.daemon.controller import Controller
+    from retrotread.safety import Mode, Rule, SafetyConfig
+
+    drv = sim("lie=mph-in")
+    async with Controller(drv, treadmill_id="t", safety=SafetyConfig(mode=Mode.REVERSE)) as c:
+        sub = c.hub.subscribe(maxsize=100_000)
+        async with asyncio.timeout(20):
+            while not (c.snapshot().armed and c._sample is not None):
+                await sub.next()
+            assert (await c.start_belt(Speed.from_mph(0.8))).accepted
+            while not c.snapshot().stop.latched:
+                await sub.next()
+        latch = c.supervisor.latch
+        assert latch is not None and (latch.reason, latch.rule) == ("unit-mismatch", Rule.S7)
+        assert speeds_written(drv)[0] == 129  # what the daemon believes is 0.8 mph: 1.29 km/h
