@@ -177,7 +177,7 @@ def test_dashboard_follows_a_session_and_latches_the_stop(tmp_path: Path) -> Non
     state_dir = tmp_path / "state"
     args = ("--driver", "sim://motorized?rate_hz=20", "--mode", "reverse")
     with daemon(*args, env={"RETROTREAD_DAEMON__STATE_DIR": str(state_dir)}) as d, _dashboard(d, "dashboard") as page:
-        page.wait_text("#mode", r"^reverse mode$")
+        page.wait_text("#mode", r"^reverse mode · SIMULATED belt$")
         page.wait_text("#envelope", r"^envelope 0\.8–1\.2 mph$")
         assert page.text("#stop-state") == "stop: not latched"
         assert page.visible("#banner") is False
@@ -229,7 +229,9 @@ def test_dashboard_follows_a_session_and_latches_the_stop(tmp_path: Path) -> Non
         # The session is over: the card says so, and the session is a smaller summary apart (issue 12).
         page.wait_text("#phase", r"^no session$", within=5)
         # Until the history has it the summary may say "ended"; then how it ended (stopped by the stop).
-        page.wait_text("#last-session", r"^Last session #\d+ · 2x5s/3s · (stopped|aborted)( ·| at set)", within=5)
+        page.wait_text(
+            "#last-session", r"^Last session #\d+ · 2x5s/3s (\(simulated\) )?· (stopped|aborted)( ·| at set)", within=5
+        )
         assert page.on("#timer-card", "return e.classList.contains('idle');") is True
 
         # A refusal is shown, not dropped: a reset within 2 s of motion is refused with S6.
@@ -248,7 +250,7 @@ def test_dashboard_in_deadmill_mode_only_measures(tmp_path: Path) -> None:
     args = ("--driver", "sim://manual?rate_hz=20", "--mode", "deadmill")
     with daemon(*args, env={"RETROTREAD_DAEMON__STATE_DIR": str(tmp_path)}) as d, _dashboard(d, "deadmill") as page:
         page.wait_text("#envelope", r"^deadmill: measuring only$")
-        assert page.text("#mode") == "deadmill mode"
+        assert page.text("#mode") == "deadmill mode · SIMULATED belt"  # nothing invented: a simulator says so
         assert page.evaluate("document.getElementById('band').hidden") is True
         assert page.visible("#estop")  # the stop is there in every mode
         # A space typed into a field is text, not a stop; Enter anywhere else is a stop (a pedal).

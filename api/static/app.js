@@ -423,7 +423,7 @@ async function seedEvents(id) {
 
 function summarize(rec) {
   const done = (rec.sets || []).filter((x) => x.outcome === "completed").length;
-  let text = "Last session #" + rec.id + " · " + rec.plan + " · " + (rec.outcome || "unfinished");
+  let text = "Last session #" + rec.id + " · " + rec.plan + (rec.simulated ? " (simulated)" : "") + " · " + (rec.outcome || "unfinished");
   text += " · " + done + " of " + rec.sets_planned + " sets";
   const m = (rec.sets || []).reduce((sum, x) => sum + (x.distance_m || 0), 0);
   if (m > 0) text += " · " + distance(m);
@@ -459,6 +459,8 @@ function render() {
   setText($("treadmill"), snap.id);
   let mode = snap.mode + " mode";
   if (snap.mode === "reverse" && snap.armed === false) mode += " · not armed";
+  // Nothing invented: numbers from a simulator say so wherever they are shown.
+  if (/^(sim|ftms\+sim):/.test(snap.driver || "")) mode += " · SIMULATED belt";
   setText($("mode"), mode);
   renderStop();
   renderSpeed();
