@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,3 +36,25 @@ async def wait_until(predicate: Callable[[], Any], updates: Any, within: float =
         while not (result := predicate()):
             await updates.next()
         return result
+
+
+def trace_commands(trace: Path) -> list[dict[str, Any]]:
+    """The commands a simulated device logged in its ``trace=`` file, in order (none before it exists)."""
+    if not trace.exists():
+        return []
+    return [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+
+
+def heard(trace: Path, cmd: str) -> int:
+    """How many times the simulated device has heard ``cmd`` so far."""
+    return sum(c["cmd"] == cmd for c in trace_commands(trace))
+
+
+def wait_heard(trace: Path, cmd: str, more_than: int, within: float = 10.0) -> int:
+    """Wait, polling the trace with a deadline, until the device has heard ``cmd`` more than ``more_than`` times."""
+    deadline = time.monotonic() + within
+    while (n := heard(trace, cmd)) <= more_than:
+        assert time.monotonic() < deadline, f"the device heard no new {cmd} (still {n})"
+        time.sleep(0.02)
+    return n
+

@@ -8,15 +8,14 @@ stop is latched.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from daemon_proc import RETROTREAD, Daemon, daemon
+from helpers import heard, wait_heard
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -37,12 +36,6 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, 
         yield d, trace
 
 
-def heard_stops(trace: Path) -> int:
-    if not trace.exists():
-        return 0
-    return sum(json.loads(line)["cmd"] == "estop" for line in trace.read_text().splitlines() if line.strip())
-
-
 @given(reason=REASONS)
 @example(reason=b"x" * 201)  # one over the old limit: was refused, and the belt kept running
 @example(reason=b"\xff\xfe not utf-8")
@@ -51,7 +44,7 @@ def heard_stops(trace: Path) -> int:
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_any_reason_given_to_the_cli_estop_stops_the_belt(running: tuple[Daemon, Path], reason: bytes) -> None:
     d, trace = running
-    before = heard_stops(trace)
+    before = heard(trace, "estop")
     out = subprocess.run(
         [os.fsencode(RETROTREAD), b"estop", b"--url", d.url.encode(), b"--reason", reason],
         capture_output=True,
@@ -61,8 +54,5 @@ def test_any_reason_given_to_the_cli_estop_stops_the_belt(running: tuple[Daemon,
     )
     assert out.returncode == 0, out.stderr
     assert b"EMERGENCY STOP sent" in out.stdout
-    deadline = time.monotonic() + 10
-    while heard_stops(trace) <= before:
-        assert time.monotonic() < deadline, "the device heard no new stop"
-        time.sleep(0.02)
+    wait_heard(trace, "estop", before)
     assert d.state()["stop"]["latched"]

@@ -6,18 +6,14 @@ device hears no start after it until a person resumes (S9: the daemon never rest
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 from daemon_proc import EventTap, daemon
+from helpers import trace_commands
 
 pytestmark = pytest.mark.slow
-
-
-def commands(trace: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in trace.read_text().splitlines()]
 
 
 def test_s10_s9_a_console_stop_mid_set_pauses_the_session_and_no_start_follows_until_resume(tmp_path: Path) -> None:
@@ -32,19 +28,19 @@ def test_s10_s9_a_console_stop_mid_set_pauses_the_session_and_no_start_follows_u
             assert paused["rule"] == "S10"
             # Past the standstill window and the S4 hold: the old daemon restarted the belt here.
             d.until(lambda s: s["belt"]["speed_mph"] < 0.05 and s["session"]["paused"])
-            cmds = commands(trace)
+            cmds = trace_commands(trace)
             stop_at = next(i for i, c in enumerate(cmds) if c["cmd"] == "fault:console-stop")
             t_stop = float(str(cmds[stop_at]["t"]))  # the daemon's monotonic clock is the system's
             # A negative claim needs a window: 5 s past the stop, beyond the 1 s standstill and
             # the 3 s hold of S4, polling the daemon's state until then.
             state = d.until(lambda s: time.monotonic() > t_stop + 5.0, within=15)
-            after = [c["cmd"] for c in commands(trace)[stop_at + 1 :]]
+            after = [c["cmd"] for c in trace_commands(trace)[stop_at + 1 :]]
             assert "start" not in after and "speed" not in after, after
             assert state["session"]["paused"] and not state["stop"]["latched"]
             resp = d.post("/api/v1/session/resume")
             assert resp.status_code < 300, resp.text
             d.until(lambda s: s["belt"]["speed_mph"] > 0.75, within=15)
-            after = [c["cmd"] for c in commands(trace)[stop_at + 1 :]]
+            after = [c["cmd"] for c in trace_commands(trace)[stop_at + 1 :]]
             assert after.count("start") == 1
         finally:
             tap.close()

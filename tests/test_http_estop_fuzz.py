@@ -9,13 +9,13 @@ latched. The answer, when the client gets one, is 202.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from daemon_proc import Daemon, daemon
+from helpers import heard, wait_heard
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -50,20 +50,6 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, 
         yield d, trace
 
 
-def heard_stops(trace: Path) -> int:
-    if not trace.exists():
-        return 0
-    return sum(json.loads(line)["cmd"] == "estop" for line in trace.read_text().splitlines() if line.strip())
-
-
-def wait_stops(trace: Path, more_than: int, within: float = 10.0) -> int:
-    deadline = time.monotonic() + within
-    while (n := heard_stops(trace)) <= more_than:
-        assert time.monotonic() < deadline, f"the device heard no new stop (still {n})"
-        time.sleep(0.02)
-    return n
-
-
 @given(body=BODIES, content_type=CONTENT_TYPES, token=st.booleans(), host=st.sampled_from([None, "evil.example"]))
 @example(body=b"stop", content_type="text/plain", token=False, host=None)
 @example(body=b'{"reason": 5}', content_type="application/json", token=False, host=None)
@@ -77,7 +63,7 @@ def test_any_estop_request_latches_a_stop_the_device_hears(
     running: tuple[Daemon, Path], body: bytes, content_type: str | None, token: bool, host: str | None
 ) -> None:
     d, trace = running
-    before = heard_stops(trace)
+    before = heard(trace, "estop")
     headers = {}
     if content_type is not None:
         headers["content-type"] = content_type
@@ -92,7 +78,7 @@ def test_any_estop_request_latches_a_stop_the_device_hears(
         except httpx.TransportError:
             # Only a body far past what a stop reads may be cut off (the answer then closes).
             assert len(body) > 64 * 1024, "a small stop request lost its answer"
-    wait_stops(trace, before)
+    wait_heard(trace, "estop", before)
     if answer is not None:
         assert answer.status_code == 202, answer.text
         assert answer.json() == {"ok": True, "detail": ""}

@@ -7,25 +7,19 @@ device heard, in order.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from daemon_proc import RETROTREAD, Daemon, daemon, run_cli
-from helpers import fill_disk, free_port
+from helpers import fill_disk, free_port, trace_commands
 
 from retrotread.daemon.auth import load_or_create_token, rotate_token
 
 pytestmark = pytest.mark.slow
-
-
-def commands(trace: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in trace.read_text().splitlines()] if trace.exists() else []
 
 
 def start_belt(d: Daemon, mph: float = 1.0) -> None:
@@ -58,7 +52,7 @@ def test_s15_every_fatal_signal_stops_the_belt_before_exit(tmp_path: Path, sig: 
         d.signal(sig)
         assert d.proc.wait(10) == 128 + sig, d.log()
         assert f"{sig.name}: stopping the belt" in d.log()
-    cmds = commands(trace)
+    cmds = trace_commands(trace)
     assert any(c["cmd"] == "start" for c in cmds)
     assert cmds[-1]["cmd"] == "estop" and cmds[-1]["value"] == 0.0
 
@@ -78,7 +72,7 @@ def test_s15_a_full_disk_does_not_keep_the_stop_from_going_out(tmp_path: Path, t
         assert latched["stop"]["reason"] == "uncommanded"
         assert "HISTORY OFF" in d.log()
         d.until(lambda s: s["belt"]["speed_mph"] < 0.05)
-    cmds = commands(trace)
+    cmds = trace_commands(trace)
     assert cmds and cmds[0]["cmd"] in ("stop", "estop") and cmds[0]["value"] == 0.0
 
 
@@ -114,7 +108,7 @@ def test_s15_an_unsafe_state_directory_stops_start_up_after_the_stop(tmp_path: P
     assert out.returncode == 1
     assert "writable by others" in out.stderr and "chmod go-w" in out.stderr
     assert "Traceback" not in out.stderr
-    cmds = commands(trace)
+    cmds = trace_commands(trace)
     assert cmds and cmds[0]["cmd"] in ("stop", "estop")  # the stop went out before the refusal
     assert not (state / "token").exists()
 
