@@ -6,9 +6,13 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+from urllib.parse import SplitResult
+
+from retrotread.drivers.base import Driver, drain
+from retrotread.drivers.types import Update
 
 
 def fill_disk(disk: Path) -> Path:
@@ -58,3 +62,80 @@ def wait_heard(trace: Path, cmd: str, more_than: int, within: float = 10.0) -> i
         time.sleep(0.02)
     return n
 
+
+class FakeTime:
+    """A test's clock and sleep for a Controller: time moves only when the test moves ``now``, and a
+    sleeper wakes only when ``wake_due`` finds its deadline reached (within ``slack``).
+
+    ``catch_up``: the clock jumps to the latest deadline it wakes, so a deadline a rounding error
+    past the test's grid reads as crossed rather than one step early.
+    """
+
+    def __init__(self, slack: float = 1e-9, catch_up: bool = False) -> None:
+        self.now = 1000.0
+        self._slack = slack
+        self._catch_up = catch_up
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        if delay <= 0:
+            await asyncio.sleep(0)
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + delay, fut))
+        await fut
+
+    def wake_due(self) -> None:
+        due = [(t, f) for t, f in self._sleepers if t <= self.now + self._slack]
+        self._sleepers = [(t, f) for t, f in self._sleepers if t > self.now + self._slack]
+        if self._catch_up:
+            self.now = max([self.now, *(t for t, _ in due)])
+        for _, fut in due:
+            if not fut.done():
+                fut.set_result(None)
+
+
+async def settle(turns: int = 40) -> None:
+    """Turn the event loop ``turns`` times, so every task the last step woke has run."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+def run_settled(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` to its end on ``loop``, then let what it woke run too."""
+    result = loop.run_until_complete(coro)
+    loop.run_until_complete(settle())
+    return result
+
+
+class QueueDriver(Driver):
+    """The plumbing of an in-test driver: open/close and a queue of updates the test puts samples
+    in (``put``); the subclass gives the capabilities and the commands."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
+        self._open = False
+
+    @classmethod
+    def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
+        raise NotImplementedError
+
+    @property
+    def connected(self) -> bool:
+        return self._open
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+        self._queue.put_nowait(None)
+
+    def samples(self) -> AsyncIterator[Update]:
+        return drain(self._queue)
+
+    def put(self, update: Update) -> None:
+        self._queue.put_nowait(update)

@@ -12,68 +12,37 @@ stop pressed on the console, any emergency stop). Also S4: every start follows a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any, Self
-from urllib.parse import SplitResult
+from collections.abc import Coroutine
+from typing import Any
 
+from helpers import FakeTime, QueueDriver, run_settled, settle
 from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from retrotread.daemon.controller import Controller, SessionError
 from retrotread.daemon.plans import parse_plan
-from retrotread.drivers.base import Driver, drain
-from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind
 from retrotread.drivers.units import Speed, SpeedGrid, SpeedUnit
 from retrotread.safety import Mode, SafetyConfig
 from retrotread.safety.supervisor import STANDSTILL_MPH, STANDSTILL_S
 from retrotread.sims.belt import Belt
 
 STEP_S = 0.05  # the test's time moves in steps of one safety tick; a sample comes with each
-SETTLE = 40  # loop turns after each step, so every task the step woke has run
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        if delay <= 0:
-            await asyncio.sleep(0)
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._sleepers.append((self.now + delay, fut))
-        await fut
-
-    def wake_due(self) -> None:
-        due = [(t, f) for t, f in self._sleepers if t <= self.now + 1e-9]
-        self._sleepers = [(t, f) for t, f in self._sleepers if t > self.now + 1e-9]
-        for _, fut in due:
-            if not fut.done():
-                fut.set_result(None)
-
-
-class RecordingDriver(Driver):
+class RecordingDriver(QueueDriver):
     """A motorized belt (sims.belt physics on the test's clock) that records every command."""
 
     url = "test://recording"
 
     def __init__(self, time: FakeTime, log: list[tuple[str, float]]) -> None:
+        super().__init__()
         self.time = time
         self.log = log
         self.belt = Belt(motorized=True, t=time.now)
-        self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
-        self._open = False
         self.zero_since: float | None = time.now  # when the belt last came to read 0
         self.early_starts: list[float] = []  # starts less than STANDSTILL_S after it did (S4)
-
-    @classmethod
-    def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
-        raise NotImplementedError
 
     @property
     def capabilities(self) -> Capabilities:
@@ -82,20 +51,6 @@ class RecordingDriver(Driver):
             speed_grid=SpeedGrid(SpeedUnit.MPH_TENTHS, 1, Speed.from_mph(0.5), Speed.from_mph(12)),
             nominal_period_s=STEP_S,
         )
-
-    @property
-    def connected(self) -> bool:
-        return self._open
-
-    async def open(self) -> None:
-        self._open = True
-
-    async def close(self) -> None:
-        self._open = False
-        self._queue.put_nowait(None)
-
-    def samples(self) -> AsyncIterator[Update]:
-        return drain(self._queue)
 
     def _cmd(self, kind: str) -> None:
         self.belt.advance_to(self.time.now)
@@ -129,12 +84,12 @@ class RecordingDriver(Driver):
             self.zero_since = None
         elif self.zero_since is None:
             self.zero_since = self.time.now
-        self._queue.put_nowait(BeltSample(self.time.now, Speed(self.belt.speed_mps), 0.0, self.belt.distance_m))
+        self.put(BeltSample(self.time.now, Speed(self.belt.speed_mps), 0.0, self.belt.distance_m))
 
     def console_stop(self) -> None:
         self.belt.advance_to(self.time.now)
         self.belt.stop_motor()
-        self._queue.put_nowait(DeviceEvent(self.time.now, DeviceEventKind.STOPPED_BY_USER, "console Finished"))
+        self.put(DeviceEvent(self.time.now, DeviceEventKind.STOPPED_BY_USER, "console Finished"))
 
 
 PLANS = ["2x2s/1s,countdown=0.5s", "3x1.5s/0.3s,countdown=0s", "1x4s,countdown=1s", "2x3s/0s,countdown=0.2s"]
@@ -165,13 +120,7 @@ class ControllerMachine(RuleBasedStateMachine):
             self.loop.close()
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        result = self.loop.run_until_complete(coro)
-        self.loop.run_until_complete(self._settle())
-        return result
-
-    async def _settle(self) -> None:
-        for _ in range(SETTLE):
-            await asyncio.sleep(0)
+        return run_settled(self.loop, coro)
 
     def mark(self, what: str) -> None:
         self.log.append((what, self.time.now))
@@ -185,13 +134,13 @@ class ControllerMachine(RuleBasedStateMachine):
             self.time.now += STEP_S
             self.driver.sample()
             self.time.wake_due()
-            self.loop.run_until_complete(self._settle())
+            self.loop.run_until_complete(settle())
             self.check()
 
     @rule()
     def stop_pressed_on_the_console(self) -> None:
         self.driver.console_stop()
-        self.loop.run_until_complete(self._settle())
+        self.loop.run_until_complete(settle())
         self.mark("stopped")
 
     # --- people ----------------------------------------------------------------------------------

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Self
-from urllib.parse import SplitResult
+from typing import Any
 
 import pytest
+from helpers import FakeTime, QueueDriver, run_settled, settle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,89 +26,48 @@ from retrotread.daemon.history import MemoryHistory
 from retrotread.daemon.plans import PUSH_WAIT_S, PlanError, parse_plan
 from retrotread.daemon.snapshot import SessionRecord
 from retrotread.daemon.timer import Phase
-from retrotread.drivers.base import Driver, drain
+from retrotread.drivers.base import Driver
 from retrotread.drivers.none import NoDriver
-from retrotread.drivers.types import BeltSample, Capabilities, Update
+from retrotread.drivers.types import BeltSample, Capabilities
 from retrotread.drivers.units import Speed
 from retrotread.safety import Mode, SafetyConfig
 from retrotread.sims.belt import Belt
 
 STEP_S = 0.05
 HALVES_PER_S = 40  # samples fall half a step off the grid that actions and boundaries are on
-SETTLE = 40
 WORK_S = 3.0
 PLAN = "2x3s/1s,countdown=0.5s"
 
 
-class FakeTime:
+class GridTime(FakeTime):
     """The test's clock, on a grid of half steps counted in integers: boundaries computed from the
     plan land exactly on it (summed floats would drift and wake the timer one step late)."""
 
     def __init__(self) -> None:
+        # A deadline a rounding error past the grid (a boundary shifted by a pause) is due now, and
+        # the clock reads it, so the timer finds its boundary crossed rather than napping a step.
+        super().__init__(slack=1e-6, catch_up=True)
         self.halves = 0
-        self.now = 1000.0
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        if delay <= 0:
-            await asyncio.sleep(0)
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._sleepers.append((self.now + delay, fut))
-        await fut
 
     def half_step(self) -> None:
         self.halves += 1
         self.now = 1000.0 + self.halves / HALVES_PER_S
 
-    def wake_due(self) -> None:
-        # A deadline a rounding error past the grid (a boundary shifted by a pause) is due now, and
-        # the clock reads it, so the timer finds its boundary crossed rather than napping a step.
-        due_at = [t for t, _ in self._sleepers if t <= self.now + 1e-6]
-        due = [f for t, f in self._sleepers if t <= self.now + 1e-6]
-        self._sleepers = [(t, f) for t, f in self._sleepers if t > self.now + 1e-6]
-        self.now = max([self.now, *due_at])
-        for fut in due:
-            if not fut.done():
-                fut.set_result(None)
 
-
-class PushedBelt(Driver):
+class PushedBelt(QueueDriver):
     """A deadmill's manual belt (sims.belt physics on the test's clock), its counter included."""
 
     url = "test://pushed"
 
     def __init__(self, time: FakeTime) -> None:
+        super().__init__()
         self.time = time
         self.belt = Belt(motorized=False, t=time.now)
-        self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
-        self._open = False
         self.sent: list[BeltSample] = []
-
-    @classmethod
-    def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
-        raise NotImplementedError
 
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(can_drive=False, nominal_period_s=STEP_S)
-
-    @property
-    def connected(self) -> bool:
-        return self._open
-
-    async def open(self) -> None:
-        self._open = True
-
-    async def close(self) -> None:
-        self._open = False
-        self._queue.put_nowait(None)
-
-    def samples(self) -> AsyncIterator[Update]:
-        return drain(self._queue)
 
     async def start(self, speed: Speed) -> None:
         raise AssertionError("deadmill: nothing starts a manual belt")
@@ -129,7 +88,7 @@ class PushedBelt(Driver):
         self.belt.advance_to(self.time.now)
         s = BeltSample(self.time.now, Speed(self.belt.speed_mps), 0.0, self.belt.distance_m)
         self.sent.append(s)
-        self._queue.put_nowait(s)
+        self.put(s)
         return s
 
 
@@ -138,7 +97,7 @@ class Rig:
 
     def __init__(self, driver: Driver | None = None, mode: Mode = Mode.DEADMILL) -> None:
         self.loop = asyncio.new_event_loop()
-        self.time = FakeTime()
+        self.time = GridTime()
         self.pushed = PushedBelt(self.time)
         self.driver = driver or self.pushed
         self.history = MemoryHistory()
@@ -155,23 +114,17 @@ class Rig:
         self.samples: list[tuple[BeltSample, bool]] = []
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        result = self.loop.run_until_complete(coro)
-        self.loop.run_until_complete(self._settle())
-        return result
-
-    async def _settle(self) -> None:
-        for _ in range(SETTLE):
-            await asyncio.sleep(0)
+        return run_settled(self.loop, coro)
 
     def step(self) -> None:
         self.time.half_step()
         if self.driver is self.pushed:
             paused = bool(self.c.session_paused)
             self.samples.append((self.pushed.sample(), paused))
-            self.loop.run_until_complete(self._settle())
+            self.loop.run_until_complete(settle())
         self.time.half_step()
         self.time.wake_due()
-        self.loop.run_until_complete(self._settle())
+        self.loop.run_until_complete(settle())
 
     def wait(self, seconds: float) -> None:
         for _ in range(round(seconds / STEP_S)):
