@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -139,3 +140,49 @@ class QueueDriver(Driver):
 
     def put(self, update: Update) -> None:
         self._queue.put_nowait(update)
+
+
+# The history database as older releases left it (frozen: a migration test starts from these).
+HISTORY_V1_TABLES = """
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY,
+    plan TEXT NOT NULL, mode TEXT NOT NULL, driver TEXT NOT NULL, sets_planned INTEGER NOT NULL,
+    started_at TEXT NOT NULL, ended_at TEXT, outcome TEXT
+);
+CREATE TABLE sets (
+    session_id INTEGER NOT NULL REFERENCES sessions(id), set_no INTEGER NOT NULL,
+    started_at TEXT NOT NULL, ended_at TEXT NOT NULL, started_mono REAL NOT NULL, ended_mono REAL NOT NULL,
+    work_s REAL NOT NULL, distance_m REAL NOT NULL, avg_mph REAL NOT NULL, max_mph REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    PRIMARY KEY (session_id, set_no)
+);
+CREATE TABLE events (
+    session_id INTEGER NOT NULL REFERENCES sessions(id), ts TEXT NOT NULL, kind TEXT NOT NULL,
+    rule TEXT, reason TEXT, detail TEXT NOT NULL DEFAULT '', set_no INTEGER
+);
+"""
+HISTORY_V2_TABLES = (
+    HISTORY_V1_TABLES
+    + """
+CREATE TABLE trace (
+    session_id INTEGER NOT NULL REFERENCES sessions(id), t_s REAL NOT NULL, ts REAL NOT NULL,
+    speed_mph REAL, distance_m REAL, incline_pct REAL, hr INTEGER,
+    PRIMARY KEY (session_id, t_s)
+) WITHOUT ROWID;
+"""
+)
+# Session 1: one completed set of 41.5 m.
+HISTORY_OLD_ROWS = """
+INSERT INTO sessions VALUES (1, 'deadmill', 'deadmill', 'csafe:///dev/ttyUSB0', 3,
+    '2026-01-05T18:00:00.000Z', '2026-01-05T18:06:00.000Z', 'completed');
+INSERT INTO sets VALUES (1, 1, '2026-01-05T18:00:05.000Z', '2026-01-05T18:01:05.000Z', 5, 65, 60, 41.5, 1.55, 1.7,
+    'completed');
+"""
+
+
+def old_history(path: Path, version: int, extra_sql: str = "") -> None:
+    """Write, at ``path``, a history database of schema ``version`` (1 or 2) holding session 1."""
+    tables = {1: HISTORY_V1_TABLES, 2: HISTORY_V2_TABLES}[version]
+    db = sqlite3.connect(path)
+    db.executescript(f"{tables}PRAGMA user_version = {version};{HISTORY_OLD_ROWS}{extra_sql}")
+    db.close()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import old_history
+
 from retrotread.daemon.history import SCHEMA_VERSION, SqliteHistory, TracePoint
 
 T0 = 1_790_000_000.0
@@ -90,41 +92,12 @@ def test_sigkill_loses_at_most_two_seconds_of_trace(tmp_path: Path) -> None:
     assert (n - 1) - kept[-1].t_s <= 2.0
 
 
-V1_SCHEMA = """
-CREATE TABLE sessions (
-    id INTEGER PRIMARY KEY,
-    plan TEXT NOT NULL, mode TEXT NOT NULL, driver TEXT NOT NULL, sets_planned INTEGER NOT NULL,
-    started_at TEXT NOT NULL, ended_at TEXT, outcome TEXT
-);
-CREATE TABLE sets (
-    session_id INTEGER NOT NULL REFERENCES sessions(id), set_no INTEGER NOT NULL,
-    started_at TEXT NOT NULL, ended_at TEXT NOT NULL, started_mono REAL NOT NULL, ended_mono REAL NOT NULL,
-    work_s REAL NOT NULL, distance_m REAL NOT NULL, avg_mph REAL NOT NULL, max_mph REAL NOT NULL,
-    outcome TEXT NOT NULL,
-    PRIMARY KEY (session_id, set_no)
-);
-CREATE TABLE events (
-    session_id INTEGER NOT NULL REFERENCES sessions(id), ts TEXT NOT NULL, kind TEXT NOT NULL,
-    rule TEXT, reason TEXT, detail TEXT NOT NULL DEFAULT '', set_no INTEGER
-);
-PRAGMA user_version = 1;
-INSERT INTO sessions VALUES (1, 'deadmill', 'deadmill', 'csafe:///dev/ttyUSB0', 3,
-    '2026-01-05T18:00:00.000Z', '2026-01-05T18:06:00.000Z', 'completed');
-INSERT INTO sets VALUES (1, 1, '2026-01-05T18:00:05.000Z', '2026-01-05T18:01:05.000Z', 5, 65, 60, 41.5, 1.55, 1.7,
-    'completed');
-INSERT INTO events VALUES (1, '2026-01-05T18:01:05.000Z', 'set_completed', NULL, NULL, '', 1);
-"""
-
-
-def v1_history(path: Path) -> None:
-    db = sqlite3.connect(path)
-    db.executescript(V1_SCHEMA)
-    db.close()
+V1_EVENT = "INSERT INTO events VALUES (1, '2026-01-05T18:01:05.000Z', 'set_completed', NULL, NULL, '', 1);"
 
 
 def test_a_version_1_history_is_migrated_and_keeps_its_sessions(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite3"
-    v1_history(path)
+    old_history(path, 1, V1_EVENT)
     reader = SqliteHistory.open_readonly(path)  # a CLI reading the old file: works, no trace
     assert reader.get(1) is not None and reader.get_trace(1) == []
     store = SqliteHistory.open(path)

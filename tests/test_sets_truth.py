@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FakeTime, QueueDriver, run_settled, settle
+from helpers import FakeTime, QueueDriver, old_history, run_settled, settle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -333,9 +333,7 @@ def test_a_version_2_history_is_migrated_keeps_its_rows_and_stores_no_number_as_
     from retrotread.daemon.snapshot import SetResult
 
     path = tmp_path / "h.sqlite3"
-    db = sqlite3.connect(path)
-    db.executescript(V2_SCHEMA)
-    db.close()
+    old_history(path, 2)
     store = SqliteHistory.open(path)
     old = store.get(1)
     assert old is not None and old.sets[0].distance_m == 41.5 and old.sets[0].rule is None
@@ -364,33 +362,3 @@ def test_a_version_2_history_is_migrated_keeps_its_rows_and_stores_no_number_as_
         None,
     )
     db.close()
-
-
-V2_SCHEMA = """
-CREATE TABLE sessions (
-    id INTEGER PRIMARY KEY,
-    plan TEXT NOT NULL, mode TEXT NOT NULL, driver TEXT NOT NULL, sets_planned INTEGER NOT NULL,
-    started_at TEXT NOT NULL, ended_at TEXT, outcome TEXT
-);
-CREATE TABLE sets (
-    session_id INTEGER NOT NULL REFERENCES sessions(id), set_no INTEGER NOT NULL,
-    started_at TEXT NOT NULL, ended_at TEXT NOT NULL, started_mono REAL NOT NULL, ended_mono REAL NOT NULL,
-    work_s REAL NOT NULL, distance_m REAL NOT NULL, avg_mph REAL NOT NULL, max_mph REAL NOT NULL,
-    outcome TEXT NOT NULL,
-    PRIMARY KEY (session_id, set_no)
-);
-CREATE TABLE events (
-    session_id INTEGER NOT NULL REFERENCES sessions(id), ts TEXT NOT NULL, kind TEXT NOT NULL,
-    rule TEXT, reason TEXT, detail TEXT NOT NULL DEFAULT '', set_no INTEGER
-);
-CREATE TABLE trace (
-    session_id INTEGER NOT NULL REFERENCES sessions(id), t_s REAL NOT NULL, ts REAL NOT NULL,
-    speed_mph REAL, distance_m REAL, incline_pct REAL, hr INTEGER,
-    PRIMARY KEY (session_id, t_s)
-) WITHOUT ROWID;
-PRAGMA user_version = 2;
-INSERT INTO sessions VALUES (1, 'deadmill', 'deadmill', 'csafe:///dev/ttyUSB0', 3,
-    '2026-01-05T18:00:00.000Z', '2026-01-05T18:06:00.000Z', 'completed');
-INSERT INTO sets VALUES (1, 1, '2026-01-05T18:00:05.000Z', '2026-01-05T18:01:05.000Z', 5, 65, 60, 41.5, 1.55, 1.7,
-    'completed');
-"""
