@@ -89,6 +89,9 @@ _GETS = frozenset(
         CommandCode.GetSpeed,
         CommandCode.GetGrade,
         CommandCode.GetUserInfo,
+        CommandCode.GetUtilization,
+        CommandCode.GetOdometer,
+        CommandCode.GetServiceCode,
     }
 )
 _STOPS = frozenset({CommandCode.GoFinished, CommandCode.GoIdle})
@@ -440,6 +443,13 @@ class CsafeDevice(PtyDevice):
                 return Answer(code, bytes((UnitSystem.ENGLISH if english else UnitSystem.METRIC,)))
             case CommandCode.GetVersion:
                 return Answer(code, VERSION)
+            case CommandCode.GetUtilization:
+                hours = int(self._in_use_s // 3600)
+                return Answer(code, hours.to_bytes(3, "little"))
+            case CommandCode.GetOdometer:
+                return Answer(code, struct.pack("<IB", int(belt.distance_m), Unit.METRE))
+            case CommandCode.GetServiceCode:
+                return Answer(code, (0).to_bytes(3, "little"))
             case CommandCode.GetErrorCode:
                 return Answer(code, (_KEY_ERROR_CODE if self._key_out else 0).to_bytes(3, "little"))
         return None  # GetStatus is the status byte itself; GetUserInfo is not simulated

@@ -611,3 +611,24 @@ def test_status_with_an_unknown_state_keeps_its_code() -> None:
         Status(0, PreviousFrame.OK, MachineState.UNKNOWN)
     with pytest.raises(LocalProtocolError):
         Status(0, PreviousFrame.OK, MachineState.READY, state_code=1)
+
+
+def test_a_gym_operators_counters_decode_from_their_bytes() -> None:
+    # hardware.md "What a gym operator reads from CSAFE" (csafe-fitness lib/commands.dart):
+    # GetOdometer 0x9B is a u32 and a distance unit, GetUtilization 0x99 and GetServiceCode 0x9D 3 bytes.
+    from retrotread.drivers.csafe.codec import (
+        Answer,
+        CommandCode,
+        CsafeUnitError,
+        Unit,
+        decode_odometer,
+        decode_service_code,
+        decode_utilization,
+    )
+
+    odometer = Answer(CommandCode.GetOdometer, bytes([0xD2, 0x04, 0, 0, Unit.KM_TENTHS]))  # 1234 x 0.1 km
+    assert decode_odometer(odometer) == pytest.approx(123_400.0)
+    with pytest.raises(CsafeUnitError, match="not a distance unit"):
+        decode_odometer(Answer(CommandCode.GetOdometer, bytes([1, 0, 0, 0, Unit.MPH])))
+    assert decode_utilization(Answer(CommandCode.GetUtilization, bytes([0x10, 0x27, 0]))) == 10_000
+    assert decode_service_code(Answer(CommandCode.GetServiceCode, bytes([7, 0, 0]))) == 7

@@ -92,14 +92,17 @@ async def test_every_set_walks_back_through_idle_after_a_stop(strict: CsafeDevic
 async def test_connect_asks_status_version_units_and_sets_a_timeout(strict: CsafeDevice) -> None:
     async with open_driver(f"csafe://{strict.link}?poll_hz=20") as drv:
         await until(drv, lambda u: isinstance(u, BeltSample))
-        names = [f.names for f in strict.received[:4]]
+        names = [f.names for f in strict.received[:5]]
         assert names[1] == ("GetStatus", "GetVersion", "GetUnits", "GetErrorCode")
-        assert strict.received[2].names == ("SetTimeout",)
+        assert strict.received[3].names == ("SetTimeout",)
         device = drv.device
         assert device is not None
         # sims.csafe_device.VERSION: manufacturer 0x52, class 3, model 1, version 1.0
         assert (device.maker, device.model, device.firmware) == ("CSAFE manufacturer 82", "class 3 model 1", "1.0")
         assert device.units == "mph" and device.units_warning is None and device.error_code == 0
+        # hardware.md "What a gym operator reads from CSAFE": in a frame of their own.
+        assert strict.received[2].names == ("GetUtilization", "GetOdometer", "GetServiceCode")
+        assert (device.hours_of_use, device.odometer_m, device.service_code) == (0.0, 0.0, 0)
 
 
 async def test_a_console_in_other_units_than_the_url_is_warned_about(tmp_path: Path) -> None:

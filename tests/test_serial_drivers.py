@@ -266,7 +266,8 @@ async def test_csafe_frames_on_the_wire_decode_to_what_was_asked(console: CsafeD
     # hardware.md "CSAFE state machine": at connect GetStatus, GetVersion, GetUnits (and the error
     # code), then SetTimeout, each its own frame, before the first poll.
     assert console.received[1].names == ("GetStatus", "GetVersion", "GetUnits", "GetErrorCode")
-    assert console.received[2].contents == bytes([0x13, 0x01, 10])  # SetTimeout 10 s
+    assert console.received[2].names == ("GetUtilization", "GetOdometer", "GetServiceCode")
+    assert console.received[3].contents == bytes([0x13, 0x01, 10])  # SetTimeout 10 s
     poll = await console.next_frame(lambda f: "GetSpeed" in f.names)
     assert poll.names == ("GetStatus", "GetSpeed", "GetGrade", "GetHorizontal")
 

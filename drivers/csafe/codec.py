@@ -67,13 +67,16 @@ __all__ = [
     "decode_frame",
     "decode_grade",
     "decode_horizontal",
+    "decode_odometer",
     "decode_request",
+    "decode_service_code",
     "decode_speed",
     "decode_timeout",
     "decode_twork",
     "decode_u16_unit",
     "decode_units",
     "decode_user_info",
+    "decode_utilization",
     "decode_version",
     "encode_contents",
     "encode_frame",
@@ -82,10 +85,13 @@ __all__ = [
     "get_error_code",
     "get_grade",
     "get_horizontal",
+    "get_odometer",
+    "get_service_code",
     "get_speed",
     "get_status",
     "get_twork",
     "get_units",
+    "get_utilization",
     "get_version",
     "go_finished",
     "go_idle",
@@ -115,6 +121,7 @@ _ANY_FLAG = re.compile(rb"[\xf0\xf1\xf2]")
 _U16_UNIT = struct.Struct("<HB")
 _VERSION = struct.Struct("<BBBHH")
 _USER_INFO = struct.Struct("<HBBB")
+_ODOMETER = struct.Struct("<IB")
 
 
 class CsafeFrameError(RemoteProtocolError):
@@ -155,7 +162,10 @@ class CommandCode(IntEnum):
     GoReady = 0x87
     GetVersion = 0x91
     GetUnits = 0x93
+    GetUtilization = 0x99
+    GetOdometer = 0x9B
     GetErrorCode = 0x9C
+    GetServiceCode = 0x9D
     GetTWork = 0xA0
     GetHorizontal = 0xA1
     GetSpeed = 0xA5
@@ -521,6 +531,18 @@ def get_units() -> Command:
 
 def get_error_code() -> Command:
     return Command(CommandCode.GetErrorCode)
+
+
+def get_utilization() -> Command:
+    return Command(CommandCode.GetUtilization)
+
+
+def get_odometer() -> Command:
+    return Command(CommandCode.GetOdometer)
+
+
+def get_service_code() -> Command:
+    return Command(CommandCode.GetServiceCode)
 
 
 def get_twork() -> Command:
@@ -992,6 +1014,27 @@ class Version:
 
 def decode_version(payload: Payload) -> Version:
     return Version(*_VERSION.unpack(_payload(payload, _VERSION.size)))
+
+
+def decode_odometer(payload: Payload) -> float:
+    """GetOdometer: a ``u32`` and a distance unit; metres. The gym operator's counter (hardware.md,
+    after OpenRowingCommunity/csafe-fitness ``lib/commands.dart``; confirm the layout on hardware)."""
+    value, unit = _ODOMETER.unpack(_payload(payload, _ODOMETER.size))
+    try:
+        per_count = METRES_PER_DISTANCE_COUNT[Unit(unit)]
+    except (ValueError, KeyError):
+        raise CsafeUnitError(int(unit), "distance", "GetOdometer") from None
+    return float(value) * per_count
+
+
+def decode_utilization(payload: Payload) -> int:
+    """GetUtilization: hours of use, 3 bytes little-endian (same source and caveat as the odometer)."""
+    return int.from_bytes(_payload(payload, 3), "little")
+
+
+def decode_service_code(payload: Payload) -> int:
+    """GetServiceCode: 3 bytes, little-endian like GetErrorCode."""
+    return int.from_bytes(_payload(payload, 3), "little")
 
 
 def decode_error_code(payload: Payload) -> int:

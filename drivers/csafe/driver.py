@@ -40,7 +40,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import NoReturn, Self
 from urllib.parse import SplitResult
@@ -64,16 +64,22 @@ from retrotread.drivers.csafe.codec import (
     decode_error_code,
     decode_grade,
     decode_horizontal,
+    decode_odometer,
+    decode_service_code,
     decode_speed,
     decode_units,
+    decode_utilization,
     decode_version,
     encode_frame,
     get_error_code,
     get_grade,
     get_horizontal,
+    get_odometer,
+    get_service_code,
     get_speed,
     get_status,
     get_units,
+    get_utilization,
     get_version,
     go_have_id,
     go_idle,
@@ -111,6 +117,9 @@ COMMAND_DEADLINE_S = 3 * ANSWER_TIMEOUT_S  # backstop: the slot (<= 1 s) then th
 GRADE_UNIT = Unit.GRADE_TENTHS_PERCENT  # csafe.md lists %, 0.1 % and 0.01 %; 0.1 % is the console grid
 POLL = (get_status(), get_speed(), get_grade(), get_horizontal())
 IDENTIFY = (get_status(), get_version(), get_units(), get_error_code())  # at connect (hardware.md)
+# A gym operator's counters (hardware.md): a frame of their own, so a console that refuses one of
+# them still told us who it is.
+COUNTERS = (get_utilization(), get_odometer(), get_service_code())
 CONSOLE_TIMEOUT_S = 10  # SetTimeout: a console left in a state by a lost host falls back (hardware.md)
 CONFIRM_TRIES = 5  # GetStatus frames that may pass before a state the walk asked for must show
 # The walk to InUse (hardware.md "CSAFE state machine"): strict consoles take SetSpeed only in
@@ -456,6 +465,9 @@ class CsafeDriver(SerialDriver):
         response = await self._ask("identify", IDENTIFY)
         if response is not None:
             self._device = self._describe(response)
+            counters = await self._ask("counters", COUNTERS)
+            if counters is not None:
+                self._device = _with_counters(self._device, counters)
         await self._ask("set timeout", (set_timeout(CONSOLE_TIMEOUT_S),))
 
     async def _ask(self, label: str, commands: tuple[Command, ...]) -> Response | None:
@@ -686,6 +698,21 @@ class CsafeDriver(SerialDriver):
     def bad_samples(self) -> int:
         """Answers refused because no belt can produce them (plausible.py)."""
         return self._gate.bad_samples
+
+
+def _with_counters(device: DeviceInfo, response: Response) -> DeviceInfo:
+    """Hours of use, odometer and service code, where the console answers them."""
+    hours = odometer = service = None
+    with contextlib.suppress(CodecError):
+        if (answer := response.answer(CommandCode.GetUtilization)) is not None:
+            hours = float(decode_utilization(answer))
+    with contextlib.suppress(CodecError):
+        if (answer := response.answer(CommandCode.GetOdometer)) is not None:
+            odometer = decode_odometer(answer)
+    with contextlib.suppress(CodecError):
+        if (answer := response.answer(CommandCode.GetServiceCode)) is not None:
+            service = decode_service_code(answer)
+    return replace(device, hours_of_use=hours, odometer_m=odometer, service_code=service)
 
 
 def _name(state: MachineState | None) -> str:
