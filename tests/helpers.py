@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import socket
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import SplitResult
 
+import fitdecode
+
+from retrotread.daemon.history import SqliteHistory, TracePoint
+from retrotread.daemon.snapshot import SetResult, iso
 from retrotread.drivers.base import Driver, drain
 from retrotread.drivers.types import Update
 
@@ -186,3 +191,54 @@ def old_history(path: Path, version: int, extra_sql: str = "") -> None:
     db = sqlite3.connect(path)
     db.executescript(f"{tables}PRAGMA user_version = {version};{HISTORY_OLD_ROWS}{extra_sql}")
     db.close()
+
+
+T0 = 1_790_000_000.0
+MPS = 0.44704
+DISTS = (42.0, 40.0, 36.0)  # the measured sets of the stored session the history faces serve
+
+
+def write_deadmill_session(path: Path, driver: str, dists: Sequence[float] | None) -> int:
+    """A 3 x 60 s deadmill session (60 s rests) with its 1 Hz trace, written through a real
+    ``SqliteHistory`` at ``path``; ``dists`` the sets' distances, None for a timer only. Its id."""
+    store = SqliteHistory.open(path)
+    sid = store.begin("deadmill", "deadmill", driver, 3, iso(T0))
+    starts = [5 + 120 * k for k in range(3)]
+    for at in range(311):  # the 1 Hz trace, rests included
+        k = next((k for k, st in enumerate(starts) if st <= at <= st + 60), None)
+        if dists is None:
+            store.trace(sid, TracePoint(t_s=float(at), ts=T0 + at))
+            continue
+        done = sum(dists[j] for j, st in enumerate(starts) if st + 60 < at)
+        total = done + (dists[k] * (at - starts[k]) / 60 if k is not None else 0.0)
+        speed = dists[k] / 60 / MPS if k is not None else 0.0
+        store.trace(sid, TracePoint(t_s=float(at), ts=T0 + at, speed_mph=speed, distance_m=total))
+    for k, start in enumerate(starts):
+        d = dists[k] if dists else 0.0
+        speed = d / 60 / MPS
+        result = SetResult(
+            set=k + 1,
+            started_at=iso(T0 + start),
+            ended_at=iso(T0 + start + 60),
+            started_mono=float(start),
+            ended_mono=float(start + 60),
+            work_s=60.0,
+            distance_m=d,
+            avg_mph=speed,
+            max_mph=speed * 1.1,
+            outcome="completed",
+        )
+        store.record_set(sid, result)
+    store.end(sid, "completed", iso(T0 + 310))
+    store.close()
+    return sid
+
+
+def fit_messages(data: bytes) -> dict[str, list[dict[str, Any]]]:
+    """A FIT file's data messages by name, read by fitdecode with its CRC checked."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    with fitdecode.FitReader(io.BytesIO(data), check_crc=fitdecode.CrcCheck.ENABLED) as reader:
+        for frame in reader:
+            if isinstance(frame, fitdecode.FitDataMessage):
+                out.setdefault(frame.name, []).append({f.name: f.value for f in frame.fields})
+    return out

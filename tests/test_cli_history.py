@@ -17,7 +17,7 @@ from pathlib import Path
 import fitdecode
 import pytest
 from daemon_proc import RETROTREAD, run_cli
-from test_http_export import DISTS, write_history
+from helpers import DISTS, write_deadmill_session
 
 from retrotread.daemon.history import SqliteHistory
 from retrotread.daemon.progress import progress
@@ -27,7 +27,7 @@ from retrotread.daemon.progress import progress
 def state(tmp_path: Path) -> tuple[dict[str, str], int]:
     state_dir = tmp_path / "state"
     state_dir.mkdir(mode=0o700)
-    sid = write_history(state_dir)
+    sid = write_deadmill_session(state_dir / "history.sqlite3", "csafe:///dev/ttyUSB0", DISTS)
     return {"RETROTREAD_DAEMON__STATE_DIR": str(state_dir), "COLUMNS": "200"}, sid
 
 

@@ -7,70 +7,26 @@ import csv
 import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
-import fitdecode
 import pytest
+from helpers import fit_messages, write_deadmill_session
 
 from retrotread.daemon.export import ExportError, export
 from retrotread.daemon.history import SqliteHistory, TracePoint
-from retrotread.daemon.snapshot import SessionRecord, SetResult, iso
+from retrotread.daemon.snapshot import SessionRecord
 
-T0 = 1_790_000_000.0
-MPS = 0.44704
 TCD = "{http://www.garmin.com/xmlschemas/TrainingCenterDatabase/v2}"
 AX = "{http://www.garmin.com/xmlschemas/ActivityExtension/v2}"
 
 
 def stored(tmp_path: Path, driver: str, dists: list[float] | None) -> tuple[SessionRecord, list[TracePoint]]:
     """A 3 x 60 s deadmill session written through a real SqliteHistory and read back from the file."""
-    store = SqliteHistory.open(tmp_path / "h.sqlite3")
-    sid = store.begin("deadmill", "deadmill", driver, 3, iso(T0))
-    starts = [5 + 120 * k for k in range(3)]  # 60 s sets, 60 s rests
-    total = 0.0
-    for at in range(311):  # the 1 Hz trace, rests included
-        k = next((k for k, st in enumerate(starts) if st <= at <= st + 60), None)
-        if dists is None:
-            store.trace(sid, TracePoint(t_s=float(at), ts=T0 + at))
-            continue
-        done = sum(dists[j] for j, st in enumerate(starts) if st + 60 < at)
-        total = done + (dists[k] * (at - starts[k]) / 60 if k is not None else 0.0)
-        speed = dists[k] / 60 / MPS if k is not None else 0.0
-        store.trace(sid, TracePoint(t_s=float(at), ts=T0 + at, speed_mph=speed, distance_m=total))
-    for k, start in enumerate(starts):
-        d = dists[k] if dists else 0.0
-        speed = d / 60 / MPS
-        store.record_set(
-            sid,
-            SetResult(
-                set=k + 1,
-                started_at=iso(T0 + start),
-                ended_at=iso(T0 + start + 60),
-                started_mono=float(start),
-                ended_mono=float(start + 60),
-                work_s=60.0,
-                distance_m=d,
-                avg_mph=speed,
-                max_mph=speed * 1.1,
-                outcome="completed",
-            ),
-        )
-    store.end(sid, "completed", iso(T0 + 310))
-    store.close()
+    sid = write_deadmill_session(tmp_path / "h.sqlite3", driver, dists)
     reader = SqliteHistory.open_readonly(tmp_path / "h.sqlite3")
     rec, trace = reader.get(sid), reader.get_trace(sid)
     reader.close()
     assert rec is not None
     return rec, trace
-
-
-def fit_messages(data: bytes) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    with fitdecode.FitReader(io.BytesIO(data), check_crc=fitdecode.CrcCheck.ENABLED) as reader:
-        for frame in reader:
-            if isinstance(frame, fitdecode.FitDataMessage):
-                out.setdefault(frame.name, []).append({f.name: f.value for f in frame.fields})
-    return out
 
 
 def test_fit_has_the_activity_laps_records_totals_and_the_backward_field(tmp_path: Path) -> None:

@@ -6,56 +6,18 @@ starts; the daemon serves it with real uvicorn. The FIT file is read back with `
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
 
-import fitdecode
 import pytest
 from daemon_proc import Daemon, daemon, run_cli
+from helpers import DISTS, fit_messages, write_deadmill_session
 
-from retrotread.daemon.history import SqliteHistory, TracePoint
+from retrotread.daemon.history import SqliteHistory
 from retrotread.daemon.progress import progress
-from retrotread.daemon.snapshot import SetResult, iso
-
-T0 = 1_790_000_000.0
-MPS = 0.44704
-DISTS = (42.0, 40.0, 36.0)
-
-
-def write_history(state_dir: Path) -> int:
-    """One 3 x 60 s deadmill session on a measured belt, with its 1 Hz trace; returns its id."""
-    store = SqliteHistory.open(state_dir / "history.sqlite3")
-    sid = store.begin("deadmill", "deadmill", "csafe:///dev/ttyUSB0", 3, iso(T0))
-    starts = [5 + 120 * k for k in range(3)]
-    for at in range(311):
-        k = next((k for k, st in enumerate(starts) if st <= at <= st + 60), None)
-        done = sum(DISTS[j] for j, st in enumerate(starts) if st + 60 < at)
-        total = done + (DISTS[k] * (at - starts[k]) / 60 if k is not None else 0.0)
-        speed = DISTS[k] / 60 / MPS if k is not None else 0.0
-        store.trace(sid, TracePoint(t_s=float(at), ts=T0 + at, speed_mph=speed, distance_m=total))
-    for k, start in enumerate(starts):
-        speed = DISTS[k] / 60 / MPS
-        result = SetResult(
-            set=k + 1,
-            started_at=iso(T0 + start),
-            ended_at=iso(T0 + start + 60),
-            started_mono=float(start),
-            ended_mono=float(start + 60),
-            work_s=60.0,
-            distance_m=DISTS[k],
-            avg_mph=speed,
-            max_mph=speed * 1.1,
-            outcome="completed",
-        )
-        store.record_set(sid, result)
-    store.end(sid, "completed", iso(T0 + 310))
-    store.close()
-    return sid
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +25,9 @@ def served() -> Iterator[tuple[Daemon, int]]:
     with tempfile.TemporaryDirectory(prefix="retrotread-export-") as tmp:
         state = Path(tmp)
         os.chmod(state, 0o700)
-        sid = write_history(state)
+        sid = write_deadmill_session(state / "history.sqlite3", "csafe:///dev/ttyUSB0", DISTS)
         with daemon("--driver", "sim://manual", "--mode", "deadmill", env={"RETROTREAD_DAEMON__STATE_DIR": tmp}) as d:
             yield d, sid
-
-
-def fit_messages(data: bytes) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    with fitdecode.FitReader(io.BytesIO(data), check_crc=fitdecode.CrcCheck.ENABLED) as reader:
-        for frame in reader:
-            if isinstance(frame, fitdecode.FitDataMessage):
-                out.setdefault(frame.name, []).append({f.name: f.value for f in frame.fields})
-    return out
 
 
 def test_progress_is_the_history_pages_figures(served: tuple[Daemon, int]) -> None:
