@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import logging
 import time
@@ -49,6 +48,8 @@ from retrotread.daemon.hub import Kind, Subscription, Update
 from retrotread.daemon.plans import PRESETS
 from retrotread.daemon.snapshot import SessionView, iso
 from retrotread.drivers.errors import ConfigError
+from retrotread.drivers.link_state import Backoff, LinkChange, LinkFailure, LinkMachine
+from retrotread.drivers.link_state import LinkState as LinkState  # re-exported: the bridge's link_state
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +89,17 @@ class _Outgoing:
 # ------------------------------------------------------------------ the bridge
 
 
-class LinkState(enum.Enum):
-    """Where the bridge's link to the broker is: down → opening → greeting → up, and down again on
-    any failure, then opening after a capped backoff. The failure is logged once (naming the URL),
-    later retries only at debug, and the recovery once (issue 11: the drivers' links follow the same
-    steps)."""
+class _LinkWords(logging.Filter):
+    """Drops what the link machine logs once it is up (its recovery line): the bridge says
+    "connected" or "connected again" itself, naming the URL, as the MQTT face always has. On the
+    bridge's own logger (one per treadmill id), so it sees that bridge's machine only."""
 
-    DOWN = "down"  # no connection: waiting out the backoff (or closed)
-    OPENING = "opening"  # TCP (and TLS) connect and the MQTT CONNECT under way
-    GREETING = "greeting"  # connected: subscribing, then announcing ``online`` and discovery
-    UP = "up"  # announced: commands come in, updates go out
+    def __init__(self, machine: LinkMachine) -> None:
+        super().__init__()
+        self._machine = machine
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self._machine.state is not LinkState.UP
 
 
 class MqttBridge:
@@ -146,7 +148,6 @@ class MqttBridge:
         self._support_url = support_url
         self._keepalive_s = keepalive_s
         self._timeout_s = timeout_s
-        self._backoff = (backoff_initial_s, backoff_max_s)
         self._tls = self.broker.tls_context()  # reads the CA file: a bad one is a start-up error
         self._v5 = self.broker.protocol != "3.1.1"
         self._client: aiomqtt.Client | None = None  # connected and announced: the helpers publish through it
@@ -157,7 +158,25 @@ class MqttBridge:
         self._link_task: asyncio.Task[None] | None = None
         self._helpers: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
-        self._state = LinkState.DOWN
+        self._trouble = False  # a failure since the link was last up: its return is logged as a warning
+        # Issue 11: the one link machine of the drivers keeps the broker link (down → opening →
+        # greeting → up, capped backoff); it logs the loss and the first failed attempt, naming the URL.
+        self._link_log = log.getChild(f"link.{controller.id}")
+        self._link_words: logging.Filter | None = None
+        self._machine = LinkMachine(
+            self.broker.where,
+            opening=self._open,
+            greeting=self._greet,
+            up=self._serve,
+            closing=self._drop_link,
+            backoff=Backoff(backoff_initial_s, backoff_max_s),
+            # Broker trouble is retried; so is anything else, a bug of ours: the face stays alive.
+            retry_on=(Exception,),
+            expected=(aiomqtt.MqttError,),
+            on_failure=self._link_failed,
+            logger=self._link_log,
+        )
+        self._machine.add_listener(self._link_changed)
         self._entered = False
         self._closed = False
         self.connections = 0
@@ -180,7 +199,9 @@ class MqttBridge:
             self._spawn(self._work_commands(), f"{name}: commands"),
             self._spawn(self._send_outbox(), f"{name}: results"),
         ]
-        self._link_task = self._spawn(self._stay_connected(), f"{name}: link")
+        self._link_words = _LinkWords(self._machine)
+        self._link_log.addFilter(self._link_words)
+        self._link_task = self._spawn(self._machine.run(), f"{name}: link")
         return self
 
     async def __aexit__(
@@ -216,8 +237,10 @@ class MqttBridge:
         link, self._link_task = self._link_task, None
         if link is not None:
             await _finish([link])
-        self._set_client(None)
-        self._enter(LinkState.DOWN)
+        await self._drop_link()  # the machine leaves an up link to its owner to close
+        self._machine.closed()
+        if self._link_words is not None:
+            self._link_log.removeFilter(self._link_words)
 
     @property
     def connected(self) -> bool:
@@ -225,14 +248,18 @@ class MqttBridge:
 
     @property
     def link_state(self) -> LinkState:
-        """Where the link to the broker is now."""
-        return self._state
+        """Where the link to the broker is now: the link machine's state."""
+        return self._machine.state
+
+    @property
+    def link_machine(self) -> LinkMachine:
+        """The state machine that keeps the broker link (its state, listeners and ``wait_for``)."""
+        return self._machine
 
     async def wait_link(self, state: LinkState, within: float | None = None) -> None:
         """Until the link is in ``state``."""
         async with asyncio.timeout(within):
-            while self._state is not state:
-                await self._changed.wait()
+            await self._machine.wait_for(state)
 
     @property
     def updates_dropped(self) -> int:
@@ -244,17 +271,6 @@ class MqttBridge:
         async with asyncio.timeout(within):
             while not (self.connections >= count and self._client is not None):
                 await self._changed.wait()
-
-    def _set_client(self, client: aiomqtt.Client | None) -> None:
-        self._client = client
-        if client is not None:
-            self.connections += 1
-            self._state = LinkState.UP
-        self._wake()
-
-    def _enter(self, state: LinkState) -> None:
-        self._state = state
-        self._wake()
 
     def _wake(self) -> None:
         # Wake every waiter, then re-arm for the next change.
@@ -286,60 +302,76 @@ class MqttBridge:
             socket_options=NO_DELAY,
         )
 
-    async def _stay_connected(self) -> None:
-        initial, ceiling = self._backoff
-        delay = initial
-        trouble: str | None = None  # set while failing: failure and recovery are each logged once
-        while True:
-            self._enter(LinkState.OPENING)
-            client = self._new_client()
-            try:
-                async with client:
-                    self._link = client
-                    self._enter(LinkState.GREETING)
-                    await self._announce(client)
-                    self._set_client(client)  # UP
-                    self._resync()
-                    if trouble is not None:
-                        log.warning("MQTT: connected again to %s", self.broker.where)
-                    else:
-                        log.info("MQTT: connected to %s as %s", self.broker.where, self.client_id)
-                    trouble = None
-                    delay = initial
-                    async for message in client.messages:
-                        await self._on_message(message)
-            except aiomqtt.MqttError as exc:
-                if self._falls_back(exc):
-                    continue
-                reason = str(exc) or type(exc).__name__
-                if trouble is None:
-                    log.warning(
-                        "MQTT: %s: %s (while %s); retrying in the background (every %g s at most)",
-                        self.broker.where,
-                        reason,
-                        self._state.value,
-                        ceiling,
-                    )
-                else:
-                    log.debug("MQTT: %s still unavailable: %s", self.broker.where, reason)
-                trouble = reason
-            except Exception:
-                # A bug of ours, not broker trouble; keep the face alive and say so once.
-                if trouble is None:
-                    where, state = self.broker.where, self._state.value
-                    log.exception("MQTT: %s: unexpected failure (while %s); reconnecting", where, state)
-                trouble = "unexpected failure"
-            finally:
-                self._link = None
-                if self._client is not None:
-                    self._set_client(None)
-                self._enter(LinkState.DOWN)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, ceiling)
+    # The link machine's bodies: opening, greeting, up and closing (drivers/link_state.py).
 
-    def _falls_back(self, exc: aiomqtt.MqttError) -> bool:
+    async def _open(self) -> None:
+        """TCP (and TLS) and the MQTT CONNECT. A broker that refuses MQTT 5 (and a URL that does
+        not insist on it) is asked again at once in 3.1.1, for good, within the same attempt: the
+        refusal is not a failure to log or back off from."""
+        client = self._new_client()
+        try:
+            await client.__aenter__()
+        except MqttConnectError as exc:
+            if not self._falls_back(exc):
+                raise
+            client = self._new_client()
+            await client.__aenter__()
+        self._link = client
+
+    async def _greet(self) -> None:
+        assert self._link is not None  # set by _open
+        await self._announce(self._link)
+
+    async def _serve(self) -> None:
+        """The message loop, until the link drops (aiomqtt raises ``MqttError`` then)."""
+        client = self._link
+        assert client is not None  # set by _open
+        try:
+            async for message in client.messages:
+                await self._on_message(message)
+        except aiomqtt.MqttError:
+            raise
+        except Exception:
+            # A bug of ours, not broker trouble: the machine reconnects and keeps the face alive.
+            log.exception("MQTT: %s: unexpected failure in the message loop; reconnecting", self.broker.where)
+            raise
+
+    async def _drop_link(self) -> None:
+        """Disconnect what an attempt or a dropped link left (quickly: the broker may be gone)."""
+        client = self._link
+        if client is None:
+            return
+        try:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await client.__aexit__(None, None, None)
+        finally:
+            self._link = None
+
+    def _link_failed(self, failure: LinkFailure) -> None:
+        del failure  # the machine logged it
+        self._trouble = True
+
+    def _link_changed(self, change: LinkChange) -> None:
+        """The machine's transitions drive ``connected``, ``link_state`` waiters and the up line."""
+        if change.after is LinkState.UP:
+            self._client = self._link
+            self.connections += 1
+            self._resync()
+            if self._trouble:
+                log.warning(
+                    "MQTT: %s: connected again after %d failed attempt(s)", self.broker.where, self._machine.failures
+                )
+            else:
+                log.info("MQTT: connected to %s as %s", self.broker.where, self.client_id)
+            self._trouble = False
+        elif change.before is LinkState.UP:
+            self._client = None
+        self._wake()
+
+    def _falls_back(self, exc: MqttConnectError) -> bool:
         """Switch to MQTT 3.1.1 for good if the broker refused MQTT 5 and the URL did not insist."""
-        if not self._v5 or self.broker.protocol == "5" or not isinstance(exc, MqttConnectError):
+        if not self._v5 or self.broker.protocol == "5":
             return False
         rc = exc.rc
         code = rc if isinstance(rc, int) else getattr(rc, "value", None)
