@@ -14,7 +14,9 @@ from typing import Any, Self
 from urllib.parse import SplitResult
 
 import fitdecode
+import pytest
 
+from retrotread.daemon.controller import Controller
 from retrotread.daemon.history import SqliteHistory, TracePoint
 from retrotread.daemon.snapshot import SetResult, iso
 from retrotread.drivers.base import Driver, drain
@@ -242,3 +244,18 @@ def fit_messages(data: bytes) -> dict[str, list[dict[str, Any]]]:
             if isinstance(frame, fitdecode.FitDataMessage):
                 out.setdefault(frame.name, []).append({f.name: f.value for f in frame.fields})
     return out
+
+
+def hold_set_incline(monkeypatch: pytest.MonkeyPatch, controller: Controller) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make ``controller.set_incline`` a slow command: once ``entered`` is set it waits for
+    ``release``, then does the real thing (what a stop must never queue behind, S5)."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    real = controller.set_incline
+
+    async def slow_incline(pct: float) -> Any:
+        entered.set()
+        await release.wait()
+        return await real(pct)
+
+    monkeypatch.setattr(controller, "set_incline", slow_incline)
+    return entered, release

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from helpers import free_port, wait_until
+from helpers import free_port, hold_set_incline, wait_until
 from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -361,15 +361,7 @@ async def test_s5_estop_never_waits_behind_a_slow_command(broker: Mosquitto, mon
     before it are answered "superseded" (S5) and never run after it."""
     base = "retrotread/sl"
     async with running(broker, "sl") as (controller, _):
-        entered, release = asyncio.Event(), asyncio.Event()
-        real = controller.set_incline
-
-        async def slow_incline(pct: float) -> Any:
-            entered.set()
-            await release.wait()
-            return await real(pct)
-
-        monkeypatch.setattr(controller, "set_incline", slow_incline)
+        entered, release = hold_set_incline(monkeypatch, controller)
         async with watching(broker, f"{base}/cmd/result") as w:
             await w.publish(f"{base}/cmd/incline", json.dumps({"incline_pct": 0, "id": "slow"}))
             async with asyncio.timeout(10):

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import free_port
+from helpers import free_port, hold_set_incline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)
@@ -127,15 +127,7 @@ async def test_s5_a_stop_is_never_answered_busy(broker: Mosquitto, monkeypatch: 
     base = "retrotread/st4"
     async with running(broker, "st4") as (controller, _), watching(broker, f"{base}/cmd/result") as w:
         driver = sim_of(controller)
-        entered, release = asyncio.Event(), asyncio.Event()
-        real = controller.set_incline
-
-        async def slow_incline(pct: float) -> Any:
-            entered.set()
-            await release.wait()
-            return await real(pct)
-
-        monkeypatch.setattr(controller, "set_incline", slow_incline)
+        entered, release = hold_set_incline(monkeypatch, controller)
         await w.publish(f"{base}/cmd/incline", json.dumps({"incline_pct": 0, "id": "slow"}))
         async with asyncio.timeout(10):
             await entered.wait()
