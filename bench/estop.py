@@ -203,48 +203,70 @@ async def internal_pty(trials: int, where: Path) -> dict[str, Any]:
     }
 
 
-async def http_pty(trials: int, where: Path) -> dict[str, Any]:
-    import httpx
+@contextlib.asynccontextmanager
+async def serving(controller: Controller, *, daemon_stack: bool) -> AsyncIterator[int]:
+    """The HTTP app over ``controller`` on a free loopback port, started and settled: its port.
+
+    ``daemon_stack``: the daemon's own server (``bind_listener``, ``build_server``: GuardedH11Protocol,
+    HttpGuard); otherwise plain uvicorn.
+    """
     import uvicorn
 
     from retrotread.api.app import create_app
+    from retrotread.api.server import bind_listener, build_server
+
+    @contextlib.asynccontextmanager
+    async def borrowed() -> AsyncIterator[Controller]:
+        yield controller
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    app = create_app(borrowed)
+    sock: socket.socket | None = None
+    server: uvicorn.Server
+    if daemon_stack:
+        sock = bind_listener(f"127.0.0.1:{port}")
+        server = build_server(app)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
+                await asyncio.sleep(0.01)
+        await settle(controller)
+        yield port
+    finally:
+        server.should_exit = True
+        await task
+        if sock is not None:
+            sock.close()
+
+
+async def http_pty(trials: int, where: Path) -> dict[str, Any]:
+    import httpx
 
     link = where / "ttyB1h"
     async with console_process(link) as stops:
         driver = open_driver(f"csafe://{link}?poll_hz=10")
         read: list[float] = []
-        async with Controller(driver) as controller:
-
-            @contextlib.asynccontextmanager
-            async def borrowed() -> AsyncIterator[Controller]:
-                yield controller
-
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = int(s.getsockname()[1])
-            config = uvicorn.Config(
-                create_app(borrowed), host="127.0.0.1", port=port, log_level="warning", access_log=False
-            )
-            server = uvicorn.Server(config)
-            serving = asyncio.create_task(server.serve())
-            try:
-                async with asyncio.timeout(10):
-                    while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
-                        await asyncio.sleep(0.01)
-                await settle(controller)
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                    await client.get("/healthz")  # the connection is open and kept alive
-                    for _ in range(trials):
-                        await asyncio.sleep(random.uniform(0, POLL_PERIOD_S))
-                        t0 = time.monotonic()
-                        answer = await client.post("/api/v1/estop", json={"reason": "bench"})
-                        read.append(await read_after(stops, t0) - t0)
-                        if answer.status_code != 202:
-                            raise RuntimeError(f"estop answered {answer.status_code}: {answer.text}")
-                        await reset(controller)
-            finally:
-                server.should_exit = True
-                await serving
+        async with (
+            Controller(driver) as controller,
+            serving(controller, daemon_stack=False) as port,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            await client.get("/healthz")  # the connection is open and kept alive
+            for _ in range(trials):
+                await asyncio.sleep(random.uniform(0, POLL_PERIOD_S))
+                t0 = time.monotonic()
+                answer = await client.post("/api/v1/estop", json={"reason": "bench"})
+                read.append(await read_after(stops, t0) - t0)
+                if answer.status_code != 202:
+                    raise RuntimeError(f"estop answered {answer.status_code}: {answer.text}")
+                await reset(controller)
     return {
         "what": "POST /api/v1/estop (httpx keep-alive client in the bench process, uvicorn) -> stop frame read by "
         "the console process over a pty; CsafeDriver polling at 10 Hz",
@@ -332,9 +354,6 @@ async def load_process(kind: str, port: int, n: int) -> AsyncIterator[None]:
 async def http_load(trials: int) -> dict[str, Any]:
     import httpx
 
-    from retrotread.api.app import create_app
-    from retrotread.api.server import bind_listener, build_server
-
     driver = open_driver("sim://motorized?rate_hz=10")
     marks: list[float] = []
     timed_estop(driver, marks)
@@ -342,23 +361,8 @@ async def http_load(trials: int) -> dict[str, Any]:
         "what": "POST /api/v1/estop on the daemon's HTTP stack (GuardedH11Protocol, HttpGuard), httpx keep-alive "
         "client in the bench process, load from another process; sim://motorized at 10 Hz",
     }
-    async with Controller(driver) as controller:
-
-        @contextlib.asynccontextmanager
-        async def borrowed() -> AsyncIterator[Controller]:
-            yield controller
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        sock = bind_listener(f"127.0.0.1:{port}")
-        server = build_server(create_app(borrowed))
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
+    async with Controller(driver) as controller, serving(controller, daemon_stack=True) as port:
         try:
-            async with asyncio.timeout(10):
-                while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
-                    await asyncio.sleep(0.01)
-            await settle(controller)
             for name, kind, n in (("floor", None, 0), ("sse_500", "sse", 500), ("slowloris_1000", "slowloris", 1000)):
                 load = load_process(kind, port, n) if kind else contextlib.nullcontext()
                 async with load:
@@ -388,10 +392,7 @@ async def http_load(trials: int) -> dict[str, Any]:
                         "subscribers": controller.hub.subscribers,
                     }
         finally:
-            controller.hub.close()
-            server.should_exit = True
-            await serving
-            sock.close()
+            controller.hub.close()  # ends the SSE readers' open responses, which the server's shutdown waits on
     return out
 
 
