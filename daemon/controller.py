@@ -648,6 +648,7 @@ class Controller:
             # A set cut while paused ends where the pause began: paused time is not work (issue 12).
             result = session.stats.result(now, self.wall(), outcome, paused_since=session.paused_at, rule=rule)
             self._finish_set(session, result)
+        self._trace(final=True)
         ended_at = iso(self.wall())
         distances, fade_pct = fade(session.results)
         self._record(
@@ -728,11 +729,12 @@ class Controller:
         elif now - session.push_wait >= PUSH_WAIT_S:
             self._push_started(session, now, f"no push within {PUSH_WAIT_S:g} s; started anyway")
 
-    def _trace(self) -> None:
+    def _trace(self, *, final: bool = False) -> None:
         """One point of the session's 1 Hz trace: the latest sample, None fields when it is stale or
-        there is none (a stale sample is no reading, and nothing is invented)."""
+        there is none (a stale sample is no reading, and nothing is invented). ``final``: the point
+        at the session's end, whatever the second, so the trace's distance is the sets' distance."""
         session, now = self.session, self.clock()
-        if session is None or now - session.last_trace < TRACE_S:
+        if session is None or (not final and now - session.last_trace < TRACE_S):
             return
         session.last_trace = now
         s = self._sample
