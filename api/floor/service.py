@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from retrotread.api.floor.page import PAGE
 from retrotread.api.floor.tiles import Floor
-from retrotread.api.mqtt.address import NO_DELAY, TIMEOUT_S, parse_broker_url
+from retrotread.api.mqtt.address import parse_broker_url, plain_client
 from retrotread.daemon.config import parse_listen
 
 log = logging.getLogger(__name__)
@@ -50,33 +50,21 @@ class FloorService:
         """Stay connected (capped backoff), logging a failure and a recovery once each."""
         delay, trouble = BACKOFF_S[0], False
         while True:
-            b = self.broker
-            client = aiomqtt.Client(
-                b.host,
-                b.port,
-                username=b.username,
-                password=b.password,
-                identifier=f"retrotread-floor-{os.getpid()}",
-                protocol=aiomqtt.ProtocolVersion.V311,
-                clean_session=True,
-                timeout=TIMEOUT_S,
-                tls_context=self._tls,
-                socket_options=NO_DELAY,
-            )
+            client = plain_client(self.broker, f"retrotread-floor-{os.getpid()}", self._tls)
             try:
                 async with client:
                     for topic in self.floor.topics():
                         await client.subscribe(topic, qos=1)
                     self._client = client
                     self.floor.set_broker(True)
-                    log.log(logging.WARNING if trouble else logging.INFO, "floor: reading %s", b.where)
+                    log.log(logging.WARNING if trouble else logging.INFO, "floor: reading %s", self.broker.where)
                     trouble, delay = False, BACKOFF_S[0]
                     async for message in client.messages:
                         payload = message.payload if isinstance(message.payload, bytes) else b""
                         self.floor.apply(message.topic.value, payload)
             except aiomqtt.MqttError as exc:
                 if not trouble:
-                    log.warning("floor: %s: %s; retrying in the background", b.where, exc)
+                    log.warning("floor: %s: %s; retrying in the background", self.broker.where, exc)
                 trouble = True
             finally:
                 self._client = None

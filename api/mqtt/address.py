@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
+import aiomqtt
+
 from retrotread.drivers.errors import ConfigError, TreadError
 
 DEFAULT_PORT = 1883
@@ -104,3 +106,22 @@ def parse_broker_url(url: str) -> BrokerAddress:
 
 def _redact(url: str) -> str:
     return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def plain_client(
+    broker: BrokerAddress, identifier: str, tls_context: ssl.SSLContext | None, timeout_s: float = TIMEOUT_S
+) -> aiomqtt.Client:
+    """An MQTT 3.1.1 client of ``broker`` with a clean session, no will and our socket options: the
+    links that are no treadmill (the floor view, ``forget``), with no presence of their own to keep."""
+    return aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username=broker.username,
+        password=broker.password,
+        identifier=identifier,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        clean_session=True,
+        timeout=timeout_s,
+        tls_context=tls_context,
+        socket_options=NO_DELAY,
+    )

@@ -6,7 +6,7 @@ import os
 
 import aiomqtt
 
-from retrotread.api.mqtt.address import NO_DELAY, TIMEOUT_S, BrokerError, parse_broker_url
+from retrotread.api.mqtt.address import TIMEOUT_S, BrokerError, parse_broker_url, plain_client
 from retrotread.api.mqtt.topics import Topics
 
 
@@ -23,19 +23,9 @@ async def forget(
     for good; a running one puts them back when it next (re)connects. Raises ``BrokerError``."""
     broker = parse_broker_url(url)
     topics = Topics.of(treadmill_id, base_topic_prefix, discovery_prefix)
-    client = aiomqtt.Client(
-        broker.host,
-        broker.port,
-        username=broker.username,
-        password=broker.password,
-        # Never the daemon's own id: the broker would disconnect the daemon to let us in.
-        identifier=f"retrotread-{treadmill_id}-forget-{os.getpid()}",
-        protocol=aiomqtt.ProtocolVersion.V311,
-        clean_session=True,
-        timeout=timeout_s,
-        tls_context=broker.tls_context(),
-        socket_options=NO_DELAY,
-    )
+    # Never the daemon's own id: the broker would disconnect the daemon to let us in.
+    identifier = f"retrotread-{treadmill_id}-forget-{os.getpid()}"
+    client = plain_client(broker, identifier, broker.tls_context(), timeout_s)
     try:
         async with client:
             for topic in (topics.discovery, topics.state, topics.timer, topics.plan, topics.status):
