@@ -17,7 +17,7 @@ injected clock; the last ones run the controller against ``sim://motorized?lie=.
 from __future__ import annotations
 
 import pytest
-from conftest import wait_until
+from helpers import wait_until
 
 from retrotread.daemon.controller import Controller
 from retrotread.drivers import BeltSample, Capabilities, Speed, SpeedGrid, SpeedUnit
