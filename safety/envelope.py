@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from retrotread.drivers.errors import ConfigError
 from retrotread.drivers.types import Capabilities
 from retrotread.drivers.units import Rounding, Speed, SpeedGrid
 
@@ -18,7 +19,7 @@ REVERSE_MIN_MPH = 0.8
 REVERSE_MAX_MPH = 1.2
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(ConfigError):
     """A configured envelope that is wider than the protocol's, or empty."""
 
 

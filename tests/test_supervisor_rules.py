@@ -40,7 +40,7 @@ from retrotread.safety import (
     Stop,
     Supervisor,
 )
-from retrotread.safety.supervisor import STANDSTILL_MPH, STANDSTILL_S
+from retrotread.safety.supervisor import STANDSTILL_MPH, STANDSTILL_S, Request
 
 DEVICES = {
     "ftms-0.01kmh": Capabilities(
@@ -221,11 +221,11 @@ class SupervisorMachine(RuleBasedStateMachine):
         d = self.request(Start(Speed.from_mph(1.0)), 1.0)
         assert not d.accepted
 
-    def request(self, req: object, mph: float | None) -> Decision:
+    def request(self, req: Request, mph: float | None) -> Decision:
         latched = self.sup.latch is not None
         if isinstance(req, Start | SetSpeed):
             self.start_asked = True
-        d = self.sup.request(req, self.t)  # type: ignore[arg-type]
+        d = self.sup.request(req, self.t)
         self.check(d, latched)
         if isinstance(req, Start) and d.refusal is not None and d.refusal.rule is Rule.S4:
             lv = self.last_valid
