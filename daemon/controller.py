@@ -64,7 +64,7 @@ from retrotread.daemon.snapshot import (
 from retrotread.daemon.timer import Boundary, Phase, SetTimer, TimerCue, TimerError
 from retrotread.drivers.base import Driver
 from retrotread.drivers.errors import DriverError, StateError
-from retrotread.drivers.types import BeltSample, DeviceEvent, DeviceEventKind
+from retrotread.drivers.types import BeltSample, DeviceEvent, DeviceEventKind, DeviceInfo
 from retrotread.drivers.units import Speed
 from retrotread.safety.guard import Guard
 from retrotread.safety.rules import Rule
@@ -771,6 +771,11 @@ class Controller:
 
     # ------------------------------------------------------------------ publishing
 
+    @property
+    def device(self) -> DeviceInfo | None:
+        """The machine's own description (re-read by the driver at each connect), None if it has none."""
+        return self._driver.device
+
     def sample_age(self) -> float | None:
         """Seconds since the last sample (monotonic), or None before the first."""
         return None if self._sample is None else self.clock() - self._sample.t
@@ -806,6 +811,7 @@ class Controller:
             session=self.session_view(),
             ts=iso(self.wall()),
             seq=self._seq,
+            device=self.device.to_json() if self.device is not None else None,
         )
 
     def session_view(self, session: RunningSession | None = None) -> SessionView | None:

@@ -86,6 +86,9 @@ class StateSnapshot(_Frozen):
     session: SessionView | None
     ts: str
     seq: int
+    device: dict[str, object] | None = None
+    """What the machine says of itself where the driver asks it (maker, model, firmware; CSAFE hours
+    of use, odometer, error and service codes); None for simulators and sensors."""
 
 
 class Telemetry(_Frozen):

@@ -147,7 +147,9 @@ def test_csafe_daemon_S1_refusals_S5_estop_latches_S6_until_reset(tmp_path: Path
     client = daemon(spawn, f"csafe://{link}", "reverse", tmp_path / STATE)
     with client:
         state = state_of(client)
-        wait_for(state, lambda s: s["connected"] and s["belt"] is not None, what="connected with a sample")
+        connected = wait_for(state, lambda s: s["connected"] and s["belt"] is not None, what="connected with a sample")
+        # The console identified itself at connect (GetVersion): the machine's own data, issue 14.
+        assert connected["device"] is not None and connected["device"]["model"]
 
         started = start_when_allowed(client, 1.0)
         assert started.status_code == 202, started.text
