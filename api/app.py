@@ -296,7 +296,7 @@ def create_app(
         try:
             rec = c.history.get(session_id)
             if rec is None:
-                raise HTTPException(404, f"no session {session_id}")
+                raise RefusedError(404, f"no session {session_id}", None)
             trace = c.history.get_trace(session_id)
             # Building a FIT file of a long session takes a while: off the loop that carries the stop.
             body = await asyncio.to_thread(export, rec, trace, format)
