@@ -737,6 +737,11 @@ class Controller:
         if session is None or (not final and now - session.last_trace < TRACE_S):
             return
         session.last_trace = now
+        at = now
+        if final and session.results:
+            # The last point belongs to the last set: stamped at its end, not at the moment the
+            # loop got round to ending the session (a few ms later, outside the set).
+            at = min(now, session.results[-1].ended_mono)
         s = self._sample
         fresh = s is not None and now - s.t <= 2 * TRACE_S
         mph = s.speed.mph if fresh and s is not None else None
@@ -744,8 +749,8 @@ class Controller:
             mph = None
         done = session.distance_done_m()
         point = TracePoint(
-            t_s=round(now - session.started, 3),
-            ts=self.wall(),
+            t_s=round(at - session.started, 3),
+            ts=self.wall() - (now - at),
             speed_mph=None if mph is None else round(mph, 3),
             distance_m=round(done, 2) if mph is not None and done is not None else None,
             incline_pct=s.incline_pct if fresh and s is not None else None,

@@ -54,7 +54,9 @@ def work_sets(record: SessionRecord) -> list[SetResult]:
 
 def set_points(s: SetResult, trace: Sequence[TracePoint]) -> list[TracePoint]:
     """The trace points inside one set, by wall clock."""
-    lo, hi = parse_ts(s.started_at).timestamp(), parse_ts(s.ended_at).timestamp()
+    # The set's times are stored to the millisecond (ISO 8601), a point's to the microsecond: a point
+    # at the set's very end must not fall outside it by the millisecond the stamp rounded away.
+    lo, hi = parse_ts(s.started_at).timestamp() - 0.001, parse_ts(s.ended_at).timestamp() + 0.001
     return [p for p in trace if lo <= p.ts <= hi]
 
 
