@@ -285,9 +285,16 @@ class LinkMachine:
             self._log.debug("%s: reconnect attempt %d failed: %s", self.url, self.failures, exc)
 
     def _recovered(self) -> None:
+        if self.failures == 0 and self._down_since is None:
+            # run() from DOWN that connected at the first try: nothing was lost, nothing to warn of.
+            self._log.info("%s: link up", self.url)
+            return
         down_for = self._clock() - self._down_since if self._down_since is not None else 0.0
         self._log.warning(
-            "%s: link back after %d failed attempt(s), %.1f s down", self.url, self.failures, max(0.0, down_for)
+            "%s: connected again (link back after %d failed attempt(s), %.1f s down)",
+            self.url,
+            self.failures,
+            max(0.0, down_for),
         )
         self.failures = 0
         self._down_since = None

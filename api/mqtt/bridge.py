@@ -89,19 +89,6 @@ class _Outgoing:
 # ------------------------------------------------------------------ the bridge
 
 
-class _LinkWords(logging.Filter):
-    """Drops what the link machine logs once it is up (its recovery line): the bridge says
-    "connected" or "connected again" itself, naming the URL, as the MQTT face always has. On the
-    bridge's own logger (one per treadmill id), so it sees that bridge's machine only."""
-
-    def __init__(self, machine: LinkMachine) -> None:
-        super().__init__()
-        self._machine = machine
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self._machine.state is not LinkState.UP
-
-
 class MqttBridge:
     """Connects one controller to one broker for as long as it is entered (``async with``).
 
@@ -162,7 +149,6 @@ class MqttBridge:
         # Issue 11: the one link machine of the drivers keeps the broker link (down → opening →
         # greeting → up, capped backoff); it logs the loss and the first failed attempt, naming the URL.
         self._link_log = log.getChild(f"link.{controller.id}")
-        self._link_words: logging.Filter | None = None
         self._machine = LinkMachine(
             self.broker.where,
             opening=self._open,
@@ -199,8 +185,6 @@ class MqttBridge:
             self._spawn(self._work_commands(), f"{name}: commands"),
             self._spawn(self._send_outbox(), f"{name}: results"),
         ]
-        self._link_words = _LinkWords(self._machine)
-        self._link_log.addFilter(self._link_words)
         self._link_task = self._spawn(self._machine.run(), f"{name}: link")
         return self
 
@@ -239,8 +223,6 @@ class MqttBridge:
             await _finish([link])
         await self._drop_link()  # the machine leaves an up link to its owner to close
         self._machine.closed()
-        if self._link_words is not None:
-            self._link_log.removeFilter(self._link_words)
 
     @property
     def connected(self) -> bool:
@@ -358,11 +340,7 @@ class MqttBridge:
             self._client = self._link
             self.connections += 1
             self._resync()
-            if self._trouble:
-                log.warning(
-                    "MQTT: %s: connected again after %d failed attempt(s)", self.broker.where, self._machine.failures
-                )
-            else:
+            if not self._trouble:  # a recovery is the link machine's to report, once
                 log.info("MQTT: connected to %s as %s", self.broker.where, self.client_id)
             self._trouble = False
         elif change.before is LinkState.UP:
