@@ -11,7 +11,7 @@ What the serial driver, the CSAFE simulator and ``retrotread decode csafe`` shar
   gives (``decode_speed`` …) and ``decode_request`` for frames a host sent.
 
 ``describe_frame`` (one JSON object per frame, ``retrotread decode csafe``) is presentation and
-lives in ``drivers.csafe.describe``; the name is still reachable from here until every caller moved.
+lives in ``drivers.csafe.describe``, which imports this module (never the other way round).
 
 Errors say whose fault (``drivers.errors``): ``LocalProtocolError`` when we were asked to build a
 frame that cannot exist, ``CsafeFrameError`` / ``CsafeUnitError`` (``RemoteProtocolError``) when
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from functools import reduce
 from operator import xor
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import Final, TypeAlias
 
 from retrotread.drivers.errors import LocalProtocolError, RemoteProtocolError
 from retrotread.drivers.units import ZERO, Rounding, Speed, SpeedUnit, steps
@@ -1040,20 +1040,3 @@ def decode_service_code(payload: Payload) -> int:
 def decode_error_code(payload: Payload) -> int:
     """GetErrorCode: 3 bytes, little-endian like every CSAFE integer."""
     return int.from_bytes(_payload(payload, 3), "little")
-
-
-# --- moved to drivers.csafe.describe (issue 11.8) ------------------------------------------------
-# describe_frame now lives in drivers.csafe.describe; api/cli/tools.py still takes it from here
-# until it imports that module. describe imports this module, so the name is fetched on first use
-# (PEP 562) instead of imported here, which would be a cycle.
-
-if TYPE_CHECKING:
-    from retrotread.drivers.csafe.describe import describe_frame as describe_frame
-else:
-
-    def __getattr__(name: str) -> object:
-        if name == "describe_frame":
-            from retrotread.drivers.csafe import describe
-
-            return describe.describe_frame
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

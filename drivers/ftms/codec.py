@@ -14,7 +14,7 @@ share (``docs/ftms.md``; byte vectors in ``tests/vectors/ftms.json``):
 - Fitness Machine Status (0x2ADA): decoder and encoder.
 
 Their JSON forms and ``describe`` (``retrotread decode``) are presentation and live in
-``drivers.ftms.describe``; the names are still reachable from here until every caller moved.
+``drivers.ftms.describe``, which imports this module (never the other way round).
 
 Errors say whose fault (``drivers.errors``)::
 
@@ -27,10 +27,9 @@ Errors say whose fault (``drivers.errors``)::
             └── InvalidParameter    a control point request with a bad parameter (answer 0x03)
 
 This module must not do I/O, keep time, or import asyncio, bleak or anything of ours beyond
-``drivers.errors`` and ``drivers.units`` (and, lazily, ``drivers.ftms.describe`` for the moved
-names). Device quirks (a machine that reports mph in km/h fields) belong in a per-model table in
-the driver, never here. It does not enforce the speed envelope
-(rule S1): that is the supervisor's job; it only rounds the way it is told (rule S2).
+``drivers.errors`` and ``drivers.units``. Device quirks (a machine that reports mph in km/h
+fields) belong in a per-model table in the driver, never here. It does not enforce the speed
+envelope (rule S1): that is the supervisor's job; it only rounds the way it is told (rule S2).
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from enum import IntEnum, IntFlag
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
 
 from retrotread.drivers.errors import LocalProtocolError, RemoteProtocolError
 from retrotread.drivers.units import Rounding, Speed, SpeedGrid, SpeedUnit, steps
@@ -1312,46 +1311,3 @@ def encode_service_data(value: FtmsAdvertisement) -> bytes:
         return bytes((value.flags,)) + _U16.pack(int(value.machine_type))
     except (struct.error, ValueError) as exc:
         raise FtmsEncodeError(f"cannot encode {value!r}: {exc}") from exc
-
-
-# --- moved to drivers.ftms.describe (issue 11.8) -------------------------------------------------
-# The JSON forms now live in drivers.ftms.describe. api/cli/tools.py and sims/ftms_peripheral.py
-# still take them from here until they import that module; describe imports this module, so the
-# names are fetched on first use (PEP 562) instead of imported here, which would be a cycle.
-
-_MOVED_TO_DESCRIBE: Final = frozenset(
-    {
-        "DESCRIBE_KINDS",
-        "advertisement_json",
-        "control_point_json",
-        "describe",
-        "feature_json",
-        "inclination_range_json",
-        "machine_status_json",
-        "speed_range_json",
-        "to_json",
-        "training_status_json",
-        "treadmill_data_json",
-    },
-)
-
-if TYPE_CHECKING:
-    from retrotread.drivers.ftms.describe import DESCRIBE_KINDS as DESCRIBE_KINDS
-    from retrotread.drivers.ftms.describe import advertisement_json as advertisement_json
-    from retrotread.drivers.ftms.describe import control_point_json as control_point_json
-    from retrotread.drivers.ftms.describe import describe as describe
-    from retrotread.drivers.ftms.describe import feature_json as feature_json
-    from retrotread.drivers.ftms.describe import inclination_range_json as inclination_range_json
-    from retrotread.drivers.ftms.describe import machine_status_json as machine_status_json
-    from retrotread.drivers.ftms.describe import speed_range_json as speed_range_json
-    from retrotread.drivers.ftms.describe import to_json as to_json
-    from retrotread.drivers.ftms.describe import training_status_json as training_status_json
-    from retrotread.drivers.ftms.describe import treadmill_data_json as treadmill_data_json
-else:
-
-    def __getattr__(name: str) -> object:
-        if name in _MOVED_TO_DESCRIBE:
-            from retrotread.drivers.ftms import describe
-
-            return getattr(describe, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
