@@ -22,6 +22,10 @@ a belt the daemon does not drive (deadmill mode, the ``none`` driver) gets no en
 stops it; ``control = "stop"`` offers the stop and the emergency stop only; ``"full"`` adds the target
 speed, reset, a plan select and the session buttons (the broker's ACL is then the guard).
 
+What the machine says of itself (the snapshot's ``device`` block, issue 14.4) becomes diagnostic
+sensors, one per value the driver knows and none for the rest. ``origin.support_url`` is the
+daemon's own help page beside the dashboard (there is no public project address to point at).
+
 This module must not do I/O, hold state, or decide anything a rule decides: the number's range is
 the envelope the snapshot reports (S1 is still enforced by the supervisor on every command).
 """
@@ -49,6 +53,7 @@ CUE = "cue"  # the event the MQTT face publishes for a cue (cues.md), for the ev
 EVENT_TYPES = tuple(dict.fromkeys([*(str(k) for k in EventKind), CUE, REFUSED]))
 DEFAULT_PLAN = "deadmill"  # what "Start session" runs before a plan is chosen
 UNKNOWN = "unknown"
+HELP_PATH = "/static/help.html"  # the daemon's help page, for Home Assistant's "Visit support"
 
 
 def discovery_topic(treadmill_id: str, discovery_prefix: str = "homeassistant") -> str:
@@ -81,6 +86,76 @@ def project_url() -> str | None:
         if str(home).strip():
             return str(home).strip()
     return None
+
+
+def help_url(dashboard: str | None) -> str | None:
+    """The daemon's own help page beside the dashboard (``api/static/help.html``): where Home
+    Assistant's "Visit support" leads. There is no public project address, and none is invented."""
+    if not dashboard:
+        return None
+    return dashboard.rstrip("/") + HELP_PATH
+
+
+DIAGNOSTICS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    # (key in the snapshot's ``device`` block, component key, the component without its template)
+    ("firmware", "firmware", {"p": "sensor", "name": "Firmware", "icon": "mdi:chip"}),
+    ("serial", "serial_number", {"p": "sensor", "name": "Serial number", "icon": "mdi:barcode"}),
+    (
+        "units",
+        "console_units",
+        {"p": "sensor", "name": "Console units", "device_class": "enum", "options": ["mph", "km/h"]},
+    ),
+    (
+        "hours_of_use",
+        "hours_of_use",
+        {
+            "p": "sensor",
+            "name": "Hours of use",
+            "device_class": "duration",
+            "unit_of_measurement": "h",
+            "state_class": "total_increasing",
+            "suggested_display_precision": 0,
+        },
+    ),
+    (
+        "odometer_m",
+        "odometer",
+        {
+            "p": "sensor",
+            "name": "Odometer",
+            "device_class": "distance",
+            "unit_of_measurement": "m",
+            "suggested_unit_of_measurement": "km",
+            "state_class": "total_increasing",
+            "suggested_display_precision": 1,
+        },
+    ),
+    ("error_code", "error_code", {"p": "sensor", "name": "Error code", "icon": "mdi:alert-circle-outline"}),
+    ("service_code", "service_code", {"p": "sensor", "name": "Service code", "icon": "mdi:wrench-clock"}),
+)
+"""What the machine says of itself (issue 14.4), as Home Assistant diagnostic entities."""
+
+
+def diagnostics(device: Mapping[str, object] | None, state_topic: str) -> dict[str, dict[str, Any]]:
+    """A diagnostic sensor for each value the driver read from the machine (its firmware, serial
+    number, the units its console uses; CSAFE hours of use, odometer, error and service codes) and
+    none for what it does not know: a sensor stuck at "unknown" would suggest the machine was asked
+    and gave nothing, and nothing shown may be invented. Maker and model are the device block's."""
+    out: dict[str, dict[str, Any]] = {}
+    for field, key, entry in DIAGNOSTICS:
+        value = (device or {}).get(field)
+        if value is None or value == "" or isinstance(value, bool):
+            continue
+        if entry.get("device_class") == "enum" and value not in entry["options"]:
+            continue  # a value HA's enum sensor would refuse, and log, on every state
+        out[key] = {
+            **json.loads(json.dumps(entry)),  # a copy: the table's lists are never handed out
+            "state_topic": state_topic,
+            "entity_category": "diagnostic",
+            # A reconnect may read the machine again and find a value gone: "None" is unknown.
+            "value_template": f"{{{{ (value_json.device or {{}}).get('{field}', 'None') }}}}",
+        }
+    return out
 
 
 def drives_belt(snapshot: StateSnapshot) -> bool:
@@ -298,6 +373,7 @@ def device_config(
         cmps["session_resume"] = session_button("Resume session", "resume", "mdi:play-pause")
         cmps["session_skip"] = session_button("Skip phase", "skip", "mdi:skip-next")
         cmps["session_abort"] = session_button("Abort session", "abort", "mdi:stop-circle-outline")
+    cmps.update(diagnostics(snapshot.device, state_topic))
     for key, entry in cmps.items():
         entry["unique_id"] = uid(key)
         entry["qos"] = QOS  # per component: a device-level qos is not passed down
@@ -305,7 +381,7 @@ def device_config(
         if key not in cmps:
             cmps[key] = {"p": platform}  # Home Assistant deletes it
     origin: dict[str, Any] = {"name": PACKAGE, "sw_version": version}
-    url = support_url if support_url is not None else project_url()
+    url = support_url if support_url is not None else help_url(configuration_url) or project_url()
     if url:
         origin["support_url"] = url
     device: dict[str, Any] = {
@@ -315,6 +391,9 @@ def device_config(
         "model": model or UNKNOWN,
         "sw_version": version,
     }
+    serial = (snapshot.device or {}).get("serial")
+    if isinstance(serial, str) and serial:
+        device["serial_number"] = serial
     if configuration_url:
         device["configuration_url"] = configuration_url
     return {

@@ -23,6 +23,7 @@ from retrotread.api.discovery import (
     device_config,
     discovery_payload,
     drives_belt,
+    help_url,
     published,
 )
 from retrotread.daemon.plans import PRESETS
@@ -282,3 +283,65 @@ def test_the_device_is_the_treadmill_and_the_origin_is_us() -> None:
 def test_a_bad_control_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="control"):
         device_config(snapshot(), base_topic=BASE, control="some")  # type: ignore[arg-type]
+
+
+CSAFE_DEVICE: dict[str, object] = {
+    "maker": "CSAFE manufacturer 82",
+    "model": "class 3 model 1",
+    "firmware": "1.0",
+    "units": "mph",
+    "hours_of_use": 8710.0,
+    "odometer_m": 41233500.0,
+    "error_code": 0,
+    "service_code": 0,
+}
+
+
+def _with_device(device: dict[str, object] | None) -> StateSnapshot:
+    return snapshot().model_copy(update={"device": device})
+
+
+def test_the_machines_own_data_are_diagnostic_sensors() -> None:
+    """Issue 14.4: what the driver read from the machine becomes a diagnostic entity each, reading
+    the snapshot's ``device`` block, with the device class Home Assistant converts (hours, km)."""
+    cmps = device_config(_with_device(CSAFE_DEVICE), base_topic=BASE)["cmps"]
+    diag = {k: c for k, c in cmps.items() if c.get("entity_category") == "diagnostic" and k not in ("link", "mode")}
+    assert set(diag) == {"firmware", "console_units", "hours_of_use", "odometer", "error_code", "service_code"}
+    assert all(c["state_topic"] == f"{BASE}/state" and c["p"] == "sensor" for c in diag.values())
+    assert "'firmware'" in diag["firmware"]["value_template"]
+    assert (diag["hours_of_use"]["device_class"], diag["hours_of_use"]["unit_of_measurement"]) == ("duration", "h")
+    assert (diag["odometer"]["device_class"], diag["odometer"]["unit_of_measurement"]) == ("distance", "m")
+    assert diag["odometer"]["state_class"] == diag["hours_of_use"]["state_class"] == "total_increasing"
+    assert diag["console_units"]["options"] == ["mph", "km/h"]
+    assert ha_rules(device_config(_with_device(CSAFE_DEVICE), base_topic=BASE, control="full")) == []
+
+
+@pytest.mark.parametrize(
+    "device",
+    [None, {}, {"maker": "Horizon", "model": "7.0AT"}, {"firmware": None, "units": "furlongs", "maker": "x"}],
+)
+def test_no_diagnostic_sensor_for_what_the_driver_does_not_know(device: dict[str, object] | None) -> None:
+    """Nothing invented: a simulator (no ``device``) or an FTMS machine that named only its maker
+    and model gets no firmware, counter or code sensors, and a unit HA's enum would refuse none."""
+    cmps = device_config(_with_device(device), base_topic=BASE)["cmps"]
+    diag = {k for k, c in cmps.items() if c.get("entity_category") == "diagnostic"}
+    assert diag == {"link", "mode"}
+
+
+def test_a_serial_number_goes_in_the_device_block_too() -> None:
+    config = device_config(_with_device({"serial": "SN-0042", "firmware": "2.1"}), base_topic=BASE)
+    assert config["dev"]["serial_number"] == "SN-0042"
+    assert {"serial_number", "firmware"} <= set(config["cmps"])
+    assert "serial_number" not in device_config(snapshot(), base_topic=BASE)["dev"]
+    assert ha_rules(config) == []
+
+
+def test_support_url_is_the_daemons_own_help_page_beside_the_dashboard() -> None:
+    """No public project address exists and none is invented: Home Assistant's "Visit support"
+    opens ``/static/help.html`` on the dashboard; with no dashboard known, there is none."""
+    config = device_config(snapshot(), base_topic=BASE, configuration_url="http://gym-3.lan:8080/")
+    assert config["o"]["support_url"] == "http://gym-3.lan:8080/static/help.html"
+    assert help_url("http://[::1]:8000") == "http://[::1]:8000/static/help.html"
+    assert help_url(None) is None
+    assert "support_url" not in device_config(snapshot(), base_topic=BASE)["o"]
+    assert ha_rules(config) == []
