@@ -12,9 +12,10 @@ Quirks (``drivers.ftms.quirks``, keyed by advertised name and Device Information
 each entry with its source): the speed unit, Start before every speed write, never resend Start,
 a gap between subscriptions. For every machine: the Device Information Service (0x180A: maker,
 model, firmware, serial) is read at connect into ``device``; after Start the driver waits for
-status 0x04 or a moving belt (at most ``START_WAIT_S``) before the first Set Target Speed, since a
-speed write while the motor spins up drops the link on KingSmith machines and TM11GY counts down
-3 s (hardware.md); the control point's write type comes from its properties (Urevo E1L offers only
+status 0x04 or a moving belt (at most ``START_WAIT_S``, inside rule S7's window) before the first
+Set Target Speed, since a speed write while the motor spins up drops the link on KingSmith machines
+and TM11GY counts down 3 s (hardware.md); a machine that confirms nothing by then gets a stop, and
+the start fails saying so; the control point's write type comes from its properties (Urevo E1L offers only
 write-without-response); a Treadmill Data record cut short (Matrix TouchXL sends 20 of 30 bytes)
 keeps its speed when the speed's bytes are intact, counted in ``truncated_packets``.
 
@@ -141,6 +142,8 @@ __all__ = [
     "RECONNECT_FIRST_S",
     "RECONNECT_MAX_S",
     "RESPONSE_TIMEOUT_S",
+    "S7_RESPONSE_S",
+    "START_WAIT_S",
     "STOP_GRACE_S",
     "FtmsDriver",
 ]
@@ -158,11 +161,17 @@ RECONNECT_FIRST_S: Final = 0.5
 RECONNECT_MAX_S: Final = 10.0
 DISCONNECT_TIMEOUT_S: Final = 2.0
 DEFAULT_RATE_HZ: Final = 1.0  # ftms.md: Treadmill Data is notified at about 1 Hz
-START_WAIT_S: Final = 15.0
+S7_RESPONSE_S: Final = 5.0
+"""safety.md S7: a belt that has not come within 0.1 mph of its command 5 s after a change (a start
+included) trips ``no-response``. The supervisor's ``RESPONSE_S``; a test pins the two together."""
+START_WAIT_S: Final = 3.5
 """After Start, wait at most this long for status 0x04 or belt motion before the first speed
 (hardware.md: KingSmith drops the link on a speed write while the motor spins up; TM11GY counts
-down 3 s). A machine that shows neither gets its speed then anyway; the supervisor's no-response
-rule (S7) is watching."""
+down 3 s). Bounded by S7's window, not by the ~15 s hardware.md allows: the speed must still be
+written (tens of ms) and the belt reach it and be sampled (about one 1 Hz period) within
+``S7_RESPONSE_S`` of the start. A machine that shows neither by then could only latch
+``no-response`` mid-start; the start is given up instead, with a stop and an error that says the
+machine did not confirm in time (the supervisor stops the belt on it, rule S10)."""
 MOVING_MPH: Final = 0.05  # a belt reading above this is moving (as the supervisor's standstill)
 DIS_SERVICE_UUID: Final = "0000180a-0000-1000-8000-00805f9b34fb"
 _DIS: Final = {  # Device Information Service characteristics we read (Bluetooth SIG assigned numbers)
@@ -982,11 +991,19 @@ class FtmsDriver(Driver):
                         async with asyncio.timeout(0.1):  # looks at the stop generation 10 times a second
                             await self._started.wait()
         except TimeoutError:
-            log.warning(
-                "%s: no status 0x04 and no belt motion %g s after Start; setting the speed anyway",
-                self.url,
-                START_WAIT_S,
+            self._still_wanted(generation, "start")
+            why = (
+                f"{self.url}: the machine did not confirm the start in time: no status 0x04 and no belt "
+                f"motion {START_WAIT_S:g} s after Start, too late for a first speed to take effect within "
+                f"rule S7's {S7_RESPONSE_S:g} s; the start was given up and the machine told to stop"
             )
+            log.warning("%s", why)
+            try:
+                # A Start we gave up on must not run the belt later (a countdown ending, a slow motor).
+                await self._stop("stop after an unconfirmed start")
+            except DriverError as exc:
+                log.warning("%s: %s", self.url, exc)
+            raise CommandRejected(why) from None
         self._still_wanted(generation, "start")
 
     async def set_speed(self, speed: Speed) -> None:
