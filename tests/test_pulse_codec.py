@@ -4,6 +4,7 @@ stops, and properties over random bytes and random counters."""
 
 from __future__ import annotations
 
+import logging
 import math
 from itertools import pairwise
 
@@ -25,6 +26,8 @@ from retrotread.drivers.pulse.codec import (
     encode_reading,
     parse_line,
 )
+from retrotread.drivers.pulse.meter import PulseMeter
+from retrotread.drivers.types import BeltSample, DeviceEvent, DeviceEventKind, Update
 
 PROPERTY = settings(max_examples=300, deadline=None)
 
@@ -337,3 +340,63 @@ def test_distance_never_decreases_and_speed_stays_sane(start: tuple[int, int], m
         # At most one pulse per board millisecond is ever credited.
         assert result.speed.mps <= M_PER_PULSE * 1000 * 2
         last = result
+
+
+# --- the meter both pulse drivers share (pulse://, gpio://) ---------------------------------------
+
+
+def meter() -> PulseMeter:
+    return PulseMeter(M_PER_PULSE, 1.0, name="pulse:///dev/test", logger=logging.getLogger("test.pulse"))
+
+
+def feed(pulse_meter: PulseMeter, readings: list[PulseReading], t0: float = 100.0) -> list[Update]:
+    """Every reading, arrived on the host 1:1 with the board's clock from ``t0``."""
+    first = readings[0].board_ms
+    return [u for r in readings for u in pulse_meter.read(r, t0 + (r.board_ms - first) / 1000)]
+
+
+def test_meter_samples_a_belt_and_says_a_board_restart_once() -> None:
+    pulse_meter = meter()
+    before = feed(pulse_meter, board(900, 5_000, start_ms=80_000, start_pulses=500))
+    after = feed(pulse_meter, board(900, 5_000), t0=106.0)
+    assert all(isinstance(u, BeltSample) for u in before)
+    resets = [u for u in after if isinstance(u, DeviceEvent)]
+    assert [e.kind for e in resets] == [DeviceEventKind.DEVICE_RESET]
+    samples = [u for u in before + after if isinstance(u, BeltSample)]
+    distances = [s.distance_m for s in samples]
+    assert distances == sorted(distances)  # the restart took nothing back
+    assert distances[-1] == pytest.approx(10 * M_PER_PULSE)
+    assert samples[-1].speed.kmh == pytest.approx(1.0)
+    assert pulse_meter.bad_samples == 0
+
+
+def test_meter_refuses_a_reading_no_belt_makes_counts_it_and_logs_it_once(caplog: pytest.LogCaptureFixture) -> None:
+    pulse_meter = meter()
+    feed(pulse_meter, board(900, 2_000))
+    caplog.set_level(logging.WARNING, logger="test.pulse")
+    # Line noise that still parses, twice in a row but not agreeing: a million pulses in 200 ms.
+    assert pulse_meter.read(PulseReading(2_200, 1_000_000), 102.2) == []
+    assert pulse_meter.read(PulseReading(2_400, 3_000_000), 102.4) == []
+    assert pulse_meter.bad_samples == 2
+    refused = [r.getMessage() for r in caplog.records if "no belt makes" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].startswith("pulse:///dev/test: ")
+    # One bogus line costs one reading: the next one in step with the belt counts.
+    (sample,) = pulse_meter.read(PulseReading(2_600, 3), 102.6)
+    assert isinstance(sample, BeltSample) and sample.distance_m == pytest.approx(3 * M_PER_PULSE)
+
+
+def test_a_count_the_host_keeps_reads_like_the_board_line_it_stands_for() -> None:
+    # gpio:// plays the board: its time since the pin opened and its count, wrapped like the board's
+    # counters (here the host has been up past the 49.7 days of a 32-bit millisecond counter).
+    host, line = meter(), meter()
+    t0 = 5_000.0
+    host.base(t0)
+    line.read(PulseReading(0, 0), t0)
+    start_s = (COUNTER_MODULUS - 500) / 1000
+    for k in range(1, 30):
+        elapsed, pulses = start_s + 0.2 * k, k // 2
+        from_host = host.count(elapsed, pulses, t0 + elapsed)
+        from_line = line.read(
+            PulseReading(int(elapsed * 1000) % COUNTER_MODULUS, pulses % COUNTER_MODULUS), t0 + elapsed
+        )
+        assert from_host == from_line

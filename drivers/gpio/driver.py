@@ -7,9 +7,9 @@ gpiozero's names for the same pin). Options: ``m_per_pulse`` (metres of belt per
 
 The pin is a gpiozero ``Button`` with the pull-up on (the switch pulls it to ground); on a Pi its
 default pin factory is lgpio, in tests ``GPIOZERO_PIN_FACTORY=mock``. Each press is timed by the
-host's monotonic clock and counted; the count and that clock go through the same
-``PulseSpeedometer`` as ``pulse://`` (the host plays the board: ``board_ms`` is host time since the
-pin was opened) and the same ``SampleGate``, so the two drivers measure alike. A sample comes on
+host's monotonic clock and counted; the count and that clock go through the same ``PulseMeter``
+as ``pulse://`` (the host plays the board: ``board_ms`` is host time since the pin was opened), so
+the two drivers measure alike. A sample comes on
 every pulse and 5 times a second between them, so a belt that stops reads 0 after 2 s.
 
 Debouncing, twice: gpiozero's ``bounce_time`` (``BOUNCE_TIME_S``, 2 ms: lgpio reports an edge only
@@ -18,11 +18,11 @@ interval between counted presses (``bounce_ms``, 20 ms: the bounce of a switch o
 any pin factory that does not filter; the fastest real pulse is about 40 ms apart, at 22 km/h on
 0.25 m per pulse).
 
-The daemon cannot drive this belt: ``start``/``set_speed``/``set_incline`` raise ``Unsupported``;
-``stop`` and ``emergency_stop`` do nothing and say so in the log (S13). A pin cannot come unplugged,
+The daemon cannot drive this belt (``Unpowered``): ``start``/``set_speed``/``set_incline`` raise
+``Unsupported``; ``stop`` and ``emergency_stop`` do nothing and say so in the log (S13). A pin cannot come unplugged,
 so this driver never reports a lost link.
 
-This module must not compute speed itself (``drivers.pulse.codec`` does) nor decide anything about
+This module must not compute speed itself (``drivers.pulse.meter`` does) nor decide anything about
 safety.
 """
 
@@ -38,11 +38,10 @@ from typing import Any, Final, Self
 from urllib.parse import SplitResult
 
 from retrotread.drivers.base import Driver, cancel_and_wait, drain
-from retrotread.drivers.errors import ConfigError, NotConnected, Unsupported
-from retrotread.drivers.plausible import SampleGate
-from retrotread.drivers.pulse.codec import COUNTER_MODULUS, PulseReading, PulseSpeedometer
+from retrotread.drivers.errors import ConfigError, NotConnected
+from retrotread.drivers.pulse.meter import PulseMeter, Unpowered
 from retrotread.drivers.registry import float_option
-from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, Update
+from retrotread.drivers.types import Capabilities, DeviceEvent, DeviceEventKind, Update
 from retrotread.drivers.units import Speed, SpeedGrid
 
 log = logging.getLogger(__name__)
@@ -55,8 +54,10 @@ _OPTIONS: Final = frozenset({"m_per_pulse", "window_s", "bounce_ms"})
 _PIN = re.compile(r"(?:(?:GPIO|BCM|BOARD)\d{1,2}|\d{1,2})", re.IGNORECASE)
 
 
-class GpioDriver(Driver):
+class GpioDriver(Unpowered, Driver):
     """A reed switch on a GPIO pin (see the module docstring)."""
+
+    logger = log
 
     def __init__(self, pin: str, *, m_per_pulse: float = 0.25, window_s: float = 1.0, bounce_ms: float = 20.0) -> None:
         self.pin = pin
@@ -69,8 +70,7 @@ class GpioDriver(Driver):
             speed_grid=SpeedGrid(minimum=Speed.zero(), maximum=Speed.from_mph(10.0)),
             nominal_period_s=PERIOD_S,
         )
-        self._meter = PulseSpeedometer(m_per_pulse, window_s)
-        self._gate = SampleGate(m_per_pulse, name=self.url, logger=log)  # one pulse: the count's own step
+        self._meter = PulseMeter(m_per_pulse, window_s, name=self.url, logger=log)
         self._updates: asyncio.Queue[Update | None] = asyncio.Queue()
         self._button: Any = None  # gpiozero.Button: gpiozero has no type hints
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,7 +112,7 @@ class GpioDriver(Driver):
     @property
     def bad_samples(self) -> int:
         """Samples refused because no belt can produce them (plausible.py)."""
-        return self._gate.bad_samples
+        return self._meter.bad_samples
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -134,9 +134,8 @@ class GpioDriver(Driver):
         self._t0 = self._last_t = now
         self._last_counted = None
         self.pulses = self.bounces = 0
-        self._meter = PulseSpeedometer(self.m_per_pulse, self.window_s)
-        self._gate = SampleGate(self.m_per_pulse, name=self.url, logger=log)
-        self._meter.update(PulseReading(0, 0), now)  # the base: a pin already pressed at open is no pulse
+        self._meter = PulseMeter(self.m_per_pulse, self.window_s, name=self.url, logger=log)
+        self._meter.base(now)  # a pin already pressed at open is no pulse
         button.when_pressed = self._on_press
         self._button = button
         self._updates.put_nowait(DeviceEvent(now, DeviceEventKind.CONNECTED, f"{self.url} open"))
@@ -156,23 +155,6 @@ class GpioDriver(Driver):
 
     def samples(self) -> AsyncIterator[Update]:
         return drain(self._updates)
-
-    # -- commands: none ----------------------------------------------------------------------
-
-    async def start(self, speed: Speed) -> None:
-        raise Unsupported(f"{self.url} measures a belt it cannot drive")
-
-    async def set_speed(self, speed: Speed) -> None:
-        raise Unsupported(f"{self.url} measures a belt it cannot drive")
-
-    async def set_incline(self, incline_pct: float) -> None:
-        raise Unsupported(f"{self.url} measures a belt it cannot drive")
-
-    async def stop(self) -> None:
-        log.debug("%s: stop ignored: there is no motor to stop", self.url)
-
-    async def emergency_stop(self) -> None:
-        log.debug("%s: emergency stop ignored: there is no motor to stop (S13)", self.url)
 
     # -- the pin -------------------------------------------------------------------------------
 
@@ -208,14 +190,8 @@ class GpioDriver(Driver):
     def _reading(self, t: float) -> None:
         t = max(t, self._last_t)  # a press timed in another thread may arrive after a later tick
         self._last_t = t
-        board_ms = int((t - self._t0) * 1000)
-        measured = self._meter.update(PulseReading(board_ms % COUNTER_MODULUS, self.pulses % COUNTER_MODULUS), t)
-        if measured.implausible:
-            self._gate.bad_samples += 1  # counted like every refusal
-            return
-        sample = self._gate.admit(BeltSample(t, measured.speed, None, measured.distance_m))
-        if sample is not None:
-            self._updates.put_nowait(sample)
+        for update in self._meter.count(t - self._t0, self.pulses, t):
+            self._updates.put_nowait(update)
 
 
 __all__ = ["GpioDriver"]

@@ -5,9 +5,10 @@ pulse, default 0.25; ``retrotread doctor`` explains how to calibrate it), ``wind
 window, default 1 s), ``baud`` (115200).
 
 The board writes ``P <board_ms> <total_pulses>`` at least 5 times a second and on every pulse
-(docs/pulse.md). Every reading becomes a ``BeltSample`` through ``PulseSpeedometer``, timed by the
-monotonic clock when the line arrived; the distance never goes backwards, and a board that
-restarted (its counters went back) yields ``DEVICE_RESET``. Bad lines are counted and logged at
+(docs/pulse.md). Every reading becomes a ``BeltSample`` through ``PulseMeter`` (the same
+speedometer and plausibility gate as ``gpio://``), timed by the monotonic clock when the line
+arrived; the distance never goes backwards, and a board that restarted (its counters went back)
+yields ``DEVICE_RESET``. Bad lines are counted and logged at
 most once a minute, never fatal; comment lines are logged.
 
 The link: a port that drops yields ``DISCONNECTED`` at once (S9); a board silent for
@@ -15,12 +16,12 @@ The link: a port that drops yields ``DISCONNECTED`` at once (S9); a board silent
 (``drivers.link_state``) closes the port and reopens it with capped backoff. ``CONNECTED`` comes
 with the first line the board writes on the new link.
 
-The daemon cannot drive this belt: ``start``/``set_speed``/``set_incline`` raise ``Unsupported``;
-``stop`` and ``emergency_stop`` do nothing and say so in the log, because there is no motor to stop
-and the daemon must not pretend otherwise (S13).
+The daemon cannot drive this belt (``Unpowered``): ``start``/``set_speed``/``set_incline`` raise
+``Unsupported``; ``stop`` and ``emergency_stop`` do nothing and say so in the log, because there is
+no motor to stop and the daemon must not pretend otherwise (S13).
 
-This module must not parse lines or compute speed itself (``drivers.pulse.codec`` does) nor decide
-anything about safety.
+This module must not parse lines or compute speed itself (``drivers.pulse.codec`` and
+``drivers.pulse.meter`` do) nor decide anything about safety.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ import logging
 from typing import Self
 from urllib.parse import SplitResult
 
-from retrotread.drivers.errors import ConfigError, LinkLost, NotConnected, Unsupported
+from retrotread.drivers.errors import ConfigError, LinkLost, NotConnected
 from retrotread.drivers.link_state import Backoff
-from retrotread.drivers.plausible import SampleGate
-from retrotread.drivers.pulse.codec import BadLine, Comment, PulseReading, PulseSpeedometer, PulseStream
+from retrotread.drivers.pulse.codec import BadLine, Comment, PulseReading, PulseStream
+from retrotread.drivers.pulse.meter import PulseMeter, Unpowered
 from retrotread.drivers.registry import float_option
 from retrotread.drivers.serial_driver import SerialDriver
 from retrotread.drivers.serial_link import LogLimiter
-from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind
+from retrotread.drivers.types import Capabilities, DeviceEvent, DeviceEventKind
 from retrotread.drivers.units import Speed, SpeedGrid
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,11 @@ BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400)
 _OPTIONS = frozenset({"m_per_pulse", "window_s", "baud"})
 
 
-class PulseDriver(SerialDriver):
+class PulseDriver(Unpowered, SerialDriver):
     """A pulse board on a serial port (see the module docstring)."""
 
     task_name = "pulse"
+    logger = log
 
     def __init__(
         self,
@@ -65,7 +67,7 @@ class PulseDriver(SerialDriver):
         self.url = f"pulse://{path}"
         self.m_per_pulse = m_per_pulse
         self.window_s = window_s
-        self._meter = PulseSpeedometer(m_per_pulse, window_s)
+        self._meter = PulseMeter(m_per_pulse, window_s, name=self.url, logger=log)
         self._stream = PulseStream()
         self._caps = Capabilities(
             can_drive=False,
@@ -76,7 +78,6 @@ class PulseDriver(SerialDriver):
         self._heard = asyncio.Event()  # set by every line; the runner's watchdog waits on it
         self._announce = False  # the next line starts a reconnected link: say CONNECTED first
         self._noisy = LogLimiter(log)
-        self._gate = SampleGate(m_per_pulse, name=self.url, logger=log)  # one pulse: the count's own step
 
     @classmethod
     def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
@@ -113,30 +114,11 @@ class PulseDriver(SerialDriver):
     @property
     def bad_samples(self) -> int:
         """Readings refused because no belt can produce them (plausible.py)."""
-        return self._gate.bad_samples
+        return self._meter.bad_samples
 
     @property
     def readings(self) -> int:
         return self._stream.readings
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    # -- commands: none ----------------------------------------------------------------------
-
-    async def start(self, speed: Speed) -> None:
-        raise Unsupported(f"{self.url} measures a belt it cannot drive")
-
-    async def set_speed(self, speed: Speed) -> None:
-        raise Unsupported(f"{self.url} measures a belt it cannot drive")
-
-    async def set_incline(self, incline_pct: float) -> None:
-        raise Unsupported(f"{self.url} measures a belt it cannot drive")
-
-    async def stop(self) -> None:
-        log.debug("%s: stop ignored: there is no motor to stop", self.path)
-
-    async def emergency_stop(self) -> None:
-        log.debug("%s: emergency stop ignored: there is no motor to stop (S13)", self.path)
 
     # -- the link ------------------------------------------------------------------------------
 
@@ -180,25 +162,12 @@ class PulseDriver(SerialDriver):
                 self._updates.put_nowait(DeviceEvent(t, DeviceEventKind.CONNECTED, f"{self.path} talks again"))
             self._heard.set()
             if isinstance(line, PulseReading):
-                self._reading(line, t)
+                for update in self._meter.read(line, t):
+                    self._updates.put_nowait(update)
             elif isinstance(line, Comment):
                 log.info("%s: board says: %s", self.path, line.text)
             elif isinstance(line, BadLine):
                 self._noisy("bad-line", logging.WARNING, "%s: bad line (%s): %r", self.path, line.reason, line.line)
-
-    def _reading(self, reading: PulseReading, t: float) -> None:
-        measured = self._meter.update(reading, t)
-        if measured.implausible:
-            self._gate.bad_samples += 1  # counted like every refusal; the gate logs the others
-            self._noisy("implausible", logging.WARNING, "%s: refused a line no belt makes: %s", self.path, reading)
-            return
-        if measured.reset:
-            self._updates.put_nowait(
-                DeviceEvent(t, DeviceEventKind.DEVICE_RESET, "the board's counters went back: it restarted")
-            )
-        sample = self._gate.admit(BeltSample(t, measured.speed, None, measured.distance_m))
-        if sample is not None:
-            self._updates.put_nowait(sample)
 
 
 __all__ = ["PulseDriver"]
