@@ -20,6 +20,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "gpio": ("retrotread.drivers.gpio.driver", "GpioDriver"),
     "ftms": ("retrotread.drivers.ftms.driver", "FtmsDriver"),
     "ftms+sim": ("retrotread.sims.ftms", "SimFtmsDriver"),
+    "ftms+replay": ("retrotread.drivers.ftms.replay", "ReplayFtmsDriver"),
     "none": ("retrotread.drivers.none", "NoDriver"),
 }
 

@@ -6,7 +6,9 @@ first device heard whose name starts with PREFIX and that advertises FTMS, 0x182
 a control point procedure may take, in s; default 2, ftms.md), ``rate_hz`` (how often this machine
 notifies Treadmill Data; default 1, what FTMS machines do, ftms.md; rule S8 scales on it), ``unit``
 (``mph`` or ``kmh``: the unit of the speed numbers on the wire, over the quirk table's; FTMS says
-km/h, several machines use mph, hardware.md and the S7 unit check).
+km/h, several machines use mph, hardware.md and the S7 unit check), ``record`` (a file: the first
+connection's GATT conversation is written there as a capture, ``drivers.ftms.capture``, so a user
+with a real machine can contribute one; ``ftms+replay://FILE`` plays it back).
 
 Quirks (``drivers.ftms.quirks``, keyed by advertised name and Device Information model number,
 each entry with its source): the speed unit, Start before every speed write, never resend Start,
@@ -73,6 +75,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Final, Self, TypeVar
 from urllib.parse import SplitResult
 
@@ -92,6 +95,7 @@ from retrotread.drivers.errors import (
     NotConnected,
     Unsupported,
 )
+from retrotread.drivers.ftms.capture import CaptureRecorder
 from retrotread.drivers.ftms.codec import (
     CONTROL_POINT_UUID,
     FEATURE_UUID,
@@ -318,6 +322,7 @@ class FtmsDriver(Driver):
         reconnect_first_s: float = RECONNECT_FIRST_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
         unit: WireUnit | None = None,
+        record: Path | None = None,
     ) -> None:
         if (address is None) == (name_prefix is None):
             raise ConfigError("ftms:// needs either an address (ftms://AA:BB:CC:DD:EE:FF) or ?name=PREFIX")
@@ -340,6 +345,8 @@ class FtmsDriver(Driver):
         self._moving = False
         self.truncated_packets = 0
         """Treadmill Data records cut short whose speed was kept (Matrix TouchXL, hardware.md)."""
+        self.recorder = CaptureRecorder(record) if record is not None else None
+        """``?record=FILE``: the first connection's GATT conversation, as a capture (``capture``)."""
 
         self._target: BLEDevice | str | None = None
         self._client: BleakClient | None = None
@@ -379,7 +386,7 @@ class FtmsDriver(Driver):
 
     @classmethod
     def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
-        known = {"name", "timeout", "response_timeout", "rate_hz", "unit"}
+        known = {"name", "timeout", "response_timeout", "rate_hz", "unit", "record"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"ftms:// has no option {unknown[0]!r}; known: {', '.join(sorted(known))}")
@@ -395,6 +402,9 @@ class FtmsDriver(Driver):
         unit = options.get("unit")
         if unit is not None and unit not in ("kmh", "mph"):
             raise ConfigError(f"ftms:// option unit={unit!r}: allowed kmh or mph (the unit of speeds on the wire)")
+        record = options.get("record")
+        if record is not None and not record:
+            raise ConfigError("ftms:// option record= is empty: give the file the capture is written to")
         return cls(
             address=address,
             name_prefix=name,
@@ -402,6 +412,7 @@ class FtmsDriver(Driver):
             response_timeout=float_option(options, "response_timeout", RESPONSE_TIMEOUT_S, minimum=0.01, maximum=30.0),
             nominal_period_s=1.0 / rate_hz,
             unit=WireUnit(unit) if unit is not None else None,
+            record=Path(record) if record else None,
         )
 
     # -- what the daemon reads -------------------------------------------------------------------
@@ -443,6 +454,8 @@ class FtmsDriver(Driver):
         if self._runner is not None:
             return
         self._queue = asyncio.Queue()
+        if self.recorder is not None:
+            self.recorder.begin()
         self._target = await self._resolve_target()
         await self._link.connect()  # the first open fails to the caller; never retried
         self._runner = asyncio.create_task(self._link.run(), name=f"link {self.url}")
@@ -452,6 +465,8 @@ class FtmsDriver(Driver):
         await cancel_and_wait(runner)
         self._link.closed()
         await self._close_link(NotConnected(f"{self.url}: closed"))
+        if self.recorder is not None:
+            self.recorder.close()
         if runner is not None:
             self._queue.put_nowait(None)
 
@@ -507,6 +522,13 @@ class FtmsDriver(Driver):
             ) from exc
         except (BleakError, OSError, EOFError) as exc:
             raise bluetooth_error(exc, f"{self.url}: connecting", NotConnected) from exc
+        if self.recorder is not None:
+            self.recorder.connected(
+                url=self.url,
+                advertised_name=_advertised_name(client, self._target),
+                services=client.services,
+                rate_hz=1.0 / self.nominal_period_s,
+            )
         await self._read_device_information(client)
         self._found = await self._read_machine(client)
         self._assembler.reset()
@@ -588,6 +610,8 @@ class FtmsDriver(Driver):
             data = await client.read_gatt_char(char)
         except (BleakError, OSError, EOFError) as exc:
             raise self._link_error(client, exc, f"reading {what}") from exc
+        if self.recorder is not None:
+            self.recorder.read(char.uuid, bytes(data))
         try:
             return decode(data)
         except FtmsDecodeError as exc:
@@ -615,8 +639,10 @@ class FtmsDriver(Driver):
         for index, (char, callback) in enumerate(wanted):
             if index and self.quirks.cccd_gap_s:
                 await asyncio.sleep(self.quirks.cccd_gap_s)  # KS-MC21: staggered subscriptions (quirks)
+            if self.recorder is not None:
+                self.recorder.subscribe(char.uuid)
             try:
-                await client.start_notify(char, callback)
+                await client.start_notify(char, self._heard(callback))
             except (BleakError, OSError, EOFError) as exc:
                 raise self._link_error(client, exc, f"subscribing to {char.uuid[4:8]}") from exc
 
@@ -690,10 +716,26 @@ class FtmsDriver(Driver):
             return  # a connection attempt, which fails on its own
         self._in_control = False
         self._dropped.set()  # the link machine logs it and reconnects
+        if self.recorder is not None:
+            self.recorder.disconnected()  # a capture is one connection: it is complete
         # At once, from the callback, so the daemon latches within 100 ms (S9).
         self._queue.put_nowait(DeviceEvent(time.monotonic(), DeviceEventKind.DISCONNECTED, "Bluetooth link lost"))
 
     # -- notifications ---------------------------------------------------------------------------
+
+    def _heard(
+        self, callback: Callable[[BleakGATTCharacteristic, bytearray], None]
+    ) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
+        """The callback, with what the machine sent recorded first under ``?record=``."""
+        recorder = self.recorder
+        if recorder is None:
+            return callback
+
+        def heard(char: BleakGATTCharacteristic, data: bytearray) -> None:
+            recorder.received(char.uuid, bytes(data))
+            callback(char, data)
+
+        return heard
 
     def _on_treadmill_data(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
         now = time.monotonic()
@@ -842,8 +884,11 @@ class FtmsDriver(Driver):
                 flight.deadline = deadline
                 if not stop and self._slot.stops_waiting:
                     self._cut_short(flight)
+                response_wanted = self._with_response(client)
+                if self.recorder is not None:
+                    self.recorder.write(CONTROL_POINT_UUID, data, response=response_wanted)
                 try:
-                    await client.write_gatt_char(CONTROL_POINT_UUID, data, response=self._with_response(client))
+                    await client.write_gatt_char(CONTROL_POINT_UUID, data, response=response_wanted)
                 except (BleakError, OSError, EOFError) as exc:
                     raise self._link_error(client, exc, f"writing {_name(op)} ({data.hex()})") from exc
                 response = await flight.response

@@ -1,0 +1,346 @@
+"""``ftms+replay://FILE``: the real FTMS driver and bleak's facade against a recorded conversation.
+
+``ReplayBackend`` is a bleak backend (a ``BaseBleakClient``) whose machine is a capture
+(``drivers.ftms.capture``, docs/protocols/ftms.md "Captures"): it offers the capture's GATT table
+with its properties, answers reads with the recorded bytes, and plays the machine's notifications
+and indications with their recorded timing, each timed from the client's last write as the
+capture has it. The client's writes must be the capture's, in order, byte for byte and of the
+recorded write type: anything else is a ``ReplayMismatch`` (a ``BleakError``, so the driver sees a
+failed write), logged as an error and kept in ``Replay.errors``, and the conversation stops there.
+``ReplayFtmsDriver`` is ``FtmsDriver`` unchanged, built on that backend.
+
+Where the client writes before the capture's machine events that preceded that write have been
+played (a test stops the belt after the first moving record), those events are skipped, and
+listed in ``Replay.skipped``: a replay cannot know what the machine would have said instead.
+Each connection starts the conversation from its first line (a capture is one connection).
+
+File: ``ftms+replay:///abs/path.jsonl`` or ``ftms+replay://relative/path.jsonl``. Options: the
+driver's own ``timeout``, ``response_timeout``, ``unit`` and ``rate_hz`` (default: the capture's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import SplitResult
+
+from bleak.args import SizedBuffer
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient, NotifyCallback
+from bleak.backends.descriptor import BleakGATTDescriptor
+from bleak.backends.device import BLEDevice
+from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
+from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.uuids import normalize_uuid_16
+
+from retrotread.drivers.errors import ConfigError
+from retrotread.drivers.ftms.capture import Capture, CaptureEvent, load_capture, short_uuid
+from retrotread.drivers.ftms.driver import CONNECT_TIMEOUT_S, RESPONSE_TIMEOUT_S, FtmsDriver
+from retrotread.drivers.ftms.quirks import WireUnit
+from retrotread.drivers.registry import float_option
+
+__all__ = ["Replay", "ReplayBackend", "ReplayFtmsDriver", "ReplayMismatch"]
+
+log = logging.getLogger(__name__)
+
+CCCD_UUID = normalize_uuid_16(0x2902)
+ATT_MTU = 23  # the default MTU: 20 bytes of payload, as the Matrix TouchXL's cut records show
+_MACHINE = frozenset({"notify", "indicate", "disconnect"})
+
+
+class ReplayMismatch(BleakError):
+    """The client did something the capture did not: the message names the capture's line."""
+
+
+@dataclass
+class Replay:
+    """The machine's side of one capture, and what happened when it was played."""
+
+    capture: Capture
+    errors: list[str] = field(default_factory=list)
+    """Every divergence from the capture (a write it did not expect, a read it has no answer for)."""
+    skipped: list[CaptureEvent] = field(default_factory=list)
+    """Machine events not played because the client wrote before their time."""
+    played: list[CaptureEvent] = field(default_factory=list)
+    """Machine events delivered to the client, in order."""
+    writes: list[CaptureEvent] = field(default_factory=list)
+    """The capture's writes the client made, matched."""
+    connections: int = 0
+
+    def check(self) -> None:
+        """Raise the first divergence, if any (for a test's last word)."""
+        if self.errors:
+            raise ReplayMismatch(self.errors[0])
+
+    def fail(self, why: str) -> ReplayMismatch:
+        message = f"replay {self.capture.name} ({self.capture.path.name}): {why}"
+        self.errors.append(message)
+        log.error("%s", message)
+        return ReplayMismatch(message)
+
+
+class ReplayBackend(BaseBleakClient):
+    """A bleak backend whose peripheral is a capture. Pass ``replay=`` through ``BleakClient``."""
+
+    def __init__(self, address_or_ble_device: BLEDevice | str, *, replay: Replay | None = None, **kwargs: Any) -> None:
+        super().__init__(
+            address_or_ble_device,
+            disconnected_callback=kwargs.pop("disconnected_callback", None),
+            timeout=kwargs.pop("timeout", CONNECT_TIMEOUT_S),
+        )
+        if replay is None:
+            raise BleakError("ReplayBackend needs its capture: BleakClient(..., backend=ReplayBackend, replay=r)")
+        self.replay = replay
+        self._connected = False
+        self._callbacks: dict[str, NotifyCallback] = {}
+        self._reads: dict[str, list[CaptureEvent]] = {}
+        self._pos = 0
+        self._anchor = (0.0, 0.0)  # (loop time, capture time) of the last matched write
+        self._wake = asyncio.Event()
+        self._walker: asyncio.Task[None] | None = None
+
+    # -- connection -----------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.replay.capture.advertised_name or ""
+
+    @property
+    def mtu_size(self) -> int:
+        return ATT_MTU
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    async def connect(self, pair: bool, **kwargs: Any) -> None:
+        await asyncio.sleep(0)  # a radio is never synchronous
+        if self._connected:
+            return
+        capture = self.replay.capture
+        self.replay.connections += 1
+        self._connected = True
+        self.services = _services(capture)
+        self._reads = {}
+        for event in capture.events:
+            if event.kind == "read" and event.uuid is not None:
+                self._reads.setdefault(event.uuid, []).append(event)
+        self._pos = 0
+        self._anchor = (asyncio.get_running_loop().time(), 0.0)
+        self._walker = asyncio.create_task(self._walk(), name=f"replay {capture.name}")
+
+    async def disconnect(self) -> None:
+        if not self._connected:
+            return
+        await self._lose_link()
+        if self._disconnected_callback is not None:
+            self._disconnected_callback()
+
+    async def pair(self, *args: Any, **kwargs: Any) -> None:
+        """A capture needs no pairing."""
+
+    async def unpair(self) -> None:
+        """Nothing to forget."""
+
+    async def _lose_link(self) -> None:
+        self._connected = False
+        self._callbacks.clear()
+        walker, self._walker = self._walker, None
+        if walker is not None and walker is not asyncio.current_task():
+            walker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await walker
+
+    def _require_link(self) -> None:
+        if not self._connected:
+            raise BleakError("Not connected")
+
+    # -- GATT -----------------------------------------------------------------------------------
+
+    async def read_gatt_char(
+        self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False, **kwargs: Any
+    ) -> bytearray:
+        self._require_link()
+        await asyncio.sleep(0)
+        if "read" not in characteristic.properties:
+            raise BleakGATTProtocolError(0x02)  # read not permitted
+        answers = self._reads.get(characteristic.uuid)
+        if not answers:
+            raise self.replay.fail(f"the client read {short_uuid(characteristic.uuid)}; the capture has no answer")
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]  # the last answer stands for later reads
+        return bytearray(answer.data)
+
+    async def read_gatt_descriptor(
+        self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False, **kwargs: Any
+    ) -> bytearray:
+        self._require_link()
+        if descriptor.uuid != CCCD_UUID:
+            raise BleakGATTProtocolError(0x0A)  # attribute not found
+        on = descriptor.characteristic_uuid in self._callbacks
+        return bytearray((1 if on else 0).to_bytes(2, "little"))
+
+    async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool) -> None:
+        self._require_link()
+        # ATT "write not permitted" for a write type the characteristic does not offer, as BlueZ
+        # answers (Urevo E1L: write-without-response only, hardware.md).
+        if ("write" if response else "write-without-response") not in characteristic.properties:
+            raise BleakGATTProtocolError(0x03)
+        self._match_write(characteristic.uuid, bytes(data), response)
+        await asyncio.sleep(0)  # the write response comes back over the air
+
+    async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
+        self._require_link()
+        raise BleakGATTProtocolError(0x03)  # CCCDs go through start_notify
+
+    async def start_notify(
+        self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
+    ) -> None:
+        self._require_link()
+        if not {"notify", "indicate"} & set(characteristic.properties):
+            raise BleakError(f"Characteristic {characteristic.uuid} does not support notifications or indications")
+        self._callbacks[characteristic.uuid] = callback
+
+    async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
+        self._require_link()
+        self._callbacks.pop(characteristic.uuid, None)
+
+    # -- the conversation -----------------------------------------------------------------------
+
+    def _match_write(self, uuid: str, data: bytes, response: bool) -> None:
+        replay = self.replay
+        wrote = f"{data.hex() or '(nothing)'} to {short_uuid(uuid)} ({'with' if response else 'without'} response)"
+        if replay.errors:
+            raise ReplayMismatch(f"{replay.errors[0]}; the conversation ended there, so {wrote} was not taken")
+        events = replay.capture.events
+        j = next((k for k in range(self._pos, len(events)) if events[k].kind == "write"), None)
+        if j is None:
+            self._stop_walking()
+            raise replay.fail(f"the client wrote {wrote} after the last write in the capture")
+        expected = events[j]
+        assert expected.uuid is not None
+        if expected.uuid != uuid or expected.data != data or expected.response not in (None, response):
+            self._stop_walking()
+            kind = "" if expected.response is None else f" ({'with' if expected.response else 'without'} response)"
+            raise replay.fail(
+                f"the client wrote {wrote} where the capture (line {expected.line}) expects "
+                f"{expected.data.hex()} to {short_uuid(expected.uuid)}{kind}"
+            )
+        replay.skipped.extend(e for e in events[self._pos : j] if e.kind in _MACHINE)
+        replay.writes.append(expected)
+        self._pos = j + 1
+        self._anchor = (asyncio.get_running_loop().time(), expected.t)
+        self._wake.set()
+
+    def _stop_walking(self) -> None:
+        self._pos = len(self.replay.capture.events)
+        self._wake.set()
+
+    async def _walk(self) -> None:
+        """Play the machine's events on their times; a write waits for the client (``_match_write``)."""
+        events = self.replay.capture.events
+        loop = asyncio.get_running_loop()
+        while self._connected and self._pos < len(events):
+            event = events[self._pos]
+            if event.kind not in _MACHINE:
+                if event.kind == "write":
+                    self._wake.clear()
+                    await self._wake.wait()  # the client's write moves the position on
+                else:
+                    self._pos += 1  # reads are answered on demand; subscriptions are informative
+                continue
+            real, recorded = self._anchor
+            delay = real + (event.t - recorded) - loop.time()
+            if delay > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                continue  # the time came, or a write moved the position: look again
+            self._pos += 1
+            await self._play(event)
+
+    async def _play(self, event: CaptureEvent) -> None:
+        self.replay.played.append(event)
+        if event.kind == "disconnect":
+            log.info("replay %s: the machine drops the link (line %d)", self.replay.capture.name, event.line)
+            await self._lose_link()
+            if self._disconnected_callback is not None:
+                self._disconnected_callback()
+            return
+        assert event.uuid is not None
+        callback = self._callbacks.get(event.uuid)
+        if callback is None:
+            log.debug("replay: %s not subscribed; line %d not delivered", short_uuid(event.uuid), event.line)
+            return
+        callback(bytearray(event.data))
+
+
+def _services(capture: Capture) -> BleakGATTServiceCollection:
+    """The capture's GATT table as bleak's objects, so the facade finds characteristics by UUID."""
+    collection = BleakGATTServiceCollection()
+    services: dict[str, BleakGATTService] = {}
+    for record in capture.characteristics:
+        service = services.get(record.service)
+        if service is None:
+            service = services[record.service] = BleakGATTService(None, record.handle - 1, record.service)
+            collection.add_service(service)
+        char = BleakGATTCharacteristic(
+            None, record.handle, record.uuid, list(record.properties), lambda: ATT_MTU - 3, service
+        )
+        collection.add_characteristic(char)
+        if {"notify", "indicate"} & set(record.properties):
+            collection.add_descriptor(BleakGATTDescriptor(None, record.handle + 1, CCCD_UUID, char))
+    return collection
+
+
+class ReplayFtmsDriver(FtmsDriver):
+    """``FtmsDriver`` on a recorded conversation (``replay`` holds what was played and matched)."""
+
+    def __init__(
+        self,
+        capture: Capture,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        response_timeout: float = RESPONSE_TIMEOUT_S,
+        rate_hz: float | None = None,
+        **driver_options: Any,
+    ) -> None:
+        self.replay = Replay(capture)
+        rate = rate_hz or capture.rate_hz or 1.0
+        super().__init__(
+            address=_ADDRESS,
+            connect_timeout=connect_timeout,
+            response_timeout=response_timeout,
+            nominal_period_s=1.0 / rate,
+            backend=ReplayBackend,
+            backend_options={"replay": self.replay},
+            **driver_options,
+        )
+        self.url = f"ftms+replay://{capture.path}"
+
+    @classmethod
+    def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
+        where = url.netloc + url.path
+        if not where:
+            raise ConfigError("ftms+replay:// needs a capture file: ftms+replay:///path/to/capture.jsonl")
+        known = {"timeout", "response_timeout", "unit", "rate_hz"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"ftms+replay:// has no option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        unit = options.get("unit")
+        if unit is not None and unit not in ("kmh", "mph"):
+            raise ConfigError(f"ftms+replay:// option unit={unit!r}: allowed kmh or mph (speeds on the wire)")
+        return cls(
+            load_capture(Path(where)),
+            connect_timeout=float_option(options, "timeout", CONNECT_TIMEOUT_S, minimum=0.1, maximum=120.0),
+            response_timeout=float_option(options, "response_timeout", RESPONSE_TIMEOUT_S, minimum=0.01, maximum=30.0),
+            rate_hz=float_option(options, "rate_hz", 0.0, minimum=0.1, maximum=100.0) if "rate_hz" in options else None,
+            unit=WireUnit(unit) if unit is not None else None,
+        )
+
+
+_ADDRESS = "00:00:00:00:00:00"  # a capture has no radio address; the file is its name

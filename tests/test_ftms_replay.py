@@ -1,0 +1,214 @@
+"""The FTMS driver against recorded GATT conversations (issue 14 point 5).
+
+``ftms+replay://`` runs the real ``ftms://`` driver through bleak's real ``BleakClient`` facade on a
+backend that plays a capture (``drivers.ftms.replay``): the machine's recorded bytes and timing,
+not our simulator. The corpus is ``tests/captures/`` (each capture names the source of its real
+bytes and says what is reconstructed; README there). A round trip proves the recorder
+(``?record=FILE``) writes what the replay plays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from retrotread.drivers import (
+    BeltSample,
+    CommandRejected,
+    ConfigError,
+    DeviceEvent,
+    DeviceEventKind,
+    Driver,
+    Speed,
+    open_driver,
+)
+from retrotread.drivers.ftms.capture import FORMAT, CaptureError, load_capture
+from retrotread.drivers.ftms.replay import ReplayFtmsDriver
+from retrotread.safety.envelope import Envelope, Grid
+from retrotread.sims.ftms import SimFtmsDriver
+from retrotread.sims.ftms_peripheral import FtmsPeripheral, SimMachine
+
+CAPTURES = Path(__file__).parent / "captures"
+E1L = CAPTURES / "urevo-e1l-reconstructed.jsonl"
+RECORDS = CAPTURES / "decoder-records-reconstructed.jsonl"
+WITHIN = 10.0
+
+
+def replay(path: Path) -> ReplayFtmsDriver:
+    drv = open_driver(f"ftms+replay://{path}")
+    assert isinstance(drv, ReplayFtmsDriver)
+    return drv
+
+
+async def updates(driver: Driver, within: float = WITHIN) -> AsyncIterator[BeltSample | DeviceEvent]:
+    async with asyncio.timeout(within):
+        async for item in driver.samples():
+            yield item
+
+
+async def next_sample(driver: Driver, ok: object = lambda kmh: True) -> BeltSample:
+    assert callable(ok)
+    async for item in updates(driver):
+        if isinstance(item, BeltSample) and ok(item.speed.kmh):
+            return item
+    raise AssertionError("update stream ended")
+
+
+def test_every_capture_in_the_corpus_names_its_sources() -> None:
+    paths = sorted(CAPTURES.glob("*.jsonl"))
+    assert len(paths) >= 2
+    for path in paths:
+        capture = load_capture(path)
+        header = capture.header
+        assert header["format"] == FORMAT and capture.source
+        # Plainly which bytes are a machine's and what was reconstructed (timing, order).
+        assert header["real"] and header["reconstructed"], path
+        assert any("timing" in line for line in header["reconstructed"]), path
+        machine = [e for e in capture.events if e.kind in ("notify", "indicate", "read")]
+        assert all(e.source for e in machine), [e.line for e in machine if not e.source]
+
+
+async def test_urevo_e1l_connect_grid_write_type_real_record_start_and_stop_on_the_wire() -> None:
+    # hardware.md (treadspan protocol-analysis/urevo-E1L): control point 0x24, grid 0.96-6.43 km/h
+    # by 0.32; the standstill record is a Urevo Spacewalk 3S's (hassio-ftms #3, pyftms tests).
+    drv = replay(E1L)
+    async with drv:
+        assert drv.connected and drv.capabilities.can_drive, drv.drive_refusal
+        grid = drv.capabilities.speed_grid
+        assert (grid.minimum.kmh, grid.maximum.kmh) == pytest.approx((0.96, 6.43))
+        inside = Grid.inside(Envelope.reverse(), drv.capabilities)
+        assert inside is not None  # S3: it arms, on the only two grid speeds inside the envelope
+        step = inside.speeds.increment
+        reachable = [round(inside.speed(n).kmh, 2) for n in range(inside.first, inside.last + 1, step)]
+        assert reachable == [1.60, 1.92]
+        standstill = await next_sample(drv)
+        assert standstill.speed.kmh == 0.0 and standstill.distance_m == 0.0  # the Spacewalk 3S's bytes
+        await drv.start(Speed.from_kmh(1.60))  # Start, wait for 0x04, then the speed (without response)
+        moving = await next_sample(drv, lambda kmh: kmh > 0)
+        assert moving.speed.kmh == pytest.approx(1.60)
+        await drv.stop()
+        assert [w.data.hex() for w in drv.replay.writes] == ["00", "07", "02a000", "0801"]
+        assert all(w.response is False for w in drv.replay.writes)  # the capture's write type: none offered
+    drv.replay.check()
+    assert drv.replay.errors == []
+
+
+async def test_real_records_decode_split_parts_merge_and_real_statuses_become_events() -> None:
+    # Spacewalk 3S standstill (hassio-ftms #3), RonanB96/bluetooth-sig-python's More Data part and
+    # 12.5 km/h record as one split record, and the FTMS v1.0 status bytes 0201, 03, ff (S10).
+    drv = replay(RECORDS)
+    async with drv:
+        seen: list[BeltSample | DeviceEvent] = []
+        async for item in updates(drv):
+            seen.append(item)
+            if isinstance(item, DeviceEvent) and item.kind is DeviceEventKind.CONTROL_LOST:
+                break
+        samples = [s for s in seen if isinstance(s, BeltSample)]
+        assert [round(s.speed.kmh, 2) for s in samples] == [0.0, 12.5]
+        assert samples[1].incline_pct == pytest.approx(2.5)  # from the first part, merged (ftms.md)
+        kinds = [e.kind for e in seen if isinstance(e, DeviceEvent)]
+        assert kinds == [DeviceEventKind.STOPPED_BY_USER, DeviceEventKind.SAFETY_KEY, DeviceEventKind.CONTROL_LOST]
+        # The stop reaches the wire after control was lost: refused, control taken, stopped again.
+        await drv.stop()
+        assert [(w.data.hex(), w.response) for w in drv.replay.writes] == [
+            ("00", True),
+            ("0801", True),
+            ("00", True),
+            ("0801", True),
+        ]
+        assert drv.bad_packets == 0
+    drv.replay.check()
+
+
+async def test_the_replay_fails_loudly_when_the_driver_writes_what_the_capture_did_not() -> None:
+    drv = replay(E1L)
+    async with drv:
+        await next_sample(drv)
+        # The capture's next write is Start (07); a speed written first is not that conversation.
+        with pytest.raises(CommandRejected, match=r"wrote 02c000 to 2ad9 .* where the capture \(line \d+\) expects 07"):
+            await drv.set_speed(Speed.from_kmh(1.92))
+        [error] = drv.replay.errors
+        assert "02c000" in error and "urevo-e1l-reconstructed.jsonl" in error
+        # The conversation ended there: every later write fails too, naming the first divergence.
+        with pytest.raises(CommandRejected, match="the conversation ended there"):
+            await drv.stop()
+    with pytest.raises(Exception, match="expects 07"):
+        drv.replay.check()
+
+
+async def test_a_write_type_the_control_point_does_not_offer_is_refused_as_bluez_would() -> None:
+    # The Urevo E1L's control point has no write property: a write with response is ATT error 0x03.
+    from bleak.exc import BleakGATTProtocolError
+
+    drv = replay(E1L)
+    async with drv:
+        client = drv._client
+        assert client is not None
+        with pytest.raises(BleakGATTProtocolError):
+            await client.write_gatt_char("2ad9", b"\x07", response=True)
+        assert drv.replay.errors == [] and drv.replay.writes[-1].data == b"\x00"
+
+
+async def test_a_session_recorded_with_record_replays_byte_for_byte(tmp_path: Path) -> None:
+    # The recorder a user with a real machine runs (ftms://ADDRESS?record=FILE), here on the
+    # simulated treadmill; the same session then runs against the recording.
+    path = tmp_path / "session.jsonl"
+
+    async def session(drv: Driver) -> list[float]:
+        async with drv:
+            kmh = [(await next_sample(drv)).speed.kmh]
+            await drv.start(Speed.from_mph(1.0))
+            kmh.append((await next_sample(drv, lambda v: v > 1.5)).speed.kmh)
+            await drv.stop()
+            return kmh
+
+    recorded = await session(SimFtmsDriver(FtmsPeripheral(SimMachine(rate_hz=20.0)), record=path))
+    capture = load_capture(path)
+    assert capture.rate_hz == 20.0 and "recorded by retrotread" in capture.source
+    cp = capture.characteristic("00002ad9-0000-1000-8000-00805f9b34fb")
+    assert cp is not None and set(cp.properties) == {"write", "indicate"}
+    writes = [e.data.hex() for e in capture.events if e.kind == "write"]
+    assert writes == ["00", "07", "02a100", "0801"]  # 1.0 mph = 1.61 km/h
+    assert any(e.kind == "indicate" for e in capture.events) and any(e.kind == "read" for e in capture.events)
+    drv = replay(path)
+    replayed = await session(drv)
+    drv.replay.check()
+    assert [w.data.hex() for w in drv.replay.writes] == writes
+    assert replayed[0] == recorded[0] and replayed[1] == pytest.approx(recorded[1], abs=0.2)
+
+
+def test_bad_capture_files_and_urls_get_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs a capture file"):
+        open_driver("ftms+replay://")
+    with pytest.raises(CaptureError, match="cannot be read"):
+        open_driver(f"ftms+replay://{tmp_path}/none.jsonl")
+    with pytest.raises(ConfigError, match="has no option 'speed'"):
+        open_driver(f"ftms+replay://{E1L}?speed=2")
+    bad = tmp_path / "bad.jsonl"
+    header = json.dumps({"kind": "capture", "format": FORMAT, "version": 1, "source": "test"})
+    service = json.dumps(
+        {"kind": "service", "uuid": "1826", "characteristics": [{"uuid": "2ad9", "properties": ["write"]}]}
+    )
+    for body, match in [
+        ("{}", "the first line must be"),
+        (json.dumps({"kind": "capture", "format": FORMAT, "version": 1}), "names its source"),
+        (f"{header}\nnot json", "line 2: not JSON"),
+        (f"{header}\n{service}\n" + json.dumps({"t": 1, "kind": "write", "uuid": "2ad9", "hex": "zz"}), "line 3: hex"),
+        (f"{header}\n" + json.dumps({"t": 1, "kind": "notify", "uuid": "2acd", "hex": "00"}), "in no service line"),
+        (f"{header}\n{service}\n" + json.dumps({"t": -1, "kind": "write", "uuid": "2ad9", "hex": "00"}), "t -1"),
+        (f"{header}\n{service}\n" + json.dumps({"t": 1, "kind": "poke"}), "kind 'poke'"),
+    ]:
+        bad.write_text(body + "\n")
+        with pytest.raises(CaptureError, match=match):
+            load_capture(bad)
+    with pytest.raises(ConfigError, match="record= is empty"):
+        open_driver("ftms://AA:BB:CC:DD:EE:FF?record=")
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_driver(f"ftms://AA:BB:CC:DD:EE:FF?record={tmp_path}/no/such/dir/c.jsonl")
+    # Checking a URL (doctor does) creates no file: only open() does.
+    open_driver(f"ftms://AA:BB:CC:DD:EE:FF?record={tmp_path}/c.jsonl")
+    assert not (tmp_path / "c.jsonl").exists()
