@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import itertools
 import json
+import os
+import re
 import socket
 import sqlite3
+import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from urllib.parse import SplitResult
 
-import fitdecode
+import aiomqtt
+import fitdecode  # type: ignore[import-untyped]  # fitdecode ships no type hints
 import pytest
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from retrotread.api.mqtt import NO_DELAY
 from retrotread.daemon.controller import Controller
 from retrotread.daemon.history import SqliteHistory, TracePoint
 from retrotread.daemon.snapshot import SetResult, iso
@@ -259,3 +268,191 @@ def hold_set_incline(monkeypatch: pytest.MonkeyPatch, controller: Controller) ->
 
     monkeypatch.setattr(controller, "set_incline", slow_incline)
     return entered, release
+
+
+# --- MQTT: a separate client that watches, and a real daemon on a broker -----------------------
+
+_watchers = itertools.count(1)
+
+
+class HasPort(Protocol):
+    """A broker (``mqtt_broker.Mosquitto``) or anything else listening on loopback."""
+
+    @property
+    def port(self) -> int: ...
+
+
+def mqtt_decode(payload: Any) -> Any:
+    """A message's payload as JSON when it is JSON, else as text."""
+    raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+class Watcher:
+    """Everything a separate MQTT client receives, in order, with a way to wait for a message."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.messages: list[aiomqtt.Message] = []
+        self._new = asyncio.Event()
+
+    async def read(self) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            async for message in self.client.messages:
+                self.messages.append(message)
+                self._new.set()
+
+    async def subscribe(self, *filters: str) -> None:
+        for f in filters:  # one SUBSCRIBE at a time: its retained messages arrive before the next SUBACK's
+            await self.client.subscribe(f, options=SubscribeOptions(qos=1, retainAsPublished=True))
+
+    async def publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
+        await self.client.publish(topic, payload, qos=1, retain=retain)
+
+    async def wait(
+        self, topic: str, predicate: Callable[[Any], bool] = lambda _: True, within: float = 10.0, since: int = 0
+    ) -> tuple[int, aiomqtt.Message, Any]:
+        """The first message on ``topic`` (from index ``since``) whose decoded payload passes ``predicate``."""
+        seen = since
+        async with asyncio.timeout(within):
+            while True:
+                for i in range(seen, len(self.messages)):
+                    m = self.messages[i]
+                    if m.topic.value == topic:
+                        data = mqtt_decode(m.payload)
+                        if predicate(data):
+                            return i, m, data
+                seen = len(self.messages)
+                self._new.clear()
+                await self._new.wait()
+
+    def on(self, topic: str) -> list[Any]:
+        return [mqtt_decode(m.payload) for m in self.messages if m.topic.value == topic]
+
+    async def result(self, cmd_id: str | int, base: str, within: float = 10.0) -> dict[str, Any]:
+        _, _, data = await self.wait(
+            f"{base}/cmd/result", lambda d: isinstance(d, dict) and d.get("id") == cmd_id, within
+        )
+        assert isinstance(data, dict)
+        return data
+
+
+@contextlib.asynccontextmanager
+async def watching(broker: HasPort, *filters: str) -> AsyncIterator[Watcher]:
+    """A ``Watcher`` (MQTT 5, retain-as-published) on the broker at ``broker.port``, subscribed to ``filters``."""
+    client = aiomqtt.Client(
+        "127.0.0.1",
+        broker.port,
+        identifier=f"watcher-{next(_watchers)}",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        socket_options=NO_DELAY,
+    )
+    async with client:
+        watcher = Watcher(client)
+        reader = asyncio.get_running_loop().create_task(watcher.read(), name="watcher")
+        try:
+            await watcher.subscribe(*filters)
+            yield watcher
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+
+RETROTREAD = str(Path(sys.executable).with_name("retrotread"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class MqttDaemon:
+    """A real ``retrotread run --mqtt URL`` process (see ``mqtt_daemon``); its stderr is read as it comes."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, state: Path, http: str) -> None:
+        self.proc = proc
+        self.state = state
+        """Its state directory (token, history; the simulated device's ``trace.jsonl``)."""
+        self.http = http
+        self.lines: list[str] = []
+        """Its stderr so far, line by line."""
+        self._new_line = asyncio.Event()
+
+    @property
+    def token(self) -> str:
+        return (self.state / "token").read_text().strip()
+
+    @property
+    def trace(self) -> Path:
+        """What the simulated device heard (``trace_commands``, ``heard``), when the driver writes it."""
+        return self.state / "trace.jsonl"
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    async def read_log(self) -> None:
+        """Until the process closes its stderr (the ``mqtt_daemon`` block runs this as a task)."""
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+            self._new_line.set()
+        self._new_line.set()
+
+    async def wait_log(self, pattern: str, within: float = 20.0, since: int = 0) -> str:
+        """The first line of stderr from index ``since`` on that matches ``pattern`` (a regex)."""
+        rx = re.compile(pattern)
+        seen = since
+        async with asyncio.timeout(within):
+            while True:
+                for line in self.lines[seen:]:
+                    if rx.search(line):
+                        return line
+                seen = len(self.lines)
+                self._new_line.clear()
+                await self._new_line.wait()
+
+
+@contextlib.asynccontextmanager
+async def mqtt_daemon(
+    mqtt_url: str, tid: str, driver: str | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[MqttDaemon]:
+    """``retrotread run --mqtt URL`` with id ``tid`` and a state directory of its own, up once its banner
+    is printed (the driver is up and the HTTP port listens: the MQTT link may still be coming).
+
+    ``driver`` defaults to a motorised simulator that writes what it heard to ``MqttDaemon.trace``.
+    It is stopped with SIGTERM (killed if it does not end within 10 s) when the block ends.
+    """
+    with tempfile.TemporaryDirectory(prefix="retrotread-state-") as state_dir:
+        state = Path(state_dir)
+        port = free_port()
+        own = {"RETROTREAD_DAEMON__ID": tid, "RETROTREAD_DAEMON__STATE_DIR": state_dir}
+        proc = await asyncio.create_subprocess_exec(
+            RETROTREAD,
+            "run",
+            "--driver",
+            driver or f"sim://motorized?rate_hz=20&trace={state / 'trace.jsonl'}",
+            "--http",
+            f"127.0.0.1:{port}",
+            "--mqtt",
+            mqtt_url,
+            cwd=ROOT,
+            env={**os.environ, **own, **(env or {})},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        daemon = MqttDaemon(proc, state, f"http://127.0.0.1:{port}")
+        reader = asyncio.get_running_loop().create_task(daemon.read_log(), name=f"daemon {tid} stderr")
+        try:
+            assert proc.stdout is not None
+            banner = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert banner, f"daemon did not start: {daemon.log()}"
+            yield daemon
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            await reader  # ends at EOF, once the process is gone

@@ -15,6 +15,7 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -172,7 +173,7 @@ def _reference(data: bytes) -> TreadmillData | None:
     pace_width = 2 if has_pace and len(data) == _size(flags, 2) else 1
     if len(data) < _size(flags, pace_width):
         return None
-    pos, values = 2, {}
+    pos, values = 2, dict[str, Any]()
     for bit, group in TABLE.items():
         for name, kind, scale, not_available in group:
             if not _present(flags, bit):
