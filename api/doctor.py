@@ -2,11 +2,17 @@
 
 Each check returns a ``Finding`` (ok, warn or fail, what was found, how to fix it). Checks only
 look (files, permissions, a TCP connect, an HTTP GET); they change nothing and never move a belt.
+
+The machine's own description (maker, model, firmware, CSAFE hours of use, odometer, error and
+service codes) comes from a running daemon's ``GET /api/v1/state`` ``device`` block, never from the
+device itself: a serial port or a Bluetooth link the daemon holds must not be opened by a second
+program (a second CSAFE master garbles both conversations; an FTMS machine takes one client).
 """
 
 from __future__ import annotations
 
 import grp
+import json
 import os
 import socket
 import ssl
@@ -14,11 +20,13 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
+from urllib.request import Request, urlopen
 
 from retrotread.api.http_guard import loopback
-from retrotread.daemon.auth import token_path
+from retrotread.daemon.auth import read_token, token_path
 from retrotread.daemon.config import Settings, load_settings, parse_listen
 from retrotread.drivers.errors import TreadError
 from retrotread.drivers.registry import open_driver
@@ -228,12 +236,99 @@ def check_http(settings: Settings) -> Iterator[Finding]:
 
 
 def _answers(host: str, port: int) -> bool:
+    """Whether a retrotread daemon answers ``/healthz`` there (200 when whole, 503 naming problems:
+    both are its ``Health`` JSON, with ``ok``)."""
     try:
-        with socket.create_connection((host, port), timeout=1.0) as s:
-            s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
-            return b'"ok":true' in s.recv(4096)
-    except OSError:
+        with urlopen(Request(f"http://{host}:{port}/healthz"), timeout=1.0) as resp:
+            body = resp.read()
+    except HTTPError as exc:
+        body = exc.read()
+    except (URLError, OSError):
         return False
+    try:
+        health = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(health, dict) and "ok" in health
 
 
-CHECKS: list[Callable[[Settings], Iterator[Finding]]] = [check_driver, check_broker, check_token, check_http]
+def check_machine(settings: Settings) -> Iterator[Finding]:
+    """What the treadmill says about itself, as the daemon running here read it (see the module)."""
+    host, port = parse_listen(settings.http.listen)
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # a daemon listening everywhere answers on loopback, where reads are free
+    where = f"{host}:{port}"
+    if not _answers(host, port):
+        yield Finding("ok", f"machine: no daemon answers on {where} to ask (doctor never opens the treadmill itself)")
+        return
+    try:
+        state = _daemon_state(host, port, read_token(settings.daemon.state_dir))
+    except (OSError, ValueError, TypeError) as exc:
+        yield Finding(
+            "warn",
+            f"machine: the daemon on {where} did not give its state ({exc})",
+            "run doctor as the daemon's user, or on the daemon's machine (reads are free on loopback)",
+        )
+        return
+    yield from describe_machine(state)
+
+
+def describe_machine(state: dict[str, Any]) -> Iterator[Finding]:
+    """Findings from a state snapshot's ``device`` block: only what the machine answered."""
+    device = state.get("device")
+    if not isinstance(device, dict) or not device:
+        if not state.get("connected"):
+            yield Finding("warn", "machine: the daemon is not connected to its treadmill, so it has no description yet")
+        else:
+            yield Finding("ok", "machine: the driver reports no description (simulators and sensors have none)")
+        return
+    named = " ".join(str(device[k]) for k in ("maker", "model") if device.get(k)) or "unnamed"
+    parts = [named]
+    for key, label in (("firmware", "firmware"), ("serial", "serial"), ("units", "units")):
+        if device.get(key):
+            parts.append(f"{label} {device[key]}")
+    if isinstance(device.get("hours_of_use"), int | float):
+        parts.append(f"{device['hours_of_use']:g} h of use")
+    if isinstance(device.get("odometer_m"), int | float):
+        parts.append(f"odometer {device['odometer_m'] / 1000:g} km")
+    quirks = device.get("quirks")
+    if isinstance(quirks, list) and quirks:
+        parts.append(f"quirks applied: {'; '.join(map(str, quirks))}")
+    yield Finding("ok", "machine: " + ", ".join(parts))
+    if device.get("units_warning"):
+        yield Finding(
+            "warn",
+            f"machine: {device['units_warning']}",
+            "set the unit in daemon.driver to the machine's; see docs/protocols/ for the driver's unit option",
+        )
+    for key, what in (("error_code", "an error code (CSAFE GetErrorCode)"), ("service_code", "a service code")):
+        code = device.get(key)
+        if isinstance(code, int) and code:
+            yield Finding(
+                "warn",
+                f"machine: the treadmill reports {what}: 0x{code:06x}",
+                "look the code up in the treadmill's service manual; check the stop clip first",
+            )
+
+
+def _daemon_state(host: str, port: int, token: str | None) -> dict[str, Any]:
+    request = Request(f"http://{host}:{port}/api/v1/state")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urlopen(request, timeout=2.0) as resp:
+            data = json.loads(resp.read())
+    except URLError as exc:
+        raise OSError(str(exc.reason)) from exc
+    if not isinstance(data, dict):
+        raise TypeError("the state is not a JSON object")
+    return data
+
+
+CHECKS: list[Callable[[Settings], Iterator[Finding]]] = [
+    check_driver,
+    check_broker,
+    check_token,
+    check_http,
+    check_machine,
+]

@@ -2,6 +2,11 @@
 
 A custom collector (prometheus-client's recommended way to export values another object owns)
 so nothing is counted twice and no face keeps state of its own.
+
+The machine's own description (``Driver.device``: FTMS Device Information, CSAFE GetVersion and
+counters, hardware.md "What a gym operator reads from CSAFE") is exported as it is known:
+``retrotread_device_info{maker,model,firmware,serial} 1`` and one gauge per counter the machine
+answered. What it did not answer is left out, never exported as 0 (nothing invented).
 """
 
 from __future__ import annotations
@@ -9,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from retrotread.daemon.controller import Controller
+from retrotread.drivers.types import DeviceInfo
+
+SECONDS_PER_HOUR = 3600.0
 
 
 class TreadmillCollector(Collector):
@@ -67,6 +75,56 @@ class TreadmillCollector(Collector):
         for outcome, n in sorted(c.sets_by_outcome.items()):
             sets.add_metric([*ident, outcome], n)
         yield sets
+        device = c.device
+        if device is not None:
+            yield from device_metrics(device, labels, ident)
+
+
+def device_metrics(device: DeviceInfo, labels: list[str], ident: list[str]) -> Iterator[Metric]:
+    """The machine's description and counters; each only when the machine answered it."""
+    described = {
+        "maker": device.maker,
+        "model": device.model,
+        "firmware": device.firmware,
+        "serial": device.serial,
+    }
+    if any(value is not None for value in described.values()):
+        info = InfoMetricFamily(
+            "retrotread_device",
+            "What the machine says it is (FTMS Device Information, CSAFE GetVersion).",
+            labels=labels,
+        )
+        # An absent label and an empty one are the same to Prometheus: unknown fields are "".
+        info.add_metric(ident, {k: v or "" for k, v in described.items()})
+        yield info
+    counters = (
+        # Base units (Prometheus naming): the machine's hours of use as seconds.
+        (
+            "retrotread_device_use_seconds",
+            "The machine's own hours-of-use counter (CSAFE GetUtilization), in seconds.",
+            None if device.hours_of_use is None else device.hours_of_use * SECONDS_PER_HOUR,
+        ),
+        (
+            "retrotread_device_odometer_meters",
+            "The machine's own odometer (CSAFE GetOdometer).",
+            device.odometer_m,
+        ),
+        (
+            "retrotread_device_error_code",
+            "The machine's last error code (CSAFE GetErrorCode; 0: none).",
+            device.error_code,
+        ),
+        (
+            "retrotread_device_service_code",
+            "The machine's service code (CSAFE GetServiceCode; 0: none).",
+            device.service_code,
+        ),
+    )
+    for name, doc, value in counters:
+        if value is not None:
+            gauge = GaugeMetricFamily(name, doc, labels=labels)
+            gauge.add_metric(ident, float(value))
+            yield gauge
 
 
 def render(controller: Controller) -> bytes:

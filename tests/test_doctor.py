@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import select
 import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from daemon_proc import RETROTREAD, daemon
 from helpers import free_port
 
-from retrotread.api.doctor import run_checks
+from retrotread.api.doctor import describe_machine, run_checks
 
 
 @pytest.fixture(autouse=True)
@@ -85,3 +90,65 @@ def test_listening_beyond_loopback_is_a_warning(monkeypatch: pytest.MonkeyPatch)
     assert not [f for f in fails() if f.startswith("http")]  # a warning, not a failure
     monkeypatch.setenv("RETROTREAD_HTTP__LISTEN", f"127.0.0.1:{free_port()}")
     assert not [f for f in run_checks(None) if "beyond loopback" in f.what]
+
+
+@contextmanager
+def sim_console(link: Path) -> Iterator[subprocess.Popen[str]]:
+    """``retrotread sim-device csafe --link LINK``, ready once it printed its link; stopped after."""
+    with subprocess.Popen(
+        [RETROTREAD, "sim-device", "csafe", "--link", str(link)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], 20)
+            assert ready and str(link) in proc.stdout.readline(), "sim-device did not start"
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.mark.slow
+def test_the_machine_a_running_daemon_reads_is_shown_without_opening_the_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 14.4: maker, model, firmware and the CSAFE counters, from the daemon's /api/v1/state;
+    # doctor never opens the serial port the daemon holds.
+    link = tmp_path / "ttyTREAD"
+    with sim_console(link), daemon("--driver", f"csafe://{link}", "--mode", "reverse") as d:
+        state = d.until(lambda s: s["connected"] and s["device"] and "odometer_m" in s["device"])
+        device = state["device"]
+        monkeypatch.setenv("RETROTREAD_DAEMON__DRIVER", f"csafe://{link}")
+        monkeypatch.setenv("RETROTREAD_HTTP__LISTEN", d.url.removeprefix("http://"))
+        monkeypatch.setenv("RETROTREAD_DAEMON__STATE_DIR", d.env["RETROTREAD_DAEMON__STATE_DIR"])
+        opened: list[str] = []
+        monkeypatch.setattr("retrotread.drivers.base.Driver.open", lambda self: opened.append(self.url))
+        found = run_checks(None)
+    assert opened == []
+    [machine] = [f for f in found if f.what.startswith("machine:")]
+    assert machine.level == "ok"
+    assert device["model"] in machine.what and f"firmware {device['firmware']}" in machine.what
+    assert f"{device['hours_of_use']:g} h of use" in machine.what and "odometer" in machine.what
+    assert [f for f in found if f.level == "fail"] == []
+    assert any("in use by a running retrotread daemon" in f.what for f in found)  # recognised, not "another program"
+
+
+def test_without_a_running_daemon_doctor_says_it_does_not_ask_the_device() -> None:
+    [machine] = [f for f in run_checks(None) if f.what.startswith("machine:")]
+    assert machine.level == "ok" and "no daemon answers" in machine.what and "never opens" in machine.what
+
+
+def test_the_machines_own_warnings_are_findings() -> None:
+    state = {
+        "connected": True,
+        "device": {"model": "C956i", "error_code": 0x101, "service_code": 0, "units_warning": "console says mph"},
+    }
+    found = list(describe_machine(state))
+    assert [f.level for f in found] == ["ok", "warn", "warn"]
+    assert "0x000101" in found[2].what and "stop clip" in found[2].fix
+    assert "console says mph" in found[1].what
+    assert [f.level for f in describe_machine({"connected": False, "device": None})] == ["warn"]
+    assert [f.level for f in describe_machine({"connected": True, "device": None})] == ["ok"]
