@@ -15,15 +15,45 @@ import abc
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
+from urllib.parse import SplitResult
 
 from retrotread.drivers.base import Driver, cancel_and_wait, drain
-from retrotread.drivers.errors import LinkLost, TreadError
+from retrotread.drivers.errors import ConfigError, LinkLost, TreadError
 from retrotread.drivers.link_state import Backoff, LinkChange, LinkFailure, LinkMachine, LinkState
 from retrotread.drivers.serial_link import SerialLink
 from retrotread.drivers.types import DeviceEvent, DeviceEventKind, Update
 
 log = logging.getLogger(__name__)
+
+
+def port_and_baud(
+    scheme: str,
+    url: SplitResult,
+    options: dict[str, str],
+    *,
+    known: Collection[str],
+    bauds: Sequence[int],
+    default_baud: int,
+    example: str,
+) -> tuple[str, int]:
+    """The port's path and the baud rate of a serial driver's URL, checked the same way for every
+    serial scheme (``csafe://``, ``pulse://``), each problem in words that say how to fix it.
+
+    ``known`` are the scheme's options (any other is refused, so a typo is not silently ignored);
+    ``example`` is a URL that shows the form, for the error when the path is missing.
+    """
+    if url.netloc or not url.path.startswith("/"):
+        raise ConfigError(
+            f"{scheme}://{url.netloc}{url.path}: give the port's absolute path after {scheme}://, e.g. {example}"
+        )
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"{scheme}:// has no option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    baud = options.get("baud", str(default_baud))
+    if not baud.isdigit() or int(baud) not in bauds:
+        raise ConfigError(f"{scheme}:// option baud={baud!r}: allowed {', '.join(map(str, bauds))}")
+    return url.path, int(baud)
 
 
 class SerialDriver(Driver):

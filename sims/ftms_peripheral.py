@@ -568,19 +568,8 @@ class FtmsPeripheral:
         kmh = belt.speed_mps * 3.6 * self.machine.lie.reports  # what it says, in whatever unit it uses
         elapsed = int(now - self._started_at) if self._started_at is not None else 0
         if self.machine.truncate:
-            full = TreadmillData(
-                speed_kmh=kmh,
-                average_speed_kmh=belt.distance_m / elapsed * 3.6 if elapsed else 0.0,
-                distance_m=int(belt.distance_m),
-                incline_pct=belt.incline_pct,
-                elevation_gain_up_m=0.0,
-                elevation_gain_down_m=0.0,
-                energy_total_kcal=int(belt.distance_m / 20),
-                energy_per_hour_kcal=int(kmh * 60),
-                energy_per_minute_kcal=int(kmh),
-                elapsed_s=elapsed,
-            )
-            return [encode_treadmill_data(full)[: self.machine.truncate]]  # Matrix TouchXL: cut at 20
+            full = encode_treadmill_data(self._full_record(kmh, elapsed))
+            return [full[: self.machine.truncate]]  # Matrix TouchXL: cut at 20
         if not self.machine.split:
             record = TreadmillData(
                 speed_kmh=kmh,
@@ -590,7 +579,12 @@ class FtmsPeripheral:
             )
             return [encode_treadmill_data(record)]
         # More fields than fit one 20-byte notification: sent as a split record (ftms.md).
-        record = TreadmillData(
+        return split_treadmill_data(self._full_record(kmh, elapsed), ATT_MTU - 3)
+
+    def _full_record(self, kmh: float, elapsed: int) -> TreadmillData:
+        """Every field the machines we model send when one record does not fit a notification."""
+        belt = self.belt
+        return TreadmillData(
             speed_kmh=kmh,
             average_speed_kmh=belt.distance_m / elapsed * 3.6 if elapsed else 0.0,
             distance_m=int(belt.distance_m),
@@ -602,7 +596,6 @@ class FtmsPeripheral:
             energy_per_minute_kcal=int(kmh),
             elapsed_s=elapsed,
         )
-        return split_treadmill_data(record, ATT_MTU - 3)
 
     # -- faults and the console (for fault schedules, tests and demos) --------------------------
 

@@ -154,6 +154,11 @@ def test_csafe_url_options_pick_the_grid_and_range() -> None:
         ("pulse:///dev/ttyACM0?m_per_pulse=-1", "m_per_pulse"),
         ("pulse:///dev/ttyACM0?m_per_pulse=x", "m_per_pulse"),
         ("pulse://ttyACM0", "absolute path"),
+        # One check serves both serial schemes (serial_driver.port_and_baud); each says its own name.
+        ("csafe://ttyUSB0", "after csafe://, e.g. csafe:///dev/ttyUSB0"),
+        ("pulse://ttyACM0", "after pulse://, e.g. pulse:///dev/ttyACM0"),
+        ("pulse:///dev/ttyACM0?baud=9601", "pulse:// option baud='9601': allowed 9600, 19200"),
+        ("pulse:///dev/ttyACM0?speed=3", "pulse:// has no option 'speed'; known: baud, m_per_pulse, window_s"),
     ],
 )
 def test_bad_serial_urls_name_the_option(url: str, says: str) -> None:

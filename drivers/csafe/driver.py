@@ -104,7 +104,7 @@ from retrotread.drivers.errors import (
 from retrotread.drivers.link_state import Backoff
 from retrotread.drivers.plausible import SampleGate
 from retrotread.drivers.registry import float_option
-from retrotread.drivers.serial_driver import SerialDriver
+from retrotread.drivers.serial_driver import SerialDriver, port_and_baud
 from retrotread.drivers.serial_link import LogLimiter
 from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, DeviceInfo, Update
 from retrotread.drivers.units import Rounding, Speed, SpeedGrid, SpeedUnit
@@ -251,17 +251,15 @@ class CsafeDriver(SerialDriver):
 
     @classmethod
     def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
-        if url.netloc or not url.path.startswith("/"):
-            raise ConfigError(
-                f"csafe://{url.netloc}{url.path}: give the port's absolute path after csafe://, "
-                "e.g. csafe:///dev/ttyUSB0 or csafe:///dev/serial/by-id/usb-FTDI_..."
-            )
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            raise ConfigError(f"csafe:// has no option {unknown[0]!r}; known: {', '.join(sorted(_OPTIONS))}")
-        baud = options.get("baud", "9600")
-        if not baud.isdigit() or int(baud) not in BAUD_RATES:
-            raise ConfigError(f"csafe:// option baud={baud!r}: allowed {', '.join(map(str, BAUD_RATES))}")
+        path, baud = port_and_baud(
+            "csafe",
+            url,
+            options,
+            known=_OPTIONS,
+            bauds=BAUD_RATES,
+            default_baud=9600,
+            example="csafe:///dev/ttyUSB0 or csafe:///dev/serial/by-id/usb-FTDI_...",
+        )
         unit = options.get("unit", "mph")
         res = float_option(options, "res", 0.1, minimum=0.01, maximum=1.0)
         speed_unit = next((u for (name, step), u in _UNITS.items() if name == unit and abs(step - res) < 1e-9), None)
@@ -275,8 +273,8 @@ class CsafeDriver(SerialDriver):
         if min_mph > max_mph:
             raise ConfigError(f"csafe:// options min_mph={min_mph:g} is above max_mph={max_mph:g}")
         return cls(
-            url.path,
-            baudrate=int(baud),
+            path,
+            baudrate=baud,
             speed_unit=speed_unit,
             min_speed=Speed.from_mph(min_mph),
             max_speed=Speed.from_mph(max_mph),

@@ -31,12 +31,12 @@ import logging
 from typing import Self
 from urllib.parse import SplitResult
 
-from retrotread.drivers.errors import ConfigError, LinkLost, NotConnected
+from retrotread.drivers.errors import LinkLost, NotConnected
 from retrotread.drivers.link_state import Backoff
 from retrotread.drivers.pulse.codec import BadLine, Comment, PulseReading, PulseStream
 from retrotread.drivers.pulse.meter import PulseMeter, Unpowered
 from retrotread.drivers.registry import float_option
-from retrotread.drivers.serial_driver import SerialDriver
+from retrotread.drivers.serial_driver import SerialDriver, port_and_baud
 from retrotread.drivers.serial_link import LogLimiter
 from retrotread.drivers.types import Capabilities, DeviceEvent, DeviceEventKind
 from retrotread.drivers.units import Speed, SpeedGrid
@@ -81,22 +81,14 @@ class PulseDriver(Unpowered, SerialDriver):
 
     @classmethod
     def from_url(cls, url: SplitResult, options: dict[str, str]) -> Self:
-        if url.netloc or not url.path.startswith("/"):
-            raise ConfigError(
-                f"pulse://{url.netloc}{url.path}: give the port's absolute path after pulse://, "
-                "e.g. pulse:///dev/ttyACM0"
-            )
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            raise ConfigError(f"pulse:// has no option {unknown[0]!r}; known: {', '.join(sorted(_OPTIONS))}")
-        baud = options.get("baud", "115200")
-        if not baud.isdigit() or int(baud) not in BAUD_RATES:
-            raise ConfigError(f"pulse:// option baud={baud!r}: allowed {', '.join(map(str, BAUD_RATES))}")
+        path, baud = port_and_baud(
+            "pulse", url, options, known=_OPTIONS, bauds=BAUD_RATES, default_baud=115200, example="pulse:///dev/ttyACM0"
+        )
         return cls(
-            url.path,
+            path,
             m_per_pulse=float_option(options, "m_per_pulse", 0.25, minimum=0.001, maximum=10.0),
             window_s=float_option(options, "window_s", 1.0, minimum=0.1, maximum=10.0),
-            baudrate=int(baud),
+            baudrate=baud,
         )
 
     @property
