@@ -71,13 +71,15 @@ async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str 
     process-ending signal is caught from the first line on.
     """
     from retrotread.api.app import create_app
-    from retrotread.api.mqtt import MqttBridge, parse_broker_url
     from retrotread.api.server import bind_listener, build_server
     from retrotread.daemon.notify import SystemdNotifier
 
     url = mqtt_url if mqtt_url is not None else settings.mqtt.url
     use_mqtt = bool(url) and url.strip().lower() != "none"
     if use_mqtt:
+        # aiomqtt and paho only with a broker: a daemon without one never imports them (issue 16).
+        from retrotread.api.mqtt import MqttBridge, parse_broker_url
+
         parse_broker_url(url).tls_context()  # a bad URL or CA fails here, in one line, before the belt
 
     loop = asyncio.get_running_loop()

@@ -1,0 +1,72 @@
+"""What ``retrotread run`` imports (issue 16): a daemon on a serial or simulated belt with no broker
+must not pay for the libraries of faces it does not use. Each one is imported where it is used:
+aiomqtt and paho with a broker (``api/compose.py``), prometheus-client at the first scrape of
+``/metrics`` (``api/app.py``), bleak by the ftms drivers (``drivers/registry.py``), httpx by the
+client commands and the FIT writer by exports, inside the functions that use them. The footprint
+itself is measured by ``bench/imports.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import free_port
+
+# Never in a run with --mqtt none on a simulated belt (a serial belt is the same: pyserial only).
+NOT_IN_RUN = (
+    "aiomqtt",
+    "paho",
+    "prometheus_client",
+    "bleak",
+    "httpx",
+    "pydantic_settings",
+    "garmin_fit_sdk",
+    "hypothesis",
+)
+
+# The real entry point, with sys.modules written down as the process exits.
+RUN = """
+import atexit, json, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+sys.argv[0] = "retrotread"
+from retrotread.api.cli import main
+main()
+"""
+
+
+def run_modules(tmp_path: Path, *args: str) -> set[str]:
+    """The top-level packages a real ``retrotread run ARGS`` had imported by the time it answered
+    its first state request and was stopped."""
+    out = tmp_path / "modules.json"
+    port = free_port()
+    cmd = [sys.executable, "-c", RUN, str(out), "run", *args, "--http", f"127.0.0.1:{port}"]
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("RETROTREAD_")}
+    env["RETROTREAD_DAEMON__STATE_DIR"] = str(tmp_path / "state")
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as err, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env) as proc:
+        try:
+            assert proc.stdout is not None
+            banner = proc.stdout.readline()  # the socket listens once the banner is out
+            assert banner, log.read_text()
+            # The lifespan has run and a request went through the whole stack when this answers.
+            assert httpx.get(f"http://127.0.0.1:{port}/api/v1/state", timeout=30).status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    assert proc.returncode == 0, log.read_text()
+    return {name.split(".")[0] for name in json.loads(out.read_text())}
+
+
+@pytest.mark.slow
+def test_run_without_a_broker_imports_no_mqtt_metrics_bluetooth_or_client_libraries(tmp_path: Path) -> None:
+    loaded = run_modules(tmp_path, "--driver", "sim://motorized", "--mqtt", "none")
+    assert {"fastapi", "uvicorn", "retrotread"} <= loaded  # it did run the daemon
+    assert sorted(loaded.intersection(NOT_IN_RUN)) == []
