@@ -365,40 +365,28 @@ RETROTREAD = str(Path(sys.executable).with_name("retrotread"))
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class MqttDaemon:
-    """A real ``retrotread run --mqtt URL`` process (see ``mqtt_daemon``); its stderr is read as it comes."""
+class LineLog:
+    """A child process's stderr, line by line as it comes, with a way to wait for a line.
 
-    def __init__(self, proc: asyncio.subprocess.Process, state: Path, http: str) -> None:
-        self.proc = proc
-        self.state = state
-        """Its state directory (token, history; the simulated device's ``trace.jsonl``)."""
-        self.http = http
+    Waiting is on the process's own words (a "running" line, a warning), never a sleep.
+    """
+
+    def __init__(self) -> None:
         self.lines: list[str] = []
-        """Its stderr so far, line by line."""
         self._new_line = asyncio.Event()
 
-    @property
-    def token(self) -> str:
-        return (self.state / "token").read_text().strip()
-
-    @property
-    def trace(self) -> Path:
-        """What the simulated device heard (``trace_commands``, ``heard``), when the driver writes it."""
-        return self.state / "trace.jsonl"
-
-    def log(self) -> str:
+    def __str__(self) -> str:
         return "\n".join(self.lines)
 
-    async def read_log(self) -> None:
-        """Until the process closes its stderr (the ``mqtt_daemon`` block runs this as a task)."""
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
+    async def read(self, stream: asyncio.StreamReader) -> None:
+        """Until ``stream`` ends (run it as a task; it ends at EOF, once the process is gone)."""
+        async for raw in stream:
             self.lines.append(raw.decode(errors="replace").rstrip())
             self._new_line.set()
         self._new_line.set()
 
-    async def wait_log(self, pattern: str, within: float = 20.0, since: int = 0) -> str:
-        """The first line of stderr from index ``since`` on that matches ``pattern`` (a regex)."""
+    async def wait_for(self, pattern: str, within: float = 10.0, since: int = 0) -> str:
+        """The first line from index ``since`` on that matches ``pattern`` (a regex)."""
         rx = re.compile(pattern)
         seen = since
         async with asyncio.timeout(within):
@@ -409,6 +397,27 @@ class MqttDaemon:
                 seen = len(self.lines)
                 self._new_line.clear()
                 await self._new_line.wait()
+
+
+class MqttDaemon:
+    """A real ``retrotread run --mqtt URL`` process (see ``mqtt_daemon``)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, state: Path, http: str) -> None:
+        self.proc = proc
+        self.state = state
+        """Its state directory (token, history; the simulated device's ``trace.jsonl``)."""
+        self.http = http
+        self.log = LineLog()
+        """Its stderr, as it comes."""
+
+    @property
+    def token(self) -> str:
+        return (self.state / "token").read_text().strip()
+
+    @property
+    def trace(self) -> Path:
+        """What the simulated device heard (``trace_commands``, ``heard``), when the driver writes it."""
+        return self.state / "trace.jsonl"
 
 
 @contextlib.asynccontextmanager
@@ -441,11 +450,11 @@ async def mqtt_daemon(
             stderr=asyncio.subprocess.PIPE,
         )
         daemon = MqttDaemon(proc, state, f"http://127.0.0.1:{port}")
-        reader = asyncio.get_running_loop().create_task(daemon.read_log(), name=f"daemon {tid} stderr")
+        assert proc.stdout is not None and proc.stderr is not None
+        reader = asyncio.get_running_loop().create_task(daemon.log.read(proc.stderr), name=f"daemon {tid} stderr")
         try:
-            assert proc.stdout is not None
             banner = await asyncio.wait_for(proc.stdout.readline(), 30)
-            assert banner, f"daemon did not start: {daemon.log()}"
+            assert banner, f"daemon did not start: {daemon.log}"
             yield daemon
         finally:
             if proc.returncode is None:

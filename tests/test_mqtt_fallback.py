@@ -169,7 +169,7 @@ async def test_a_broker_that_refuses_mqtt5_is_spoken_to_in_311_and_the_daemon_wo
         # Online, through a 3.1.1 link: the one MQTT 5 attempt was refused, the next was 3.1.1.
         await w.wait(f"{base}/status", lambda s: s == "online", within=20)
         assert proxy.levels == [5, 4]
-        await daemon.wait_log(FALLBACK_LINE)
+        await daemon.log.wait_for(FALLBACK_LINE)
         # Telemetry from the belt, and the retained state, come through it.
         _, _, telemetry = await w.wait(f"{base}/telemetry", lambda t: isinstance(t, dict), within=20)
         assert telemetry["speed_mph"] == 0.0 and {"distance_m", "incline_pct", "ts"} <= set(telemetry)
@@ -189,7 +189,7 @@ async def test_a_broker_that_refuses_mqtt5_is_spoken_to_in_311_and_the_daemon_wo
         await w.wait(f"{base}/status", lambda s: s == "offline", since=since, within=20)  # the will
         await w.wait(f"{base}/status", lambda s: s == "online", since=since, within=20)
         assert proxy.levels == [5, 4, 4]
-        assert len([line for line in daemon.lines if "does not speak MQTT 5" in line]) == 1
+        assert len([line for line in daemon.log.lines if "does not speak MQTT 5" in line]) == 1
         assert daemon.proc.returncode is None
 
 
@@ -204,11 +204,11 @@ async def test_a_url_that_insists_on_mqtt5_is_never_spoken_in_311(broker: Mosqui
     ):
         # The refusal is logged once, naming the broker and what it refused; the daemon keeps trying
         # (with backoff: the broker may be upgraded) in MQTT 5 only.
-        line = await daemon.wait_log(r"cannot connect", within=20)
+        line = await daemon.log.wait_for(r"cannot connect", within=20)
         assert proxy.url in line and "nsupported protocol version" in line, line
         levels = await proxy.wait_connects(3)
         assert levels[:3] == [5, 5, 5]
-        assert not [line for line in daemon.lines if "does not speak MQTT 5" in line]
+        assert not [line for line in daemon.log.lines if "does not speak MQTT 5" in line]
         assert w.on(f"{base}/status") == []  # never online
         assert daemon.proc.returncode is None  # the rest of the daemon runs without MQTT
 
@@ -221,5 +221,5 @@ async def test_a_url_that_insists_on_mqtt5_is_never_spoken_in_311(broker: Mosqui
 )
 async def test_a_url_that_insists_on_mqtt5_says_why_it_does_not_fall_back(broker: Mosquitto) -> None:
     async with daemon_behind(broker, REFUSED_311, "v5why", "?protocol=5") as (_proxy, daemon):
-        line = await daemon.wait_log(r"cannot connect", within=20)
+        line = await daemon.log.wait_for(r"cannot connect", within=20)
         assert "protocol=5" in line and "3.1.1" in line, line

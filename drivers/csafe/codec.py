@@ -794,16 +794,21 @@ def decode_request(contents: bytes) -> tuple[Command, ...]:
             commands.append(Command(code))
             at += 1
             continue
-        if at + 1 >= end:
-            raise CsafeFrameError(f"long command 0x{code:02x} at byte {at} has no length byte")
-        length = contents[at + 1]
-        if at + 2 + length > end:
-            raise CsafeFrameError(
-                f"long command 0x{code:02x} at byte {at} says {length} data bytes, {end - at - 2} follow"
-            )
-        commands.append(Command(code, bytes(contents[at + 2 : at + 2 + length])))
-        at += 2 + length
+        data, at = _block(contents, at, "long command")
+        commands.append(Command(code, data))
     return tuple(commands)
+
+
+def _block(contents: bytes, at: int, what: str) -> tuple[bytes, int]:
+    """The data of the ``code, length, data`` block at ``at`` (a long command, an answer) and where
+    the next block starts; ``CsafeFrameError`` naming ``what`` when the frame ends inside it."""
+    code, end = contents[at], len(contents)
+    if at + 1 >= end:
+        raise CsafeFrameError(f"{what} 0x{code:02x} at byte {at} has no length byte")
+    length = contents[at + 1]
+    if at + 2 + length > end:
+        raise CsafeFrameError(f"{what} 0x{code:02x} at byte {at} says {length} data bytes, {end - at - 2} follow")
+    return bytes(contents[at + 2 : at + 2 + length]), at + 2 + length
 
 
 parse_request = decode_request
@@ -895,15 +900,8 @@ def parse_response(contents: bytes) -> Response:
     at, end = 1, len(contents)
     while at < end:
         code = contents[at]
-        if at + 1 >= end:
-            raise CsafeFrameError(f"answer to 0x{code:02x} at byte {at} has no length byte")
-        length = contents[at + 1]
-        if at + 2 + length > end:
-            raise CsafeFrameError(
-                f"answer to 0x{code:02x} at byte {at} says {length} data bytes, {end - at - 2} follow"
-            )
-        answers.append(Answer(code, bytes(contents[at + 2 : at + 2 + length])))
-        at += 2 + length
+        data, at = _block(contents, at, "answer to")
+        answers.append(Answer(code, data))
     return Response(Status.from_byte(contents[0]), tuple(answers))
 
 
