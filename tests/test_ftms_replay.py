@@ -29,6 +29,7 @@ from retrotread.drivers import (
 from retrotread.drivers.ftms.capture import FORMAT, CaptureError, load_capture
 from retrotread.drivers.ftms.replay import ReplayFtmsDriver
 from retrotread.safety.envelope import Envelope, Grid
+from retrotread.sims.faults import parse_faults
 from retrotread.sims.ftms import SimFtmsDriver
 from retrotread.sims.ftms_peripheral import FtmsPeripheral, SimMachine
 
@@ -212,3 +213,30 @@ def test_bad_capture_files_and_urls_get_clear_errors(tmp_path: Path) -> None:
     # Checking a URL (doctor does) creates no file: only open() does.
     open_driver(f"ftms://AA:BB:CC:DD:EE:FF?record={tmp_path}/c.jsonl")
     assert not (tmp_path / "c.jsonl").exists()
+
+
+async def test_s9_a_recorded_link_drop_replays_and_the_first_write_back_is_the_stop(tmp_path: Path) -> None:
+    # The simulated machine drops the link while the belt runs (fault unplug); the recording keeps
+    # the drop and the second connection, whose first control point write is Stop (rule S9).
+    path = tmp_path / "drop.jsonl"
+
+    async def session(drv: Driver) -> None:
+        async with drv:
+            await next_sample(drv)
+            await drv.start(Speed.from_mph(1.0))
+            async for item in updates(drv):
+                if isinstance(item, DeviceEvent) and item.kind is DeviceEventKind.CONNECTED:
+                    break
+            await drv.stop()
+
+    peripheral = FtmsPeripheral(SimMachine(rate_hz=20.0, faults=parse_faults("unplug@1.5")))
+    await session(SimFtmsDriver(peripheral, record=path, reconnect_first_s=0.05))
+    capture = load_capture(path)
+    assert len(capture.segments()) == 2
+    second = capture.events[capture.segments()[1] :]
+    assert next(e.data.hex() for e in second if e.kind == "write") == "0801"  # S9: a stop first
+    drv = ReplayFtmsDriver(capture, reconnect_first_s=0.05)
+    await session(drv)
+    drv.replay.check()
+    assert drv.replay.connections == 2
+    assert [w.data.hex() for w in drv.replay.writes] == [e.data.hex() for e in capture.events if e.kind == "write"]

@@ -12,7 +12,9 @@ with ``t`` (seconds since the connection):
   type);
 - ``notify`` / ``indicate``: what the machine sends on ``uuid``, ``t`` after the connection, timed
   from the client's last write;
-- ``disconnect``: the machine dropped the link.
+- ``disconnect``: the machine dropped the link;
+- ``connect``: the client connected again; what follows is that connection's conversation (after a
+  reconnect the driver's first write is a stop, rule S9, and a capture shows it).
 
 Any line may carry ``source`` (whose bytes these are) and ``note``. The format is ours, so that a
 user with a real machine can record one (``ftms://ADDRESS?record=FILE``) and the FTMS driver can be
@@ -50,8 +52,8 @@ __all__ = [
 FORMAT: Final = "retrotread-gatt-capture"
 VERSION: Final = 1
 
-EventKind = Literal["read", "subscribe", "write", "notify", "indicate", "disconnect"]
-_EVENT_KINDS: Final = frozenset({"read", "subscribe", "write", "notify", "indicate", "disconnect"})
+EventKind = Literal["read", "subscribe", "write", "notify", "indicate", "disconnect", "connect"]
+_EVENT_KINDS: Final = frozenset({"read", "subscribe", "write", "notify", "indicate", "disconnect", "connect"})
 _PROPERTIES: Final[frozenset[str]] = frozenset(get_args(CharacteristicPropertyName))
 
 
@@ -100,6 +102,10 @@ class Capture:
 
     def characteristic(self, uuid: str) -> CharacteristicRecord | None:
         return next((c for c in self.characteristics if c.uuid == uuid), None)
+
+    def segments(self) -> list[int]:
+        """Where each connection's conversation starts in ``events``: 0, then after each ``connect``."""
+        return [0, *(i + 1 for i, e in enumerate(self.events) if e.kind == "connect")]
 
 
 def _uuid(value: object, where: str) -> str:
@@ -178,7 +184,7 @@ def load_capture(path: Path) -> Capture:
         uuid_value: str | None = None
         data = b""
         response: bool | None = None
-        if kind != "disconnect":
+        if kind not in ("disconnect", "connect"):
             uuid_value = _uuid(item.get("uuid"), where)
             if not any(c.uuid == uuid_value for c in chars):
                 raise CaptureError(f"{where}: {short_uuid(uuid_value)} is in no service line above")
@@ -215,8 +221,9 @@ def load_capture(path: Path) -> Capture:
 class CaptureRecorder:
     """Writes one connection's conversation as a capture, a line at a time (a crash keeps it).
 
-    The driver calls it at its few GATT calls; it decides nothing. Only the first connection is
-    recorded: a capture is one connection, so after a disconnect the file is complete.
+    The driver calls it at its few GATT calls; it decides nothing. A reconnect after the machine
+    dropped the link is recorded as a ``connect`` line and the new connection's conversation (the
+    GATT table is the first connection's); the file ends when the driver closes.
     """
 
     def __init__(self, path: Path) -> None:
@@ -255,8 +262,11 @@ class CaptureRecorder:
     def connected(
         self, *, url: str, advertised_name: str | None, services: BleakGATTServiceCollection, rate_hz: float
     ) -> None:
-        """The header and the GATT table; the conversation's clock starts now."""
-        if self._file is None or self._t0 is not None:
+        """The header and the GATT table; the conversation's clock starts now. Again: ``connect``."""
+        if self._file is None:
+            return
+        if self._t0 is not None:
+            self._line({"t": self._t(), "kind": "connect"})
             return
         self._t0 = time.monotonic()
         self._line(
@@ -299,10 +309,9 @@ class CaptureRecorder:
             self._line({"t": self._t(), "kind": kind, "uuid": short_uuid(uuid), "hex": bytes(data).hex()})
 
     def disconnected(self) -> None:
-        """The link went: the capture is complete."""
+        """The machine dropped the link (not our own close)."""
         if self._t0 is not None:
             self._line({"t": self._t(), "kind": "disconnect"})
-        self.close()
 
     def close(self) -> None:
         file, self._file = self._file, None

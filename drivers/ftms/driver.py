@@ -6,8 +6,8 @@ first device heard whose name starts with PREFIX and that advertises FTMS, 0x182
 a control point procedure may take, in s; default 2, ftms.md), ``rate_hz`` (how often this machine
 notifies Treadmill Data; default 1, what FTMS machines do, ftms.md; rule S8 scales on it), ``unit``
 (``mph`` or ``kmh``: the unit of the speed numbers on the wire, over the quirk table's; FTMS says
-km/h, several machines use mph, hardware.md and the S7 unit check), ``record`` (a file: the first
-connection's GATT conversation is written there as a capture, ``drivers.ftms.capture``, so a user
+km/h, several machines use mph, hardware.md and the S7 unit check), ``record`` (a file: the GATT
+conversation, reconnects included, is written there as a capture, ``drivers.ftms.capture``, so a user
 with a real machine can contribute one; ``ftms+replay://FILE`` plays it back).
 
 Quirks (``drivers.ftms.quirks``, keyed by advertised name and Device Information model number,
@@ -717,7 +717,7 @@ class FtmsDriver(Driver):
         self._in_control = False
         self._dropped.set()  # the link machine logs it and reconnects
         if self.recorder is not None:
-            self.recorder.disconnected()  # a capture is one connection: it is complete
+            self.recorder.disconnected()
         # At once, from the callback, so the daemon latches within 100 ms (S9).
         self._queue.put_nowait(DeviceEvent(time.monotonic(), DeviceEventKind.DISCONNECTED, "Bluetooth link lost"))
 

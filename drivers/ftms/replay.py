@@ -12,7 +12,9 @@ failed write), logged as an error and kept in ``Replay.errors``, and the convers
 Where the client writes before the capture's machine events that preceded that write have been
 played (a test stops the belt after the first moving record), those events are skipped, and
 listed in ``Replay.skipped``: a replay cannot know what the machine would have said instead.
-Each connection starts the conversation from its first line (a capture is one connection).
+A connection after the machine dropped the link (a ``disconnect`` line) plays the capture's next
+connection (after its ``connect`` line); one that the capture does not have fails loudly. A
+connection after the client's own disconnect starts the capture over: a new session.
 
 File: ``ftms+replay:///abs/path.jsonl`` or ``ftms+replay://relative/path.jsonl``. Options: the
 driver's own ``timeout``, ``response_timeout``, ``unit`` and ``rate_hz`` (default: the capture's).
@@ -34,7 +36,7 @@ from bleak.backends.client import BaseBleakClient, NotifyCallback
 from bleak.backends.descriptor import BleakGATTDescriptor
 from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
-from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
 from bleak.uuids import normalize_uuid_16
 
 from retrotread.drivers.errors import ConfigError
@@ -70,6 +72,8 @@ class Replay:
     writes: list[CaptureEvent] = field(default_factory=list)
     """The capture's writes the client made, matched."""
     connections: int = 0
+    next_segment: int | None = 0
+    """Where the next connection's conversation starts; ``None``: the capture has no more."""
 
     def check(self) -> None:
         """Raise the first divergence, if any (for a test's last word)."""
@@ -122,6 +126,12 @@ class ReplayBackend(BaseBleakClient):
         if self._connected:
             return
         capture = self.replay.capture
+        start = self.replay.next_segment
+        if start is None:
+            error = self.replay.fail(
+                f"the client connected again; the capture has {len(capture.segments())} connection(s)"
+            )
+            raise BleakDeviceNotFoundError(self.address, str(error))
         self.replay.connections += 1
         self._connected = True
         self.services = _services(capture)
@@ -129,13 +139,15 @@ class ReplayBackend(BaseBleakClient):
         for event in capture.events:
             if event.kind == "read" and event.uuid is not None:
                 self._reads.setdefault(event.uuid, []).append(event)
-        self._pos = 0
-        self._anchor = (asyncio.get_running_loop().time(), 0.0)
+        self._pos = start
+        begun = capture.events[start - 1].t if start else 0.0
+        self._anchor = (asyncio.get_running_loop().time(), begun)
         self._walker = asyncio.create_task(self._walk(), name=f"replay {capture.name}")
 
     async def disconnect(self) -> None:
         if not self._connected:
             return
+        self.replay.next_segment = 0  # the client hung up: connecting again is a new session
         await self._lose_link()
         if self._disconnected_callback is not None:
             self._disconnected_callback()
@@ -216,10 +228,16 @@ class ReplayBackend(BaseBleakClient):
         if replay.errors:
             raise ReplayMismatch(f"{replay.errors[0]}; the conversation ended there, so {wrote} was not taken")
         events = replay.capture.events
-        j = next((k for k in range(self._pos, len(events)) if events[k].kind == "write"), None)
+        j = None
+        for k in range(self._pos, len(events)):
+            if events[k].kind == "connect":
+                break  # the next connection's writes are not this one's
+            if events[k].kind == "write":
+                j = k
+                break
         if j is None:
             self._stop_walking()
-            raise replay.fail(f"the client wrote {wrote} after the last write in the capture")
+            raise replay.fail(f"the client wrote {wrote} after the last write of this connection in the capture")
         expected = events[j]
         assert expected.uuid is not None
         if expected.uuid != uuid or expected.data != data or expected.response not in (None, response):
@@ -245,6 +263,8 @@ class ReplayBackend(BaseBleakClient):
         loop = asyncio.get_running_loop()
         while self._connected and self._pos < len(events):
             event = events[self._pos]
+            if event.kind == "connect":
+                return  # this connection's conversation is over; the machine says nothing more
             if event.kind not in _MACHINE:
                 if event.kind == "write":
                     self._wake.clear()
@@ -267,6 +287,8 @@ class ReplayBackend(BaseBleakClient):
         self.replay.played.append(event)
         if event.kind == "disconnect":
             log.info("replay %s: the machine drops the link (line %d)", self.replay.capture.name, event.line)
+            later = [i for i in self.replay.capture.segments() if i > self._pos]
+            self.replay.next_segment = later[0] if later else None
             await self._lose_link()
             if self._disconnected_callback is not None:
                 self._disconnected_callback()
