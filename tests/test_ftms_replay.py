@@ -27,6 +27,7 @@ from retrotread.drivers import (
     open_driver,
 )
 from retrotread.drivers.ftms.capture import FORMAT, CaptureError, load_capture
+from retrotread.drivers.ftms.codec import decode_speed_range
 from retrotread.drivers.ftms.replay import ReplayFtmsDriver
 from retrotread.safety.envelope import Envelope, Grid
 from retrotread.sims.faults import parse_faults
@@ -240,3 +241,27 @@ async def test_s9_a_recorded_link_drop_replays_and_the_first_write_back_is_the_s
     drv.replay.check()
     assert drv.replay.connections == 2
     assert [w.data.hex() for w in drv.replay.writes] == [e.data.hex() for e in capture.events if e.kind == "write"]
+
+
+@pytest.mark.parametrize("path", sorted(CAPTURES.glob("*.jsonl")), ids=lambda p: p.stem)
+async def test_every_capture_connects_reads_its_grid_writes_as_offered_and_decodes_every_record(path: Path) -> None:
+    capture = load_capture(path)
+    cp = capture.characteristic("00002ad9-0000-1000-8000-00805f9b34fb")
+    assert cp is not None
+    grid_read = next(e for e in capture.events if e.kind == "read" and e.uuid and e.uuid[4:8] == "2ad4")
+    drv = replay(path)
+    async with drv:
+        assert drv.connected and drv.capabilities.can_drive, drv.drive_refusal
+        speed_range = decode_speed_range(grid_read.data)
+        grid = drv.capabilities.speed_grid
+        assert (grid.minimum.kmh, grid.maximum.kmh, grid.increment) == pytest.approx(
+            (speed_range.min_raw / 100, speed_range.max_raw / 100, speed_range.increment_raw)
+        )
+        # Request Control went out with the write type the control point offers.
+        first = drv.replay.writes[0]
+        assert first.data == b"\x00" and first.response == ("write" in cp.properties)
+        async with asyncio.timeout(WITHIN):
+            await drv.replay.waiting.wait()  # played up to the capture's next write
+        data = [e for e in drv.replay.played if e.uuid and e.uuid[4:8] == "2acd"]
+        assert data and drv.bad_packets == 0 and drv.bad_samples == 0
+    drv.replay.check()

@@ -74,6 +74,9 @@ class Replay:
     connections: int = 0
     next_segment: int | None = 0
     """Where the next connection's conversation starts; ``None``: the capture has no more."""
+    waiting: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while the machine has nothing more to say until the client writes (or ever, on this
+    connection): everything before that point was played. Tests wait on it, never on time."""
 
     def check(self) -> None:
         """Raise the first divergence, if any (for a test's last word)."""
@@ -140,6 +143,7 @@ class ReplayBackend(BaseBleakClient):
             if event.kind == "read" and event.uuid is not None:
                 self._reads.setdefault(event.uuid, []).append(event)
         self._pos = start
+        self.replay.waiting.clear()
         begun = capture.events[start - 1].t if start else 0.0
         self._anchor = (asyncio.get_running_loop().time(), begun)
         self._walker = asyncio.create_task(self._walk(), name=f"replay {capture.name}")
@@ -251,6 +255,7 @@ class ReplayBackend(BaseBleakClient):
         replay.writes.append(expected)
         self._pos = j + 1
         self._anchor = (asyncio.get_running_loop().time(), expected.t)
+        self.replay.waiting.clear()  # the machine has its say again from here
         self._wake.set()
 
     def _stop_walking(self) -> None:
@@ -264,11 +269,13 @@ class ReplayBackend(BaseBleakClient):
         while self._connected and self._pos < len(events):
             event = events[self._pos]
             if event.kind == "connect":
-                return  # this connection's conversation is over; the machine says nothing more
+                break  # this connection's conversation is over; the machine says nothing more
             if event.kind not in _MACHINE:
                 if event.kind == "write":
                     self._wake.clear()
+                    self.replay.waiting.set()
                     await self._wake.wait()  # the client's write moves the position on
+                    self.replay.waiting.clear()
                 else:
                     self._pos += 1  # reads are answered on demand; subscriptions are informative
                 continue
@@ -282,6 +289,7 @@ class ReplayBackend(BaseBleakClient):
                 continue  # the time came, or a write moved the position: look again
             self._pos += 1
             await self._play(event)
+        self.replay.waiting.set()
 
     async def _play(self, event: CaptureEvent) -> None:
         self.replay.played.append(event)
