@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 
 import pytest
 
-from retrotread.drivers import BeltSample, DeviceEvent, Driver, Speed, Unsupported, open_driver
+from retrotread.drivers import BeltSample, DeviceEvent, Driver, Speed, Unsupported, Update, open_driver
 
 WITHIN = 10.0
+
+
+async def until(driver: Driver, ok: Callable[[Update], bool], within: float = WITHIN) -> list[Update]:
+    """A driver's updates up to and including the first that ``ok`` accepts (samples and events alike)."""
+    seen: list[Update] = []
+    async with asyncio.timeout(within):
+        async for update in driver.samples():
+            seen.append(update)
+            if ok(update):
+                return seen
+    raise AssertionError(f"sample stream ended; saw {seen[-5:]}")
 
 
 async def next_samples(driver: Driver, n: int, within: float = WITHIN) -> list[BeltSample]:

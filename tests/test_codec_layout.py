@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import TREADMILL_DATA_TABLE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -126,28 +127,8 @@ def test_describe_modules_are_the_ones_the_cli_would_call() -> None:
 
 # --- the Treadmill Data decoder against a plain reference -----------------------------------------
 
-# ftms.md "Treadmill Data", written out again (bit 0 is inverted: 0 means the speed is present):
-# bit -> (field, wire type, steps per unit, "not available" marker).
-TABLE: dict[int, list[tuple[str, str, int, int | None]]] = {
-    0: [("speed_kmh", "u16", 100, None)],
-    1: [("average_speed_kmh", "u16", 100, None)],
-    2: [("distance_m", "u24", 1, None)],
-    3: [("incline_pct", "s16", 10, 0x7FFF), ("ramp_deg", "s16", 10, 0x7FFF)],
-    4: [("elevation_gain_up_m", "u16", 10, None), ("elevation_gain_down_m", "u16", 10, None)],
-    5: [("instantaneous_pace_raw", "pace", 1, None)],
-    6: [("average_pace_raw", "pace", 1, None)],
-    7: [
-        ("energy_total_kcal", "u16", 1, 0xFFFF),
-        ("energy_per_hour_kcal", "u16", 1, 0xFFFF),
-        ("energy_per_minute_kcal", "u8", 1, 0xFF),
-    ],
-    8: [("heart_rate_bpm", "u8", 1, None)],
-    9: [("met", "u8", 10, None)],
-    10: [("elapsed_s", "u16", 1, None)],
-    11: [("remaining_s", "u16", 1, None)],
-    12: [("force_n", "s16", 1, 0x7FFF), ("power_w", "s16", 1, 0x7FFF)],
-    13: [("steps", "u24", 1, None)],
-}
+# TREADMILL_DATA_TABLE (helpers): ftms.md's table written out again; the reference reads it.
+TABLE = TREADMILL_DATA_TABLE
 WIDTH = {"u8": 1, "u16": 2, "s16": 2, "u24": 3}
 
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from contract import DriverContract, next_samples, wait_speed
+from contract import WITHIN, DriverContract, next_samples, until, wait_speed
 
 from retrotread.drivers import (
     BeltSample,
@@ -48,21 +48,7 @@ from retrotread.sims.faults import FaultKind
 from retrotread.sims.pulse_board import PulseBoard
 from retrotread.sims.serial_serve import serve_csafe, serve_pulse
 
-WITHIN = 10.0
-
-
 # -- helpers -----------------------------------------------------------------------------------
-
-
-async def until(driver: Driver, ok: Callable[[Update], bool], within: float = WITHIN) -> list[Update]:
-    """Updates up to and including the first that ``ok`` accepts."""
-    seen: list[Update] = []
-    async with asyncio.timeout(within):
-        async for update in driver.samples():
-            seen.append(update)
-            if ok(update):
-                return seen
-    raise AssertionError(f"sample stream ended; saw {seen[-5:]}")
 
 
 def event(kind: DeviceEventKind) -> Callable[[Update], bool]:
