@@ -323,23 +323,20 @@ def _scale_of(unit: SpeedUnit) -> SpeedScale:
     return SpeedScale(unit.step, unit.quantity.of, unit.quantity.speed)
 
 
+def _per_minute(mps_per_count: float) -> SpeedScale:
+    """A unit ``drivers.units`` has no grid for (feet or metres per minute): whole counts of it."""
+    return SpeedScale(1.0, lambda s: s.mps / mps_per_count, lambda v: Speed(v * mps_per_count))
+
+
 SPEED_SCALES: Final[Mapping[Unit, SpeedScale]] = {
     Unit.MPH: _scale_of(SpeedUnit.MPH),
     Unit.MPH_TENTHS: _scale_of(SpeedUnit.MPH_TENTHS),
     Unit.MPH_HUNDREDTHS: _scale_of(SpeedUnit.MPH_HUNDREDTHS),
-    Unit.FEET_PER_MINUTE: SpeedScale(
-        1.0,
-        lambda s: s.mps / _FEET_PER_MINUTE_IN_MPS,
-        lambda v: Speed(v * _FEET_PER_MINUTE_IN_MPS),
-    ),
+    Unit.FEET_PER_MINUTE: _per_minute(_FEET_PER_MINUTE_IN_MPS),
     Unit.KMH: _scale_of(SpeedUnit.KMH),
     Unit.KMH_TENTHS: _scale_of(SpeedUnit.KMH_TENTHS),
     Unit.KMH_HUNDREDTHS: _scale_of(SpeedUnit.KMH_HUNDREDTHS),
-    Unit.METRES_PER_MINUTE: SpeedScale(
-        1.0,
-        lambda s: s.mps / _METRES_PER_MINUTE_IN_MPS,
-        lambda v: Speed(v * _METRES_PER_MINUTE_IN_MPS),
-    ),
+    Unit.METRES_PER_MINUTE: _per_minute(_METRES_PER_MINUTE_IN_MPS),
 }
 """The speed units (csafe.md). rev/min (82) is deliberately absent: it is a cadence, not a belt
 speed, and ellipticals report it where a treadmill reports speed."""
