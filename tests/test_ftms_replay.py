@@ -203,6 +203,7 @@ def test_bad_capture_files_and_urls_get_clear_errors(tmp_path: Path) -> None:
         (f"{header}\n" + json.dumps({"t": 1, "kind": "notify", "uuid": "2acd", "hex": "00"}), "in no service line"),
         (f"{header}\n{service}\n" + json.dumps({"t": -1, "kind": "write", "uuid": "2ad9", "hex": "00"}), "t -1"),
         (f"{header}\n{service}\n" + json.dumps({"t": 1, "kind": "poke"}), "kind 'poke'"),
+        (f"{header}\n{service}\n" + '{"t": Infinity, "kind": "disconnect"}', "t inf"),
     ]:
         bad.write_text(body + "\n")
         with pytest.raises(CaptureError, match=match):

@@ -26,6 +26,7 @@ This module does file I/O only: no Bluetooth, no asyncio.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,7 +179,7 @@ def load_capture(path: Path) -> Capture:
         if kind not in _EVENT_KINDS:
             raise CaptureError(f"{where}: kind {kind!r}; expected service or one of {', '.join(sorted(_EVENT_KINDS))}")
         t = item.get("t")
-        if not isinstance(t, int | float) or isinstance(t, bool) or not t >= last_t:
+        if not isinstance(t, int | float) or isinstance(t, bool) or not (math.isfinite(t) and t >= last_t):
             raise CaptureError(f"{where}: t {t!r} must be a number of seconds, not before the line above")
         last_t = float(t)
         uuid_value: str | None = None

@@ -17,8 +17,8 @@ model, firmware, serial) is read at connect into ``device``; after Start the dri
 status 0x04 or a moving belt (at most ``START_WAIT_S``, inside rule S7's window) before the first
 Set Target Speed, since a speed write while the motor spins up drops the link on KingSmith machines
 and TM11GY counts down 3 s (hardware.md); a machine that confirms nothing by then gets a stop, and
-the start fails saying so; the control point's write type comes from its properties (Urevo E1L offers only
-write-without-response); a Treadmill Data record cut short (Matrix TouchXL sends 20 of 30 bytes)
+the start fails saying so; the control point's write type comes from its properties (Urevo E1L
+offers only write-without-response); a Treadmill Data record cut short (Matrix TouchXL sends 20 of 30 bytes)
 keeps its speed when the speed's bytes are intact, counted in ``truncated_packets``.
 
 What the driver does, in ftms.md's terms:
@@ -346,7 +346,7 @@ class FtmsDriver(Driver):
         self.truncated_packets = 0
         """Treadmill Data records cut short whose speed was kept (Matrix TouchXL, hardware.md)."""
         self.recorder = CaptureRecorder(record) if record is not None else None
-        """``?record=FILE``: the first connection's GATT conversation, as a capture (``capture``)."""
+        """``?record=FILE``: the GATT conversation, written as a capture (``drivers.ftms.capture``)."""
 
         self._target: BLEDevice | str | None = None
         self._client: BleakClient | None = None

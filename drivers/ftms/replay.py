@@ -138,10 +138,15 @@ class ReplayBackend(BaseBleakClient):
         self.replay.connections += 1
         self._connected = True
         self.services = _services(capture)
+        # This connection's recorded answers; a characteristic it did not read answers as last read.
         self._reads = {}
-        for event in capture.events:
+        later = [i for i in capture.segments() if i > start]
+        for event in capture.events[start : later[0] if later else None]:
             if event.kind == "read" and event.uuid is not None:
                 self._reads.setdefault(event.uuid, []).append(event)
+        for event in reversed(capture.events[:start]):
+            if event.kind == "read" and event.uuid is not None and event.uuid not in self._reads:
+                self._reads[event.uuid] = [event]
         self._pos = start
         self.replay.waiting.clear()
         begun = capture.events[start - 1].t if start else 0.0
