@@ -33,6 +33,7 @@ the envelope the snapshot reports (S1 is still enforced by the supervisor on eve
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any, Literal
@@ -41,11 +42,14 @@ from retrotread.daemon.events import EventKind
 from retrotread.daemon.plans import PRESETS
 from retrotread.daemon.snapshot import StateSnapshot
 from retrotread.daemon.timer import Phase
+from retrotread.drivers.units import KMH_PER_MPH
 
 PACKAGE = "retrotread"
 QOS = 1
 Control = Literal["stop", "full"]
 CONTROLS: tuple[Control, ...] = ("stop", "full")
+SpeedUnit = Literal["km/h", "mph"]
+SPEED_UNITS: tuple[SpeedUnit, ...] = ("km/h", "mph")
 IDLE = "idle"  # the timer's phase when no session runs (the idle timer published at start-up)
 PHASES = tuple(dict.fromkeys([IDLE, *(str(p) for p in Phase)]))  # the enum sensor's options
 REFUSED = "command_refused"  # the event the MQTT face publishes for a refused command
@@ -88,6 +92,45 @@ def project_url() -> str | None:
     return None
 
 
+def target_speed(
+    state_topic: str, command_topic: str, envelope_mph: tuple[float, float], unit: SpeedUnit
+) -> dict[str, Any]:
+    """The target speed as a Home Assistant number, in ``unit``.
+
+    Home Assistant converts a number's unit only for temperature and volume flow rate
+    (``number/const.py`` ``UNIT_CONVERTERS``, Core 2025.4), not for speed: a number published in
+    mph stays in mph beside a belt speed sensor shown in km/h (seen on a real Core). So the number
+    is published in the unit the user reads, and the command template turns the value back into
+    the ``speed_mph`` the daemon takes. The range is the envelope, rounded inwards so the number
+    never offers a speed outside it (S1 is still the supervisor's, on every command).
+    """
+    low, high = envelope_mph
+    if unit == "mph":
+        lo, hi, step = low, high, 0.05
+        value = "value_json.target_mph"
+        command = '{"speed_mph": {{ value }}}'
+    else:
+        lo = math.ceil(round(low * KMH_PER_MPH * 100, 6)) / 100
+        hi = math.floor(round(high * KMH_PER_MPH * 100, 6)) / 100
+        step = 0.01
+        value = f"(value_json.target_mph * {KMH_PER_MPH}) | round(2)"
+        command = f'{{"speed_mph": {{{{ (value | float / {KMH_PER_MPH}) | round(4) }}}}}}'
+    return {
+        "p": "number",
+        "name": "Target speed",
+        "state_topic": state_topic,
+        "value_template": f"{{{{ {value} if value_json.target_mph is not none else 'None' }}}}",
+        "command_topic": command_topic,
+        "command_template": command,
+        "device_class": "speed",
+        "unit_of_measurement": unit,
+        "min": lo,
+        "max": hi,
+        "step": step,
+        "mode": "box",
+    }
+
+
 def help_url(dashboard: str | None) -> str | None:
     """The daemon's own help page beside the dashboard (``api/static/help.html``): where Home
     Assistant's "Visit support" leads. There is no public project address, and none is invented."""
@@ -121,11 +164,12 @@ DIAGNOSTICS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         "odometer_m",
         "odometer",
         {
+            # In km: an MQTT sensor takes no suggested unit (mqtt/sensor.py, Core 2025.4), and a
+            # gym's odometer in metres reads as an eight-digit number.
             "p": "sensor",
             "name": "Odometer",
             "device_class": "distance",
-            "unit_of_measurement": "m",
-            "suggested_unit_of_measurement": "km",
+            "unit_of_measurement": "km",
             "state_class": "total_increasing",
             "suggested_display_precision": 1,
         },
@@ -155,6 +199,10 @@ def diagnostics(device: Mapping[str, object] | None, state_topic: str) -> dict[s
             # A reconnect may read the machine again and find a value gone: "None" is unknown.
             "value_template": f"{{{{ (value_json.device or {{}}).get('{field}', 'None') }}}}",
         }
+        if field == "odometer_m":
+            out[key]["value_template"] = (
+                "{% set m = (value_json.device or {}).get('odometer_m') %}{{ m / 1000 if m is not none else 'None' }}"
+            )
     return out
 
 
@@ -193,15 +241,19 @@ def device_config(
     sw_version: str | None = None,
     support_url: str | None = None,
     plans: Sequence[str] = tuple(PRESETS),
+    speed_unit: SpeedUnit = "km/h",
 ) -> dict[str, Any]:
     """The discovery payload for the treadmill ``snapshot`` describes, publishing under ``base_topic``.
 
     ``removed``: components published before (key → platform); those not offered now are sent as
     platform-only entries so Home Assistant deletes them. ``maker``/``model``: the treadmill's own,
     where the driver knows them ("unknown" otherwise). ``configuration_url``: the dashboard.
+    ``speed_unit``: the unit Home Assistant shows the target speed and the belt speed in.
     """
     if control not in CONTROLS:
         raise ValueError(f"control {control!r}: one of {', '.join(CONTROLS)}")
+    if speed_unit not in SPEED_UNITS:
+        raise ValueError(f"speed_unit {speed_unit!r}: one of {', '.join(SPEED_UNITS)}")
     tid = snapshot.id
     version = sw_version or software_version()
     state_topic = f"{base_topic}/state"
@@ -340,22 +392,7 @@ def device_config(
     if control == "full":
         if drives and snapshot.envelope_mph is not None:
             low, high = snapshot.envelope_mph
-            cmps["target_speed"] = {
-                "p": "number",
-                "name": "Target speed",
-                "state_topic": state_topic,
-                "value_template": "{{ value_json.target_mph if value_json.target_mph is not none else 'None' }}",
-                "command_topic": f"{cmd}/speed",
-                "command_template": '{"speed_mph": {{ value }}}',
-                # With the speed device class, Home Assistant shows the number (and its min/max)
-                # in the user's unit, as it does the belt speed sensor: never mph beside km/h.
-                "device_class": "speed",
-                "unit_of_measurement": "mph",
-                "min": low,
-                "max": high,
-                "step": 0.05,
-                "mode": "box",
-            }
+            cmps["target_speed"] = target_speed(state_topic, f"{cmd}/speed", (low, high), speed_unit)
             cmps["reset"] = button("Reset stop", f"{cmd}/reset", {}, "mdi:restore")
         cmps["plan"] = {
             "p": "select",

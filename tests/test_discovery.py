@@ -145,6 +145,10 @@ def ha_rules(config: dict[str, Any]) -> list[str]:
             bad.append(f"{where}: an enum sensor needs options")
         if c.get("device_class") == "enum" and ("unit_of_measurement" in c or "state_class" in c):
             bad.append(f"{where}: an enum sensor takes no unit or state class")
+        # Seen on a real Core 2025.4: mqtt/sensor.py's schema has no suggested_unit_of_measurement
+        # (only suggested_display_precision); HA drops it without a word, so nothing is converted.
+        if "suggested_unit_of_measurement" in c:
+            bad.append(f"{where}: MQTT entities take no suggested_unit_of_measurement")
     return bad
 
 
@@ -214,11 +218,10 @@ def test_control_stop_offers_only_the_stops() -> None:
 def test_control_full_offers_speed_reset_plan_and_the_session_buttons() -> None:
     cmps = device_config(snapshot(envelope=(0.9, 1.1)), base_topic=BASE, control="full")["cmps"]
     number = cmps["target_speed"]
-    assert (number["min"], number["max"]) == (0.9, 1.1)
-    # The speed device class: HA shows it (and its range) in the user's unit, as the speed sensor.
     assert number["device_class"] == "speed" == cmps["belt_speed"]["device_class"]
-    assert number["unit_of_measurement"] == cmps["belt_speed"]["unit_of_measurement"] == "mph"
-    assert number["command_template"] == '{"speed_mph": {{ value }}}'
+    assert (number["min"], number["max"]) == (1.45, 1.77)  # 0.9..1.1 mph = 1.448..1.770 km/h, inwards
+    assert number["unit_of_measurement"] == "km/h"
+    assert "/ 1.609344" in number["command_template"] and '"speed_mph"' in number["command_template"]
     assert cmps["reset"]["command_topic"] == f"{BASE}/cmd/reset"
     assert cmps["plan"]["options"] == list(PRESETS)
     assert cmps["plan"]["command_topic"] == cmps["plan"]["state_topic"] == f"{BASE}/plan"
@@ -237,7 +240,7 @@ def test_s13_deadmill_and_none_never_offer_to_drive_or_stop_the_belt(
     snap = snapshot(mode, envelope, driver)
     assert not drives_belt(snap)
     for control in ("stop", "full"):
-        cmps = device_config(snap, base_topic=BASE, control=control)["cmps"]  # type: ignore[arg-type]
+        cmps = device_config(snap, base_topic=BASE, control=control)["cmps"]
         assert not {"emergency_stop", "stop", "target_speed", "reset"} & set(cmps)
         assert not [c for c in cmps.values() if str(c.get("command_topic", "")).endswith(("/estop", "/stop", "/speed"))]
 
@@ -310,7 +313,8 @@ def test_the_machines_own_data_are_diagnostic_sensors() -> None:
     assert all(c["state_topic"] == f"{BASE}/state" and c["p"] == "sensor" for c in diag.values())
     assert "'firmware'" in diag["firmware"]["value_template"]
     assert (diag["hours_of_use"]["device_class"], diag["hours_of_use"]["unit_of_measurement"]) == ("duration", "h")
-    assert (diag["odometer"]["device_class"], diag["odometer"]["unit_of_measurement"]) == ("distance", "m")
+    assert (diag["odometer"]["device_class"], diag["odometer"]["unit_of_measurement"]) == ("distance", "km")
+    assert "m / 1000" in diag["odometer"]["value_template"]
     assert diag["odometer"]["state_class"] == diag["hours_of_use"]["state_class"] == "total_increasing"
     assert diag["console_units"]["options"] == ["mph", "km/h"]
     assert ha_rules(device_config(_with_device(CSAFE_DEVICE), base_topic=BASE, control="full")) == []
@@ -345,3 +349,24 @@ def test_support_url_is_the_daemons_own_help_page_beside_the_dashboard() -> None
     assert help_url(None) is None
     assert "support_url" not in device_config(snapshot(), base_topic=BASE)["o"]
     assert ha_rules(config) == []
+
+
+def test_the_target_speed_is_published_in_the_unit_the_user_reads() -> None:
+    """Seen on a real Core 2025.4: Home Assistant converts a number's unit only for temperature and
+    volume flow (number/const.py UNIT_CONVERTERS), so a number in mph stayed in mph beside the belt
+    speed sensor it showed in km/h. The number comes in km/h (Home Assistant's default metric
+    system, where the sensor is shown in km/h too) with the envelope rounded inwards, and the
+    command template turns it back into mph; ``speed_unit="mph"`` is for an imperial one."""
+    cmps = device_config(snapshot(), base_topic=BASE, control="full")["cmps"]
+    number, sensor = cmps["target_speed"], cmps["belt_speed"]
+    assert (number["unit_of_measurement"], number["min"], number["max"]) == ("km/h", 1.29, 1.93)
+    assert 0.8 <= 1.29 / 1.609344 and 1.93 / 1.609344 <= 1.2  # never outside the envelope
+    assert sensor["unit_of_measurement"] == "mph"  # what the daemon publishes; HA in metric shows km/h
+    assert "* 1.609344" in number["value_template"]
+    imperial = device_config(snapshot(), base_topic=BASE, control="full", speed_unit="mph")["cmps"]
+    number, sensor = imperial["target_speed"], imperial["belt_speed"]
+    assert (number["unit_of_measurement"], number["min"], number["max"]) == ("mph", 0.8, 1.2)
+    assert number["command_template"] == '{"speed_mph": {{ value }}}'
+    assert sensor["unit_of_measurement"] == "mph"
+    with pytest.raises(ValueError, match="speed_unit"):
+        device_config(snapshot(), base_topic=BASE, speed_unit="knots")  # type: ignore[arg-type]
