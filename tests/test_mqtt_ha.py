@@ -18,6 +18,7 @@ from test_mqtt import running, watching
 
 from retrotread.api.doctor import run_checks
 from retrotread.safety import Mode
+from retrotread.sims.serial_serve import serve_csafe
 
 DEADMILL = ("sim://manual?rate_hz=20", Mode.DEADMILL)
 
@@ -112,7 +113,7 @@ async def test_the_plan_select_and_the_session_buttons_work_as_published(broker:
                 since = len(w.messages)
                 await w.publish(button["command_topic"], button["payload_press"])
                 _, _, result = await w.wait(f"{base}/cmd/result", lambda r: r["cmd"] == "session", since=since)
-                return result
+                return dict(result)
 
             # The choice is a retained message the bridge reads, before the press that follows it.
             started = await press("session_start")
@@ -124,6 +125,35 @@ async def test_the_plan_select_and_the_session_buttons_work_as_published(broker:
             aborted = await press("session_abort")
             assert aborted["ok"] is True and aborted["session"]["phase"] == "aborted"
             assert controller.session is None
+
+
+async def test_a_csafe_consoles_own_data_reach_home_assistant_as_diagnostic_sensors(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Issue 14.4: a (simulated) CSAFE console on a real pty says its version, units and counters
+    at connect; the discovery the bridge publishes has a diagnostic sensor for each of them (and
+    none for what it does not say: no serial number), reading the ``device`` block of the state,
+    and the console's maker and model in the device block."""
+    tid = "cs"
+    topic = f"homeassistant/device/{tid}/config"
+    async with serve_csafe(tmp_path / "ttyTREAD") as console:
+        driver = f"csafe://{console.link}?poll_hz=20"
+        async with (
+            running(broker, tid, driver) as (controller, _),
+            watching(broker, topic, f"retrotread/{tid}/state") as w,
+        ):
+            _, _, config = await w.wait(topic, lambda c: "firmware" in c["cmps"])
+            _, _, state = await w.wait(f"retrotread/{tid}/state", lambda s: bool(s.get("device")))
+            device = state["device"]
+            cmps = config["cmps"]
+            diagnostic = {k for k, c in cmps.items() if c.get("entity_category") == "diagnostic"}
+            assert {"firmware", "console_units", "hours_of_use", "odometer", "error_code", "service_code"} <= diagnostic
+            assert "serial_number" not in cmps and "serial" not in device
+            assert cmps["hours_of_use"]["state_topic"] == f"retrotread/{tid}/state"
+            assert (config["dev"]["manufacturer"], config["dev"]["model"]) == (device["maker"], device["model"])
+            assert device["firmware"] == "1.0" and device["units"] == "mph"
+            assert ha_rules(config) == []
+            assert controller.device is not None
 
 
 def _doctor_warnings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, control: str) -> list[str]:
