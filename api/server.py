@@ -9,6 +9,11 @@ and dribbles a header (slowloris) holds its connection and file descriptor forev
 ``GuardedH11Protocol`` adds the missing deadline and a connection cap from RLIMIT_NOFILE; at the
 cap a new connection evicts the one that has waited longest without sending a request, so a
 flood of idle connections can never lock the stop out (S5).
+
+uvicorn's own ``Server.main_loop`` wakes ten times a second to look at ``should_exit`` and, every
+tenth time, to refresh the Date header: on a small board that is a quarter of the daemon's idle
+wake-ups. ``Server`` waits on an event instead, and ``FreshDateState`` makes the Date header when a
+response asks for it (once per second at most), so an idle daemon's HTTP side never wakes.
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
+from collections.abc import Callable
+from email.utils import formatdate
 from typing import Any, ClassVar
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
 
 from retrotread.api.http_guard import fd_budget, loopback
 from retrotread.daemon.config import parse_listen
@@ -136,8 +145,84 @@ class GuardedH11Protocol(H11Protocol):
         return min(waiting, key=lambda c: c._waiting_since or 0.0, default=None)
 
 
+class FreshDateState(ServerState):
+    """uvicorn's shared server state, with ``default_headers`` made when a response reads them.
+
+    uvicorn refreshes the Date header from its 10 Hz main loop, so without that loop it would
+    freeze at start-up. Here every response reads the headers, and they are remade when the
+    second has changed: the Date is always the current second (uvicorn's could lag by up to
+    one), and nothing runs while nobody asks.
+    """
+
+    clock: Callable[[], float] = staticmethod(time.time)
+    """The wall clock the Date header reads (a test sets its own)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        self._config = config
+        self._second = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+        super().__init__()
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        now = int(self.clock())
+        if now != self._second and self._config.loaded:
+            self._second = now
+            date = [(b"date", formatdate(now, usegmt=True).encode())] if self._config.date_header else []
+            self._headers = date + self._config.encoded_headers
+        return self._headers
+
+    @default_headers.setter
+    def default_headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        # uvicorn's own tick (when ``Server`` falls back to it) and ``ServerState.__init__`` set it.
+        self._headers = value
+
+
 class Server(uvicorn.Server):
-    """uvicorn, minus its own signal handlers: ours stop the belt first (S15)."""
+    """uvicorn, minus its own signal handlers (ours stop the belt first, S15) and its 10 Hz poll.
+
+    ``should_exit`` is a property: setting it wakes ``main_loop`` at once, from the loop (our
+    signal handlers, the failure watch) or from any other thread. Connection limits and timeouts
+    are the protocol's own timers and never needed the poll; only ``limit_max_requests`` and
+    ``callback_notify`` (which we do not use) do, so with either set uvicorn's loop runs as before.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        self._exit = False
+        self._exit_wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        super().__init__(config)
+        self.server_state = FreshDateState(config)
+
+    @property
+    def should_exit(self) -> bool:
+        return self._exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._exit = value
+        wake, loop = self._exit_wake, self._loop
+        if value and wake is not None and loop is not None and not loop.is_closed():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                wake.set()
+            else:
+                loop.call_soon_threadsafe(wake.set)
+
+    async def main_loop(self) -> None:
+        if self.config.limit_max_requests is not None or self.config.callback_notify is not None:
+            await super().main_loop()  # those are checked by uvicorn's tick
+            return
+        self._loop = asyncio.get_running_loop()
+        self._exit_wake = asyncio.Event()
+        try:
+            if not self._exit:
+                await self._exit_wake.wait()
+        finally:
+            self._exit_wake = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Any:
@@ -148,6 +233,9 @@ def build_server(app: Any) -> Server:
     config = uvicorn.Config(
         app,
         http=GuardedH11Protocol,
+        # No WebSocket endpoint: "auto" would import the websockets package (3 MB) for nothing,
+        # and an Upgrade request is answered as plain HTTP.
+        ws="none",
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=1,

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 import httpx
 import pytest
 from helpers import free_port
 
+from retrotread.api import http_guard
 from retrotread.api.app import create_app
 from retrotread.api.http_guard import loopback
 from retrotread.api.server import GuardedH11Protocol, Server, bind_listener, build_server
@@ -58,6 +61,7 @@ def served(
     *,
     token: str | None = None,
     protocol: type[Any] | None = None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
     **app_options: Any,
 ) -> Iterator[Served]:
     port = free_port()
@@ -70,7 +74,7 @@ def served(
     server = build_server(app)
     if protocol is not None:
         server.config.http = protocol
-    loop = asyncio.new_event_loop()
+    loop = loop_factory()
     thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(sockets=[sock]),), daemon=True)
     thread.start()
     try:
@@ -416,3 +420,139 @@ def test_a_slow_reader_gets_coalesced_state_not_a_backlog() -> None:
     assert sub.pending == 3
     got = [sub._pending.popitem(last=False)[1] for _ in range(3)]
     assert [(u.kind, u.payload) for u in got] == [("state", 999), ("telemetry", 999), ("event", "e")]
+
+
+# --- wake-ups: what an idle or lightly used server costs (issue 16) -----------------------------
+
+
+class TimerLog(asyncio.SelectorEventLoop):
+    """An event loop that keeps every timer armed on it, with the task that armed it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timers: list[tuple[asyncio.Task[Any] | None, asyncio.TimerHandle]] = []
+
+    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:
+        handle = super().call_at(when, callback, *args, context=context)
+        self.timers.append((asyncio.current_task(self), handle))
+        return handle
+
+    def pending(self) -> list[asyncio.TimerHandle]:
+        now = self.time()
+        return [h for _, h in self.timers if not h.cancelled() and h.when() > now]
+
+    def armed_by(self, coro_name: str) -> int:
+        """Timers armed from tasks running a coroutine of that qualified name."""
+        return sum(1 for task, _ in self.timers if task is not None and task.get_coro().__qualname__ == coro_name)
+
+
+async def _bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """ASGI: lifespan, and 204 for any request (the server alone, no controller, no timers)."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_an_idle_server_arms_no_timer_and_stops_at_once_when_told_from_another_thread() -> None:
+    """uvicorn's main loop wakes at 10 Hz to look at should_exit; ours waits: with no connection
+    there is nothing scheduled at all, and setting should_exit from any thread ends serve()."""
+    loop = TimerLog()
+    port = free_port()
+    sock = bind_listener(f"127.0.0.1:{port}")
+    server = build_server(_bare_app)
+    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(sockets=[sock]),), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+        status, headers, _ = request(port, "GET / HTTP/1.1\nhost: localhost\nconnection: close\n")
+        assert status == 204 and headers["date"]
+        while server.server_state.connections:
+            assert time.monotonic() < deadline, "the closed connection lingers"
+            time.sleep(0.01)
+        pending = asyncio.run_coroutine_threadsafe(_call(loop.pending), loop).result(10)
+        assert pending == [], pending
+        server.should_exit = True  # from this thread, not the loop's
+        thread.join(10)
+        assert not thread.is_alive(), "serve() did not end after should_exit"
+    finally:
+        if thread.is_alive():
+            loop.call_soon_threadsafe(setattr, server, "should_exit", True)
+            thread.join(10)
+        loop.close()
+        sock.close()
+
+
+async def _call(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
+def test_the_date_header_is_the_clocks_second_with_no_tick_to_refresh_it() -> None:
+    with served() as s:
+        state = s.server.server_state
+        for now in (1_000_000_000.4, 1_000_003_600.9):
+            state.clock = lambda now=now: now  # type: ignore[method-assign]
+            status, headers, _ = request(s.port, "GET /healthz HTTP/1.1\nhost: localhost\n")
+            assert status == 200
+            assert headers["date"] == formatdate(int(now), usegmt=True)
+
+
+def _read_events(sock: socket.socket, count: int, marker: bytes = b"event: telemetry") -> bytes:
+    """Off a raw event stream, until ``marker`` has come ``count`` times."""
+    data = b""
+    while data.count(marker) < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"stream closed: {data[-300:]!r}")
+        data += chunk
+    return data
+
+
+def test_a_lone_event_reader_writes_as_updates_come_with_no_timer_per_update() -> None:
+    """One or a few readers: each waits on its subscription alone (no timeout around every wait,
+    no sleep after every write), so a reader costs nothing between updates and its write rides
+    the loop iteration the sample woke. Every telemetry sample reaches it."""
+    with served("sim://motorized?rate_hz=20", loop_factory=TimerLog) as s:
+        loop = s.loop
+        assert isinstance(loop, TimerLog)
+        with connect(s.port) as sock:
+            sock.sendall(b"GET /api/v1/events HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            data = _read_events(sock, 40)
+            armed = s.call(lambda: loop.armed_by("RequestResponseCycle.run_asgi"))
+        seqs = [json.loads(line[6:])["seq"] for line in _telemetry_lines(data)]
+        assert armed <= 1, f"{armed} timers for {len(seqs)} telemetry frames"  # the keep-alive only
+        assert len(seqs) >= 40
+
+
+def test_past_the_paced_count_each_reader_writes_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With many readers (here: past a limit of 0) each sleeps a jittered interval after a write:
+    hundreds of them never burst before a stop; updates coalesce meanwhile."""
+    monkeypatch.setattr(http_guard, "STREAM_PACED_ABOVE", 0)
+    with served("sim://motorized?rate_hz=50", loop_factory=TimerLog) as s:
+        loop = s.loop
+        assert isinstance(loop, TimerLog)
+        with connect(s.port) as sock:
+            sock.sendall(b"GET /api/v1/events HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            data = _read_events(sock, 10)
+            armed = s.call(lambda: loop.armed_by("RequestResponseCycle.run_asgi"))
+        seqs = [json.loads(line[6:])["seq"] for line in _telemetry_lines(data)]
+        assert armed >= len(seqs) - 1  # one sleep per write
+        assert seqs[-1] - seqs[0] > len(seqs) - 1, "nothing coalesced at 50 Hz under pacing"
+
+
+def test_a_silent_event_stream_gets_a_keep_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_guard, "STREAM_PING_S", 0.2)
+    with served("sim://motorized?rate_hz=0.5") as s, connect(s.port) as sock:
+        sock.sendall(b"GET /api/v1/events HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        assert b": ping" in _read_events(sock, 1, b": ping")
+
+
+def _telemetry_lines(data: bytes) -> list[bytes]:
+    lines = data.split(b"\n")
+    return [lines[i + 1] for i, line in enumerate(lines[:-1]) if line == b"event: telemetry"]
