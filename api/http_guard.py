@@ -50,6 +50,11 @@ STREAM_BACKLOG = 64
 """Events a reader may fall behind by before the oldest are dropped (state/timer only coalesce)."""
 STREAM_INTERVAL_S = 0.1
 STREAM_PING_S = 15.0
+"""The longest an event stream stays silent: a comment line keeps proxies from closing it."""
+STREAM_PACED_ABOVE = 8
+"""With more event streams than this, each writes at most once per jittered interval (so 500
+readers never burst before a stop); with this many or fewer, each writes as updates come, in the
+loop iteration the sample already woke (no timer of its own)."""
 FD_RESERVE = 64
 """File descriptors kept for the device, the broker, the history database, logs and the loop."""
 
@@ -244,6 +249,12 @@ class HttpGuard:
     async def _stream(self, receive: Receive, send: Send) -> None:
         """``GET /api/v1/events``: one task per reader, frames encoded once per update, batched.
 
+        A reader waits on its subscription alone (no timeout per wait, no sleep between writes
+        while there are few readers): between updates it costs nothing, and its write happens in
+        the loop iteration the sample woke anyway. The keep-alive is one timer per half ping
+        interval. Past ``STREAM_PACED_ABOVE`` readers, each also sleeps a jittered interval
+        after a write, so hundreds of them spread out instead of writing all at once.
+
         Written here rather than with FastAPI's EventSourceResponse (three tasks and two memory
         streams per reader): at 500 readers that machinery held the HTTP stop back by 0.4 s.
         uvicorn's ``send`` does not fail once a client is gone, so a second task waits for the
@@ -269,22 +280,44 @@ class HttpGuard:
             sub.close()
 
         watcher = asyncio.create_task(hang_up())
+        loop = asyncio.get_running_loop()
+        wrote = True  # since the last keep-alive check
+        ping_due = False
+        check: asyncio.TimerHandle | None = None
+
+        def keep_alive() -> None:
+            # One timer per stream every half ping interval, not one per update: a stream that
+            # wrote nothing since the last check gets a ping, so it is never silent past STREAM_PING_S.
+            nonlocal wrote, ping_due, check
+            if not wrote:
+                ping_due = True
+                sub.nudge()
+            wrote = False
+            check = loop.call_later(STREAM_PING_S / 2, keep_alive)
+
+        check = loop.call_later(STREAM_PING_S / 2, keep_alive)
         try:
             while True:
-                try:
-                    first = await sub.next(within=STREAM_PING_S)
-                except TimeoutError:
-                    await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
-                    continue
-                if first is None:
+                await sub.ready()
+                batch = sub.take_all()
+                if batch:
+                    frames = b"".join(u.memo("sse", sse_frame) for u in batch)
+                elif sub.closed:
                     break
-                frames = b"".join(u.memo("sse", sse_frame) for u in (first, *sub.take_all()))
+                elif ping_due:
+                    frames = b": ping\n\n"
+                else:
+                    continue
+                ping_due, wrote = False, True
                 await send({"type": "http.response.body", "body": frames, "more_body": True})
-                # Updates that arrive meanwhile coalesce (latest state/timer): a reader costs at
-                # most one write per interval, however fast the belt reports. The jitter spreads
-                # 500 readers over the interval, so no burst of writes stands before a stop.
-                await asyncio.sleep(STREAM_INTERVAL_S * (1 + random.random()))
+                if self.streams > STREAM_PACED_ABOVE:
+                    # Updates that arrive meanwhile coalesce (latest state/timer): a reader costs
+                    # at most one write per interval, however fast the belt reports. The jitter
+                    # spreads 500 readers over the interval, so no burst of writes stands before a stop.
+                    await asyncio.sleep(STREAM_INTERVAL_S * (1 + random.random()))
         finally:
+            if check is not None:
+                check.cancel()
             watcher.cancel()
             hub.unsubscribe(sub)
         await send({"type": "http.response.body", "body": b"", "more_body": False})

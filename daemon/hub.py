@@ -61,6 +61,7 @@ class Subscription:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._closed = False
+        self._nudged = False
         self.dropped = 0
 
     @property
@@ -87,9 +88,30 @@ class Subscription:
         self._pending.clear()
         return taken
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         self._closed = True
         self._wake.set()
+
+    def nudge(self) -> None:
+        """Wake ``ready()`` once without an update: a reader's own timer (an SSE keep-alive) can
+        reach the reader's task without a timeout wrapped around every wait."""
+        self._nudged = True
+        self._wake.set()
+
+    async def ready(self) -> None:
+        """Until an update is waiting, the subscription is closed or ``nudge()`` was called.
+
+        For a reader that writes in batches (``take_all``): no timer is armed per wait, so a
+        reader costs nothing between updates.
+        """
+        while not (self._pending or self._closed or self._nudged):
+            self._wake.clear()
+            await self._wake.wait()
+        self._nudged = False
 
     async def _get(self) -> Update | None:
         while not self._pending:
