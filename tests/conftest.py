@@ -1,4 +1,5 @@
-"""Shared fixtures: no leaked tasks, a real tmpfs. Functions the tests share are in ``helpers.py``."""
+"""Shared fixtures: no leaked tasks, a real tmpfs, a simulated CSAFE console. Functions the tests share
+are in ``helpers.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from retrotread.sims.csafe_device import CsafeDevice
+from retrotread.sims.serial_serve import serve_csafe
 
 settings.register_profile("ci", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=100, deadline=None)
@@ -50,3 +54,11 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     yield mount
     for where in reversed(mounted):
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+async def console(tmp_path: Path) -> AsyncIterator[CsafeDevice]:
+    """A simulated CSAFE console on a real pseudo-terminal (``console.link`` is its port's path),
+    with the defaults a 0.1 mph console has; a test that needs another console serves its own."""
+    async with serve_csafe(tmp_path / "ttyTREAD") as device:
+        yield device

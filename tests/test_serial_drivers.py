@@ -64,12 +64,6 @@ def is_stop(frame: ReceivedFrame) -> bool:
 
 
 @pytest.fixture
-async def console(tmp_path: Path) -> AsyncIterator[CsafeDevice]:
-    async with serve_csafe(tmp_path / "ttyTREAD") as device:
-        yield device
-
-
-@pytest.fixture
 async def driver(console: CsafeDevice) -> AsyncIterator[Driver]:
     async with open_driver(f"csafe://{console.link}?poll_hz=20") as drv:
         yield drv
