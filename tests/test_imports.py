@@ -72,3 +72,17 @@ def test_run_without_a_broker_imports_no_mqtt_metrics_bluetooth_or_client_librar
     loaded = run_modules(tmp_path, "--driver", "sim://motorized", "--mqtt", "none")
     assert {"fastapi", "uvicorn", "retrotread"} <= loaded  # it did run the daemon
     assert sorted(loaded.intersection(NOT_IN_RUN)) == []
+
+
+@pytest.mark.parametrize(
+    ("scheme", "needs_bleak"), [("csafe", False), ("pulse", False), ("none", False), ("sim", False), ("ftms", True)]
+)
+def test_only_the_ftms_driver_imports_bluetooth(scheme: str, needs_bleak: bool) -> None:
+    """The registry imports a driver's module only for its scheme; only ftms:// brings bleak (the
+    ftms case shows the check can see it)."""
+    code = (
+        "import sys; from retrotread.drivers.registry import driver_class; "
+        f"driver_class({scheme!r}); print('bleak' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(needs_bleak)
