@@ -206,6 +206,12 @@ def diagnostics(device: Mapping[str, object] | None, state_topic: str) -> dict[s
     return out
 
 
+def diagnostic_keys(device: Mapping[str, object] | None) -> frozenset[str]:
+    """The diagnostic components a ``device`` block makes: when a reconnect reads more (or less)
+    of the machine than before, the set changes and discovery must be sent again."""
+    return frozenset(diagnostics(device, ""))
+
+
 def drives_belt(snapshot: StateSnapshot) -> bool:
     """True when the daemon drives this belt: reverse mode on a real (or simulated) treadmill. In
     deadmill mode and with the ``none`` driver it cannot stop a belt and must not pretend to (S13)."""

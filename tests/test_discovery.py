@@ -21,6 +21,7 @@ from retrotread.api.discovery import (
     EVENT_TYPES,
     PHASES,
     device_config,
+    diagnostic_keys,
     discovery_payload,
     drives_belt,
     help_url,
@@ -330,6 +331,16 @@ def test_no_diagnostic_sensor_for_what_the_driver_does_not_know(device: dict[str
     cmps = device_config(_with_device(device), base_topic=BASE)["cmps"]
     diag = {k for k, c in cmps.items() if c.get("entity_category") == "diagnostic"}
     assert diag == {"link", "mode"}
+
+
+def test_diagnostic_keys_name_the_components_a_device_block_makes() -> None:
+    """What the bridge compares to know a reconnect read more of the machine (discovery again)."""
+    assert diagnostic_keys(None) == frozenset() == diagnostic_keys({"maker": "Horizon"})
+    full = device_config(_with_device(CSAFE_DEVICE), base_topic=BASE)["cmps"]
+    assert diagnostic_keys(CSAFE_DEVICE) == {k for k in full if k not in ("link", "mode")} & {
+        k for k, c in full.items() if c.get("entity_category") == "diagnostic"
+    }
+    assert diagnostic_keys({"firmware": "1.0"}) == {"firmware"}
 
 
 def test_a_serial_number_goes_in_the_device_block_too() -> None:
