@@ -121,9 +121,7 @@ class Mosquitto:
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-            "connection_messages false\nmax_queued_messages 100000\n"
-            + ("user root\n" if os.geteuid() == 0 else "")
-            + extra_config
+            "connection_messages false\n" + ("user root\n" if os.geteuid() == 0 else "") + extra_config
         )
         self.proc = subprocess.Popen(
             [exe, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -57,8 +57,8 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import aiomqtt  # noqa: E402
-from _common import cpu_seconds, find_pids, free_port, machine, nproc, status_mb  # noqa: E402
-from telemetry import host_port, instrument, now, percentile, private_mosquitto, standstill  # noqa: E402
+from _common import Mosquitto, cpu_seconds, free_port, machine, nproc, status_mb  # noqa: E402
+from telemetry import host_port, instrument, now, percentile, standstill  # noqa: E402
 
 from retrotread.api.mqtt import NO_DELAY, MqttBridge  # noqa: E402
 from retrotread.daemon.commands import SessionCommand  # noqa: E402
@@ -213,13 +213,13 @@ def _cpu(pid: int | None) -> float | None:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     nofile = raise_nofile()
     async with contextlib.AsyncExitStack() as stack:
+        broker_pid: int | None = None
         if args.broker:
             url, broker = args.broker, "given"
         else:
-            url, version = await stack.enter_async_context(private_mosquitto())
-            broker = f"{version} (private, loopback)"
+            mosquitto = stack.enter_context(Mosquitto())
+            url, broker, broker_pid = mosquitto.url, f"{mosquitto.version} (private, loopback)", mosquitto.pid
         host, port = host_port(url)
-        broker_pid = None if args.broker else next(iter(find_pids(b"mosquitto", b"retrotread-bench-")), None)
         received: dict[tuple[str, int], float] = {}
         missing: set[tuple[str, int]] = set()  # filled once the workers report; emptied as samples arrive
         all_in = asyncio.Event()
