@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import signal
+import ssl
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -90,6 +91,10 @@ class Watcher:
         )
         assert isinstance(data, dict)
         return data
+
+
+def _raw(payload: Any) -> bytes:
+    return payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
 
 
 def _decode(payload: Any) -> Any:
@@ -706,6 +711,61 @@ async def test_session_actions_and_bad_bodies_over_mqtt(broker: Mosquitto) -> No
             assert controller.session is None
 
 
+async def test_telemetry_is_written_in_the_samples_iteration_without_a_cross_thread_hop(
+    broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16.2: a QoS 0 sample goes to paho and onto the socket at once: no
+    ``call_soon_threadsafe`` (a self-pipe write and an extra loop iteration) for the bridge's
+    socket, no task per message; and whenever paho has nothing left to write, no writer stays
+    registered (one left behind would fire on every loop iteration)."""
+    loop = asyncio.get_running_loop()
+    hops: list[tuple[Any, tuple[Any, ...]]] = []
+    threadsafe = loop.call_soon_threadsafe
+
+    def counted(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+        hops.append((callback, args))
+        return threadsafe(callback, *args, context=context)
+
+    base = "retrotread/lean"
+    async with running(broker, "lean", "sim://motorized?rate_hz=50") as (_, mqtt):
+        client = mqtt._client
+        assert client is not None and client.direct
+        fd = client._client.socket().fileno()
+        async with watching(broker, f"{base}/telemetry") as w:
+            await w.wait(f"{base}/telemetry")
+            monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+            first = len(w.messages)
+            await w.wait(f"{base}/telemetry", lambda t: True, since=first + 50, within=20)
+            monkeypatch.undo()
+            ours = [args for callback, args in hops if args and args[0] == fd]
+            assert ours == [], f"{len(ours)} cross-thread writer registrations for the bridge's socket"
+            seqs = [t["seq"] for t in w.on(f"{base}/telemetry")]
+            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+            if not client._client.want_write():
+                assert not loop.remove_writer(fd), "a writer stayed registered with nothing to write"
+        assert mqtt.telemetry_dropped == 0
+
+
+async def test_telemetry_to_a_stalled_broker_is_dropped_not_queued(broker: Mosquitto) -> None:
+    """A broker that stops reading (SIGSTOP): once the socket holds no more, a QoS 0 sample is
+    dropped (the next one is newer) instead of growing paho's queue until the keepalive gives up."""
+    async with running(broker, "stall", "sim://motorized?rate_hz=10") as (_, mqtt):
+        client = mqtt._client
+        assert client is not None
+        proc = broker._proc  # the broker process (tests/mqtt_broker.py)
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            chunk = b"x" * 65536
+            results = [client.send_now("retrotread/stall/telemetry", chunk) for _ in range(2000)]
+            assert False in results, "20 MB went into a stopped broker's socket"
+            assert len(client._client._out_packet) <= 1
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        async with watching(broker, "retrotread/stall/telemetry") as w:
+            await w.wait("retrotread/stall/telemetry", lambda t: isinstance(t, dict), within=20)
+
+
 async def test_many_treadmills_share_one_broker(broker: Mosquitto) -> None:
     """Architecture, "Many treadmills": distinct client ids and topics; a command reaches one only."""
     async with running(broker, "m1") as (c1, b1), running(broker, "m2") as (c2, b2):
@@ -762,6 +822,14 @@ async def test_mqtts_with_a_private_ca(tmp_path: Path) -> None:
             url = f"mqtts://127.0.0.1:{tls.port}?ca={ca}"
             async with MqttBridge(controller, url) as mqtt:
                 await mqtt.wait_connected(within=10)
+                # Telemetry (QoS 0, written at once) over TLS too.
+                watcher = aiomqtt.Client("127.0.0.1", tls.port, tls_context=ssl.create_default_context(cafile=ca))
+                async with watcher:
+                    await watcher.subscribe("retrotread/tls/telemetry")
+                    async with asyncio.timeout(10):
+                        async for message in watcher.messages:
+                            assert set(json.loads(_raw(message.payload))) >= {"speed_mph", "seq"}
+                            break
         await tls.wait_for_log(r"New client connected .* as retrotread-tls")
     finally:
         await tls.stop()
