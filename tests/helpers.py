@@ -24,12 +24,14 @@ import fitdecode  # type: ignore[import-untyped]  # fitdecode ships no type hint
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from retrotread.api.mqtt import NO_DELAY
+from retrotread.api.mqtt import NO_DELAY, MqttBridge
 from retrotread.daemon.controller import Controller
 from retrotread.daemon.history import SqliteHistory, TracePoint
 from retrotread.daemon.snapshot import SetResult, iso
+from retrotread.drivers import open_driver
 from retrotread.drivers.base import Driver, drain
 from retrotread.drivers.types import Update
+from retrotread.safety import Mode, SafetyConfig
 
 
 def fill_disk(disk: Path) -> Path:
@@ -275,11 +277,14 @@ def hold_set_incline(monkeypatch: pytest.MonkeyPatch, controller: Controller) ->
 _watchers = itertools.count(1)
 
 
-class HasPort(Protocol):
-    """A broker (``mqtt_broker.Mosquitto``) or anything else listening on loopback."""
+class Broker(Protocol):
+    """A broker on loopback: ``mqtt_broker.Mosquitto``, or a proxy in front of one."""
 
     @property
     def port(self) -> int: ...
+
+    @property
+    def url(self) -> str: ...
 
 
 def mqtt_decode(payload: Any) -> Any:
@@ -341,7 +346,7 @@ class Watcher:
 
 
 @contextlib.asynccontextmanager
-async def watching(broker: HasPort, *filters: str) -> AsyncIterator[Watcher]:
+async def watching(broker: Broker, *filters: str) -> AsyncIterator[Watcher]:
     """A ``Watcher`` (MQTT 5, retain-as-published) on the broker at ``broker.port``, subscribed to ``filters``."""
     client = aiomqtt.Client(
         "127.0.0.1",
@@ -359,6 +364,48 @@ async def watching(broker: HasPort, *filters: str) -> AsyncIterator[Watcher]:
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    broker: Broker,
+    tid: str,
+    driver: str = "sim://motorized?rate_hz=50",
+    mode: Mode = Mode.REVERSE,
+    *,
+    standstill_first: bool = False,
+    **bridge: Any,
+) -> AsyncIterator[tuple[Controller, MqttBridge]]:
+    """A controller on a simulated belt with its bridge, connected to the broker (with full
+    control unless the test says otherwise: most tests drive the belt over MQTT)."""
+    bridge.setdefault("control", "full")
+    async with Controller(open_driver(driver), treadmill_id=tid, safety=SafetyConfig(mode=mode)) as controller:
+        if standstill_first:
+            await standing_still(controller)
+        async with MqttBridge(controller, broker.url, **bridge) as mqtt:
+            await mqtt.wait_connected(within=10)
+            yield controller, mqtt
+
+
+async def standing_still(controller: Controller) -> None:
+    """Until the belt has been still long enough that a start would be accepted (S4)."""
+    sup = controller.supervisor
+    sub = controller.hub.subscribe(("telemetry",), maxsize=1000, replay=False)
+    try:
+        await wait_until(
+            lambda: sup.last_motion_age(controller.clock()) is None and controller.samples_seen > 60, sub, 15
+        )
+    finally:
+        controller.hub.unsubscribe(sub)
+
+
+async def until_controller(controller: Controller, predicate: Callable[[], Any], within: float = 15.0) -> Any:
+    """Until ``predicate()`` holds, checked on every update the controller's hub publishes."""
+    sub = controller.hub.subscribe(maxsize=10_000)
+    try:
+        return await wait_until(predicate, sub, within)
+    finally:
+        controller.hub.unsubscribe(sub)
 
 
 RETROTREAD = str(Path(sys.executable).with_name("retrotread"))
