@@ -8,13 +8,24 @@ keeps the kebab-case spelling of safety.md (reason ``overspeed-alert`` under kin
 
 ``Phase`` lives here (``daemon.timer`` re-exports it) so the timer can emit ``CueKind`` cues
 without an import cycle.
+
+``event_fields`` is the one place a supervisor event becomes the fields of our ``Event`` (kind in
+our spelling, the rule as its name), and ``rule_name`` the one place a ``Rule`` becomes the string
+every face shows: the controller used to spell ``rule.value if rule else None`` five times.
 """
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
+from typing import TypedDict
 
-__all__ = ["RUNNING_PHASES", "CueKind", "EventKind", "Phase"]
+from retrotread.safety.rules import Rule
+from retrotread.safety.supervisor import SafetyEvent
+
+__all__ = ["RUNNING_PHASES", "CueKind", "EventFields", "EventKind", "Phase", "event_fields", "rule_name"]
+
+log = logging.getLogger(__name__)
 
 
 class Phase(StrEnum):
@@ -85,3 +96,34 @@ class EventKind(StrEnum):
 
 RUNNING_PHASES: tuple[Phase, ...] = (Phase.COUNTDOWN, Phase.WORK, Phase.REST)
 """The phases of a session that is still going (``done`` and ``aborted`` end it)."""
+
+
+class EventFields(TypedDict):
+    """What a supervisor event says, as the keyword arguments of ``daemon.snapshot.Event``
+    (which adds the time and the session: ``Event(**event_fields(ev), ts=...)``)."""
+
+    kind: EventKind
+    rule: str | None
+    reason: str | None
+    detail: str
+
+
+def rule_name(rule: Rule | None) -> str | None:
+    """A rule as every face and the history spell it (``"S7"``), None for an event of no rule."""
+    return None if rule is None else rule.value
+
+
+def event_fields(ev: SafetyEvent) -> EventFields:
+    """The supervisor's event in our vocabulary. A kind the supervisor added that we do not know
+    yet is published as a ``fault`` that names it, never dropped (tests/test_floors.py checks
+    every kind the supervisor spells)."""
+    kind = EventKind.spelled(ev.kind)
+    if kind is None:
+        log.error("unknown supervisor event kind %r", ev.kind)
+        return EventFields(
+            kind=EventKind.FAULT,
+            rule=rule_name(ev.rule),
+            reason=ev.kind,
+            detail=f"{ev.reason or ''} {ev.detail}".strip(),
+        )
+    return EventFields(kind=kind, rule=rule_name(ev.rule), reason=ev.reason, detail=ev.detail)
