@@ -466,6 +466,10 @@ class MqttDaemon:
         """What the simulated device heard (``trace_commands``, ``heard``), when the driver writes it."""
         return self.state / "trace.jsonl"
 
+    def wire(self) -> list[dict[str, Any]]:
+        """The commands the simulated device heard so far, in order."""
+        return trace_commands(self.trace)
+
 
 @contextlib.asynccontextmanager
 async def mqtt_daemon(
