@@ -193,7 +193,9 @@ def test_stop_control_what_a_user_sees(ha: HomeAssistant, broker: Broker, tap: M
         assert (device["name"], device["manufacturer"], device["model"]) == (tid, "unknown", "unknown")
         assert device["sw_version"] == metadata.version("retrotread")
         assert device["configuration_url"] == d.url + "/"
-        assert f"support URL: {d.url}/static/help.html" in ha.log()
+        # The origin as Home Assistant read it (its discovery log line): "Visit support" is our help page.
+        needle = f"support URL: {d.url}/static/help.html"
+        ha.until(ha.log, lambda text: needle in text, what="the origin's support URL in Home Assistant's log")
 
         # A command the policy does not take: refused, and Home Assistant's event entity says why.
         mark = len(ha.ws.changes)
