@@ -23,6 +23,7 @@ from retrotread.drivers import (
     DeviceEvent,
     DeviceEventKind,
     Driver,
+    NotConnected,
     Speed,
     open_driver,
 )
@@ -266,3 +267,21 @@ async def test_every_capture_connects_reads_its_grid_writes_as_offered_and_decod
         data = [e for e in drv.replay.played if e.uuid and e.uuid[4:8] == "2acd"]
         assert data and drv.bad_packets == 0 and drv.bad_samples == 0
     drv.replay.check()
+
+
+async def test_name_finds_the_recorded_machine_through_bleaks_scanner(tmp_path: Path) -> None:
+    # ftms://?name=PREFIX finds a machine by its advertised name (BleakScanner); a replay of a
+    # recording does the same through the real facade, on a scanner backend that hears the capture.
+    path = tmp_path / "named.jsonl"
+    async with SimFtmsDriver(FtmsPeripheral(SimMachine(rate_hz=20.0)), record=path) as recording:
+        await next_sample(recording)
+    assert load_capture(path).advertised_name == "RetroTread SIM"
+    drv = open_driver(f"ftms+replay://{path}?name=RetroTread&timeout=5")
+    assert isinstance(drv, ReplayFtmsDriver)
+    async with drv:
+        assert drv.connected and drv.replay.connections == 1
+        await next_sample(drv)
+    drv.replay.check()
+    for url in (f"ftms+replay://{path}?name=Nope&timeout=0.2", f"ftms+replay://{E1L}?name=URevo&timeout=0.2"):
+        with pytest.raises(NotConnected, match="no FTMS device named"):
+            await open_driver(url).open()  # the E1L capture publishes no name: nothing to find by one

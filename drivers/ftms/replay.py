@@ -17,7 +17,10 @@ connection (after its ``connect`` line); one that the capture does not have fail
 connection after the client's own disconnect starts the capture over: a new session.
 
 File: ``ftms+replay:///abs/path.jsonl`` or ``ftms+replay://relative/path.jsonl``. Options: the
-driver's own ``timeout``, ``response_timeout``, ``unit`` and ``rate_hz`` (default: the capture's).
+driver's own ``timeout``, ``response_timeout``, ``unit`` and ``rate_hz`` (default: the capture's),
+and ``name=PREFIX``: find the machine by name through bleak's real ``BleakScanner`` facade, on a
+scanner backend that hears the capture's ``advertised_name`` advertising FTMS (0x1826), as
+``ftms://?name=`` does over the air.
 """
 
 from __future__ import annotations
@@ -35,17 +38,19 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient, NotifyCallback
 from bleak.backends.descriptor import BleakGATTDescriptor
 from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
 from bleak.uuids import normalize_uuid_16
 
 from retrotread.drivers.errors import ConfigError
 from retrotread.drivers.ftms.capture import Capture, CaptureEvent, load_capture, short_uuid
+from retrotread.drivers.ftms.codec import FTMS_SERVICE_UUID
 from retrotread.drivers.ftms.driver import CONNECT_TIMEOUT_S, RESPONSE_TIMEOUT_S, FtmsDriver
 from retrotread.drivers.ftms.quirks import WireUnit
 from retrotread.drivers.registry import float_option
 
-__all__ = ["Replay", "ReplayBackend", "ReplayFtmsDriver", "ReplayMismatch"]
+__all__ = ["Replay", "ReplayBackend", "ReplayFtmsDriver", "ReplayMismatch", "scanner_for"]
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +337,42 @@ def _services(capture: Capture) -> BleakGATTServiceCollection:
     return collection
 
 
+def scanner_for(capture: Capture) -> type[BaseBleakScanner]:
+    """A bleak scanner backend that hears the capture's machine advertise FTMS by its name.
+
+    A class per capture: bleak builds the backend itself, with no way to hand it the capture.
+    A capture with no ``advertised_name`` advertises nothing to look for, so ``name=`` finds nothing.
+    """
+
+    class ReplayScanner(BaseBleakScanner):
+        def __init__(
+            self,
+            detection_callback: AdvertisementDataCallback | None,
+            service_uuids: list[str] | None,
+            *_: Any,
+            **__: Any,
+        ) -> None:
+            super().__init__(detection_callback, service_uuids)
+
+        async def start(self) -> None:
+            self.seen_devices = {}
+            asyncio.get_running_loop().call_soon(self._hear)  # over the air: after start() returns
+
+        def _hear(self) -> None:
+            name = capture.advertised_name
+            if name is None or not self.is_allowed_uuid([FTMS_SERVICE_UUID]):
+                return
+            device = BLEDevice(_ADDRESS, name, None)
+            advert = AdvertisementData(name, {}, {}, [FTMS_SERVICE_UUID], None, -60, ())
+            self.seen_devices[device.address] = (device, advert)
+            self.call_detection_callbacks(device, advert)
+
+        async def stop(self) -> None:
+            """Nothing to stop: the capture advertised once."""
+
+    return ReplayScanner
+
+
 class ReplayFtmsDriver(FtmsDriver):
     """``FtmsDriver`` on a recorded conversation (``replay`` holds what was played and matched)."""
 
@@ -342,12 +383,15 @@ class ReplayFtmsDriver(FtmsDriver):
         connect_timeout: float = CONNECT_TIMEOUT_S,
         response_timeout: float = RESPONSE_TIMEOUT_S,
         rate_hz: float | None = None,
+        name_prefix: str | None = None,
         **driver_options: Any,
     ) -> None:
         self.replay = Replay(capture)
         rate = rate_hz or capture.rate_hz or 1.0
         super().__init__(
-            address=_ADDRESS,
+            address=None if name_prefix is not None else _ADDRESS,
+            name_prefix=name_prefix,
+            scanner_backend=scanner_for(capture),
             connect_timeout=connect_timeout,
             response_timeout=response_timeout,
             nominal_period_s=1.0 / rate,
@@ -362,19 +406,23 @@ class ReplayFtmsDriver(FtmsDriver):
         where = url.netloc + url.path
         if not where:
             raise ConfigError("ftms+replay:// needs a capture file: ftms+replay:///path/to/capture.jsonl")
-        known = {"timeout", "response_timeout", "unit", "rate_hz"}
+        known = {"timeout", "response_timeout", "unit", "rate_hz", "name"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"ftms+replay:// has no option {unknown[0]!r}; known: {', '.join(sorted(known))}")
         unit = options.get("unit")
         if unit is not None and unit not in ("kmh", "mph"):
             raise ConfigError(f"ftms+replay:// option unit={unit!r}: allowed kmh or mph (speeds on the wire)")
+        name = options.get("name")
+        if name is not None and not name:
+            raise ConfigError("ftms+replay:// option name= is empty: give the start of the machine's name")
         return cls(
             load_capture(Path(where)),
             connect_timeout=float_option(options, "timeout", CONNECT_TIMEOUT_S, minimum=0.1, maximum=120.0),
             response_timeout=float_option(options, "response_timeout", RESPONSE_TIMEOUT_S, minimum=0.01, maximum=30.0),
             rate_hz=float_option(options, "rate_hz", 0.0, minimum=0.1, maximum=100.0) if "rate_hz" in options else None,
             unit=WireUnit(unit) if unit is not None else None,
+            name_prefix=name,
         )
 
 
