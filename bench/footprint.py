@@ -342,7 +342,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="measurement window during the session")
     p.add_argument("--starts", type=int, default=5, help="starts timed for the ready figures (median)")
     p.add_argument("--rate-hz", type=float, default=10.0, help="the simulated belt's sample rate")
-    p.add_argument("--broker", help="mqtt:// URL of a (quiet) broker instead of a private Mosquitto")
+    p.add_argument(
+        "--broker", "--mqtt", help="mqtt:// URL of a quiet broker instead of a private Mosquitto (--mqtt: old name)"
+    )
     p.add_argument("--python", default=sys.executable, help="the venv python whose retrotread is measured")
     p.add_argument("--no-floors", action="store_true", help="skip the floors (a quick look only)")
     p.add_argument("--floor-mqtt", help=argparse.SUPPRESS)
