@@ -12,7 +12,8 @@ Prints one JSON line:
   ``top`` top-level packages by their modules' own time (importtime's figures run high: they are for
   ranking, ``run`` below is the real clock);
 - ``run``: ``runs`` real ``retrotread run --driver DRIVER --mqtt none`` processes, each from exec to
-  its first HTTP 200 on ``GET /api/v1/state`` (``ready_s``) and its peak RSS then (VmHWM);
+  its first HTTP 200 on ``GET /api/v1/state`` (``ready_s``), with its peak RSS (VmHWM) and the CPU
+  it had used by then (steadier than the wall clock on a busy machine);
 - ``floor``: the same for a one-route FastAPI app on uvicorn (the stack the daemon is built on, with
   nothing of ours), alternating with the daemon's runs so both see the same machine.
 """
@@ -32,12 +33,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine
 
 RETROTREAD = str(Path(sys.executable).with_name("retrotread"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET = {"rss_mb": 45, "ready_s": 0.8}
 
 IMPORT_RUN_PATH = """
@@ -77,6 +79,13 @@ server = uvicorn.Server(uvicorn.Config(app, ws="none", log_level="warning", acce
 asyncio.run(server.serve(sockets=[sock]))
 """
 
+
+class Sample(NamedTuple):
+    ready_s: float  # exec -> first 200
+    rss_mb: float  # VmHWM then
+    cpu_s: float  # CPU used by then
+
+
 IMPORTTIME = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
@@ -104,8 +113,14 @@ def answers(port: int) -> bool:
         conn.close()
 
 
-def start(cmd: list[str], port: int, env: dict[str, str], stderr: Any, within: float = 30.0) -> tuple[float, float]:
-    """Exec ``cmd``, poll until it answers 200 (every 2 ms), then stop it: (ready_s, peak RSS MB)."""
+def cpu_s(pid: int) -> float:
+    """utime + stime so far: the start-up's own work, which a busy machine stretches less than the wall clock."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def start(cmd: list[str], port: int, env: dict[str, str], stderr: Any, within: float = 30.0) -> Sample:
+    """Exec ``cmd``, poll until it answers 200 (every 2 ms), then stop it."""
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
@@ -116,7 +131,7 @@ def start(cmd: list[str], port: int, env: dict[str, str], stderr: Any, within: f
                 raise SystemExit(f"bench: {cmd[:4]} did not answer within {within} s")
             time.sleep(0.002)
         ready = time.monotonic() - t0
-        return ready, peak_rss_mb(proc.pid)
+        return Sample(ready, peak_rss_mb(proc.pid), cpu_s(proc.pid))
     finally:
         proc.terminate()
         proc.wait(15)
@@ -130,7 +145,7 @@ def daemon_cmd(driver: str, port: int, *python_flags: str) -> list[str]:
 def importtime_profile(driver: str, env: dict[str, str], top: int) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryFile("w+") as err:
-        _, rss = start(daemon_cmd(driver, port, "-X", "importtime"), port, env, err)
+        rss = start(daemon_cmd(driver, port, "-X", "importtime"), port, env, err).rss_mb
         err.seek(0)
         rows = [(int(m[1]), int(m[2]), m[4]) for m in map(IMPORTTIME.match, err) if m]
     packages: collections.Counter[str] = collections.Counter()
@@ -145,13 +160,14 @@ def importtime_profile(driver: str, env: dict[str, str], top: int) -> dict[str, 
     }
 
 
-def summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
-    ready = [r for r, _ in samples]
-    rss = [m for _, m in samples]
+def summary(samples: list[Sample]) -> dict[str, Any]:
+    ready = [x.ready_s for x in samples]
+    rss = [x.rss_mb for x in samples]
     return {
         "ready_s_median": round(statistics.median(ready), 3),
         "ready_s_min": round(min(ready), 3),
         "ready_s_max": round(max(ready), 3),
+        "cpu_s_to_ready_median": round(statistics.median(x.cpu_s for x in samples), 3),
         "rss_peak_mb_median": round(statistics.median(rss), 1),
         "rss_peak_mb_max": round(max(rss), 1),
     }
@@ -172,8 +188,8 @@ def main() -> None:
         )
         rss_import, import_s, modules = out.stdout.split()
         profile = importtime_profile(args.driver, env, args.top)
-        daemon: list[tuple[float, float]] = []
-        floor: list[tuple[float, float]] = []
+        daemon: list[Sample] = []
+        floor: list[Sample] = []
         for _ in range(args.runs):
             port = free_port()
             daemon.append(start(daemon_cmd(args.driver, port), port, env, subprocess.DEVNULL))
