@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import TREADMILL_DATA_TABLE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -84,29 +85,9 @@ def _ids(section: str) -> list[str]:
     return [v["hex"] for v in VECTORS[section]]
 
 
-# The Treadmill Data flag table, written out again from ftms.md (not imported from the codec, so
-# that a slip in one shows up against the other): bit -> (field, wire type, steps per unit,
-# "not available" marker).
-TABLE: dict[int, list[tuple[str, str, int, int | None]]] = {
-    0: [("speed_kmh", "u16", 100, None)],
-    1: [("average_speed_kmh", "u16", 100, None)],
-    2: [("distance_m", "u24", 1, None)],
-    3: [("incline_pct", "s16", 10, 0x7FFF), ("ramp_deg", "s16", 10, 0x7FFF)],
-    4: [("elevation_gain_up_m", "u16", 10, None), ("elevation_gain_down_m", "u16", 10, None)],
-    5: [("instantaneous_pace_raw", "pace", 1, None)],
-    6: [("average_pace_raw", "pace", 1, None)],
-    7: [
-        ("energy_total_kcal", "u16", 1, 0xFFFF),
-        ("energy_per_hour_kcal", "u16", 1, 0xFFFF),
-        ("energy_per_minute_kcal", "u8", 1, 0xFF),
-    ],
-    8: [("heart_rate_bpm", "u8", 1, None)],
-    9: [("met", "u8", 10, None)],
-    10: [("elapsed_s", "u16", 1, None)],
-    11: [("remaining_s", "u16", 1, None)],
-    12: [("force_n", "s16", 1, 0x7FFF), ("power_w", "s16", 1, 0x7FFF)],
-    13: [("steps", "u24", 1, None)],
-}
+# ftms.md's Treadmill Data flag table, written out again in helpers (not imported from the codec,
+# so that a slip in one shows up against the other).
+TABLE = TREADMILL_DATA_TABLE
 FIELD_NAMES = [name for group in TABLE.values() for name, *_ in group]
 RANGES = {"u8": (0, 0xFF), "u16": (0, 0xFFFF), "s16": (-0x8000, 0x7FFF), "u24": (0, 0xFFFFFF)}
 
