@@ -40,14 +40,15 @@ async def next_samples(driver: Driver, n: int, within: float = WITHIN) -> list[B
     return got
 
 
-async def wait_speed(driver: Driver, ok: object, within: float = WITHIN) -> BeltSample:
-    """The first sample whose speed satisfies ``ok(mph)``."""
-    assert callable(ok)
+async def wait_speed(
+    driver: Driver, ok: Callable[[float], object] = lambda _: True, within: float = WITHIN
+) -> BeltSample:
+    """The first sample whose speed satisfies ``ok(mph)`` (by default the next sample)."""
     async with asyncio.timeout(within):
         async for item in driver.samples():
             if isinstance(item, BeltSample) and ok(item.speed.mph):
                 return item
-    raise AssertionError("sample stream ended")
+    raise AssertionError("update stream ended")
 
 
 class DriverContract:

@@ -9,12 +9,14 @@ import itertools
 import json
 import os
 import re
+import select
 import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self
 from urllib.parse import SplitResult
@@ -31,7 +33,8 @@ from retrotread.daemon.snapshot import SetResult, iso
 from retrotread.drivers import open_driver
 from retrotread.drivers.base import Driver, drain
 from retrotread.drivers.types import Update
-from retrotread.safety import Mode, SafetyConfig
+from retrotread.drivers.units import Speed
+from retrotread.safety import Latch, Mode, SafetyConfig
 
 
 def fill_disk(disk: Path) -> Path:
@@ -272,6 +275,24 @@ def hold_set_incline(monkeypatch: pytest.MonkeyPatch, controller: Controller) ->
     return entered, release
 
 
+async def start_until_latched(controller: Controller, speed: Speed, within: float = 20.0) -> Latch:
+    """Wait until the controller is armed with a sample read, start the belt at ``speed`` (it must be
+    accepted), then wait until the supervisor latches a stop: that latch (the S7 unit-check tests)."""
+    sub = controller.hub.subscribe(maxsize=100_000)
+    try:
+        async with asyncio.timeout(within):
+            while not (controller.snapshot().armed and controller.samples_seen > 0):
+                await sub.next()
+            assert (await controller.start_belt(speed)).accepted
+            while not controller.snapshot().stop.latched:
+                await sub.next()
+    finally:
+        controller.hub.unsubscribe(sub)
+    latch = controller.supervisor.latch
+    assert latch is not None
+    return latch
+
+
 # --- MQTT: a separate client that watches, and a real daemon on a broker -----------------------
 
 _watchers = itertools.count(1)
@@ -410,6 +431,26 @@ async def until_controller(controller: Controller, predicate: Callable[[], Any],
 
 RETROTREAD = str(Path(sys.executable).with_name("retrotread"))
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def sim_console(link: Path) -> Iterator[subprocess.Popen[str]]:
+    """``retrotread sim-device csafe --link LINK`` as a process of its own (as a user runs it beside
+    a daemon), ready once it printed its link; stopped after."""
+    with subprocess.Popen(
+        [RETROTREAD, "sim-device", "csafe", "--link", str(link)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], 20)
+            assert ready and str(link) in proc.stdout.readline(), "sim-device did not start"
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 class LineLog:

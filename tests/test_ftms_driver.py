@@ -13,9 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from contract import WITHIN, wait_speed
 
 from retrotread.drivers import (
-    BeltSample,
     CommandRejected,
     ConfigError,
     DeviceEvent,
@@ -33,8 +33,6 @@ from retrotread.safety.envelope import Envelope, Grid
 from retrotread.sims.faults import FaultKind
 from retrotread.sims.ftms import SimFtmsDriver
 from retrotread.sims.ftms_peripheral import ControlPointWrite, FtmsPeripheral, SimMachine
-
-WITHIN = 10.0
 
 
 def sim(**machine: Any) -> SimFtmsDriver:
@@ -58,14 +56,6 @@ async def next_event(driver: Driver, *kinds: DeviceEventKind, within: float = WI
     async with asyncio.timeout(within):
         async for item in driver.samples():
             if isinstance(item, DeviceEvent) and item.kind in kinds:
-                return item
-    raise AssertionError("update stream ended")
-
-
-async def next_sample(driver: Driver, ok: Any = lambda mph: True, within: float = WITHIN) -> BeltSample:
-    async with asyncio.timeout(within):
-        async for item in driver.samples():
-            if isinstance(item, BeltSample) and ok(item.speed.mph):
                 return item
     raise AssertionError("update stream ended")
 
@@ -126,7 +116,7 @@ async def test_request_control_first_then_start_then_set_target_speed() -> None:
         assert driver.capabilities.can_drive
         await driver.start(Speed.from_mph(1.0))
         assert writes(driver) == ["00", "07", "02a100"]  # 1.0 mph = 1.609 km/h: 161
-        await next_sample(driver, lambda mph: mph > 0.9)
+        await wait_speed(driver, lambda mph: mph > 0.9)
         await driver.stop()
         assert writes(driver)[-1] == "0801"
 
@@ -261,7 +251,7 @@ async def test_a_stop_does_not_wait_for_a_procedure_that_gets_no_answer() -> Non
             await speed_change
         assert writes(driver)[-2:] == ["02b100", "0801"]
         assert driver.peripheral.writes[-1].result is not None
-        await next_sample(driver, lambda mph: mph < 0.05)
+        await wait_speed(driver, lambda mph: mph < 0.05)
 
 
 async def test_a_stop_overtakes_queued_motion_commands() -> None:
@@ -352,7 +342,7 @@ async def test_our_own_start_and_stop_are_not_reported_as_the_users() -> None:
 async def test_s9_disconnect_then_connected_and_the_first_write_after_is_a_stop() -> None:
     async with opened(sim(unplug_s=0.2, reconnect_first_s=0.05)) as driver:
         await driver.start(Speed.from_mph(1.0))
-        await next_sample(driver, lambda mph: mph > 0.9)
+        await wait_speed(driver, lambda mph: mph > 0.9)
         driver.peripheral.strike(FaultKind.UNPLUG)
         await next_event(driver, DeviceEventKind.DISCONNECTED)
         assert not driver.connected
@@ -366,7 +356,7 @@ async def test_s9_disconnect_then_connected_and_the_first_write_after_is_a_stop(
         assert after[0].hex == "0801"  # before Request Control, whatever the machine answers
         assert [w.hex for w in after] == ["0801", "00", "0801"]
         assert not driver.peripheral.running
-        await next_sample(driver, lambda mph: mph < 0.05)
+        await wait_speed(driver, lambda mph: mph < 0.05)
         await driver.start(Speed.from_mph(0.9))  # and it can be driven again
 
 
@@ -374,12 +364,12 @@ async def test_reboot_reconnects_and_the_belt_resumes_on_its_own() -> None:
     """The machine restarts and resumes the belt by itself (S11 is the supervisor's to catch)."""
     async with opened(sim(reboot_offline_s=0.1, reboot_resume_s=0.3, reconnect_first_s=0.05)) as driver:
         await driver.start(Speed.from_mph(1.0))
-        await next_sample(driver, lambda mph: mph > 0.9)
+        await wait_speed(driver, lambda mph: mph > 0.9)
         driver.peripheral.strike(FaultKind.REBOOT)
         await next_event(driver, DeviceEventKind.DISCONNECTED)
         await next_event(driver, DeviceEventKind.CONNECTED)
         assert next(w.hex for w in driver.peripheral.writes if w.conn == 2) == "0801"
-        await next_sample(driver, lambda mph: mph > 0.3)  # nobody asked it to
+        await wait_speed(driver, lambda mph: mph > 0.3)  # nobody asked it to
 
 
 async def test_a_machine_that_is_gone_fails_open_with_a_clear_error() -> None:
@@ -409,9 +399,9 @@ async def test_samples_carry_incline_and_distance_from_split_records() -> None:
     async with opened(sim(split=True)) as driver:
         await driver.set_incline(1.0)
         await driver.start(Speed.from_mph(1.2))
-        sample = await next_sample(driver, lambda mph: mph > 1.1)
+        sample = await wait_speed(driver, lambda mph: mph > 1.1)
         assert sample.incline_pct == 1.0
-        sample = await next_sample(driver, lambda mph: True)
+        sample = await wait_speed(driver)
         assert sample.distance_m is not None
         await driver.stop()
     assert writes(driver)[1] == "030a00"  # 1.0 %: a whole step of the 0.5 % machine

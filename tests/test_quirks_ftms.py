@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
 
 import pytest
+from contract import wait_speed
+from helpers import start_until_latched
 
-from retrotread.drivers import BeltSample, CommandRejected, ConfigError, Driver, Speed, open_driver
+from retrotread.drivers import CommandRejected, ConfigError, Speed, open_driver
 from retrotread.drivers.ftms.codec import (
     ControlOpcode,
     SetTargetSpeed,
@@ -25,21 +26,11 @@ from retrotread.drivers.ftms.quirks import WireUnit, quirks_for
 from retrotread.drivers.units import SpeedUnit
 from retrotread.sims.ftms import SimFtmsDriver
 
-WITHIN = 10.0
-
 
 def sim(query: str) -> SimFtmsDriver:
     drv = open_driver(f"ftms+sim://?rate_hz=20&{query}")
     assert isinstance(drv, SimFtmsDriver)
     return drv
-
-
-async def sample(driver: Driver, ok: Any = lambda mph: True, within: float = WITHIN) -> BeltSample:
-    async with asyncio.timeout(within):
-        async for item in driver.samples():
-            if isinstance(item, BeltSample) and ok(item.speed.mph):
-                return item
-    raise AssertionError("sample stream ended")
 
 
 def speeds_written(drv: SimFtmsDriver) -> list[int]:
@@ -64,7 +55,7 @@ async def test_horizon_7_0at_takes_set_target_speed_in_mph() -> None:
         assert drv.quirks.takes is WireUnit.MPH and "horizontreadmill.cpp" in drv.quirks.sources[0]
         assert drv.capabilities.speed_grid.unit is SpeedUnit.MPH_HUNDREDTHS
         await drv.start(Speed.from_mph(1.0))
-        seen = await sample(drv, lambda mph: mph > 0.995)
+        seen = await wait_speed(drv, lambda mph: mph > 0.995)
         assert speeds_written(drv) == [100]  # 1.00 mph in hundredths
         assert seen.speed.mph == pytest.approx(1.0, abs=0.02) and true_mph(drv) == pytest.approx(1.0, abs=0.02)
         await drv.emergency_stop()
@@ -74,7 +65,7 @@ async def test_bowflex_t9_reports_mph_in_the_kmh_field() -> None:
     # qdomyos-zwift PR #4364: Bowflex T9 reports mph. Without the quirk it reads 0.62 x the belt.
     async with sim("name=Bowflex T9&lie=mph-out") as drv:
         await drv.start(Speed.from_mph(1.0))
-        seen = await sample(drv, lambda mph: mph > 0.995)
+        seen = await wait_speed(drv, lambda mph: mph > 0.995)
         assert speeds_written(drv) == [161]  # it takes km/h as the spec says: 1.61 km/h
         assert seen.speed.mph == pytest.approx(true_mph(drv), abs=0.05)
         await drv.emergency_stop()
@@ -88,7 +79,7 @@ async def test_fitshow_walking_pad_found_by_its_device_information_model_number(
         assert grid.unit is SpeedUnit.MPH_HUNDREDTHS
         assert grid.minimum.mph == pytest.approx(0.6) and grid.maximum.mph == pytest.approx(3.8)
         await drv.start(Speed.from_mph(1.0))
-        await sample(drv, lambda mph: mph > 0.995)
+        await wait_speed(drv, lambda mph: mph > 0.995)
         assert speeds_written(drv) == [100] and true_mph(drv) == pytest.approx(1.0, abs=0.02)
         await drv.emergency_stop()
 
@@ -98,7 +89,7 @@ async def test_the_url_unit_drives_a_machine_that_takes_and_reports_mph_unlisted
     # unit-mismatch message tells a user to set, makes the belt run at what was asked.
     async with sim("lie=mph&unit=mph") as drv:
         await drv.start(Speed.from_mph(1.0))
-        seen = await sample(drv, lambda mph: mph > 0.995)
+        seen = await wait_speed(drv, lambda mph: mph > 0.995)
         assert true_mph(drv) == pytest.approx(1.0, abs=0.02) and seen.speed.mph == pytest.approx(1.0, abs=0.02)
         await drv.emergency_stop()
     with pytest.raises(ConfigError, match="unit='furlongs'"):
@@ -118,7 +109,7 @@ async def test_kingsmith_the_first_speed_waits_for_the_motor_after_start() -> No
         started = [t for t, what, _ in log if what == "write" and _.startswith("07")]
         speed = [w.t for w in drv.peripheral.writes if isinstance(w.request, SetTargetSpeed)]
         assert started and speed and speed[0] - started[0] >= 1.0  # written once the countdown ended
-        await sample(drv, lambda mph: mph > 0.995)
+        await wait_speed(drv, lambda mph: mph > 0.995)
         await drv.emergency_stop()
 
 
@@ -126,7 +117,7 @@ async def test_s5_a_stop_while_the_start_waits_for_the_motor_goes_out_at_once_an
     async with sim("countdown=5") as drv:
         start = asyncio.create_task(drv.start(Speed.from_mph(1.0)))
         # Sample by sample (20 Hz) until Start went out and the driver waits for the motor.
-        await sample(drv, lambda _: ControlOpcode.START_OR_RESUME in ops(drv))
+        await wait_speed(drv, lambda _: ControlOpcode.START_OR_RESUME in ops(drv))
         await drv.emergency_stop()  # the procedure slot is free while the start waits
         with pytest.raises(CommandRejected, match="a stop was asked for meanwhile"):
             await start
@@ -139,7 +130,7 @@ async def test_tm11gy_never_gets_start_while_its_belt_runs() -> None:
     async with sim("name=TM11GY&lie=mph-in") as drv:
         assert drv.quirks.never_resend_start
         await drv.start(Speed.from_mph(1.0))
-        await sample(drv, lambda mph: mph > 0.5)
+        await wait_speed(drv, lambda mph: mph > 0.5)
         await drv.start(Speed.from_mph(1.1))
         assert ops(drv).count(ControlOpcode.START_OR_RESUME) == 1
         assert speeds_written(drv)[-1] == 110
@@ -152,9 +143,9 @@ async def test_technogym_myrun_gets_control_and_start_before_every_speed() -> No
     async with sim("name=MyRun 1234&needs_start=1") as drv:
         assert drv.quirks.start_before_speed and "forceSpeed" in drv.quirks.sources[0]
         await drv.start(Speed.from_mph(0.8))
-        await sample(drv, lambda mph: mph > 0.795)
+        await wait_speed(drv, lambda mph: mph > 0.795)
         await drv.set_speed(Speed.from_mph(1.0))
-        await sample(drv, lambda mph: mph > 0.995)
+        await wait_speed(drv, lambda mph: mph > 0.995)
         tail = ops(drv)[-3:]
         assert tail == [ControlOpcode.REQUEST_CONTROL, ControlOpcode.START_OR_RESUME, ControlOpcode.SET_TARGET_SPEED]
         await drv.emergency_stop()
@@ -170,7 +161,7 @@ async def test_urevo_e1l_control_point_takes_write_without_response() -> None:
     async with sim("without_response=1") as drv:
         assert drv.capabilities.can_drive, drv.drive_refusal
         await drv.start(Speed.from_mph(1.0))
-        await sample(drv, lambda mph: mph > 0.995)
+        await wait_speed(drv, lambda mph: mph > 0.995)
         await drv.emergency_stop()
 
 
@@ -187,7 +178,7 @@ async def test_matrix_touchxl_records_cut_at_20_bytes_keep_their_speed() -> None
     # TrackMyIndoorWorkout test/matrix_treadmill_test.dart: flags promise 30-32 bytes, 20 arrive.
     async with sim("truncate=20") as drv:
         await drv.start(Speed.from_mph(1.0))
-        seen = await sample(drv, lambda mph: mph > 0.995)
+        seen = await wait_speed(drv, lambda mph: mph > 0.995)
         assert seen.speed.mph == pytest.approx(1.0, abs=0.02)
         assert drv.truncated_packets > 0 and drv.bad_packets == 0
         await drv.emergency_stop()
@@ -235,13 +226,6 @@ async def test_s7_an_unlisted_ftms_machine_taking_mph_latches_unit_mismatch_in_t
 
     drv = sim("lie=mph-in")
     async with Controller(drv, treadmill_id="t", safety=SafetyConfig(mode=Mode.REVERSE)) as c:
-        sub = c.hub.subscribe(maxsize=100_000)
-        async with asyncio.timeout(20):
-            while not (c.snapshot().armed and c._sample is not None):
-                await sub.next()
-            assert (await c.start_belt(Speed.from_mph(0.8))).accepted
-            while not c.snapshot().stop.latched:
-                await sub.next()
-        latch = c.supervisor.latch
-        assert latch is not None and (latch.reason, latch.rule) == ("unit-mismatch", Rule.S7)
+        latch = await start_until_latched(c, Speed.from_mph(0.8))
+        assert (latch.reason, latch.rule) == ("unit-mismatch", Rule.S7)
         assert speeds_written(drv)[0] == 129  # what the daemon believes is 0.8 mph: 1.29 km/h

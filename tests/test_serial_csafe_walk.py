@@ -10,14 +10,15 @@ a time except the stop (S5).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from contract import DriverContract, wait_speed
+from contract import DriverContract, until, wait_speed
+from helpers import start_until_latched
 
 from retrotread.daemon.controller import Controller
-from retrotread.drivers import BeltSample, Driver, Speed, Update, open_driver
+from retrotread.drivers import BeltSample, Speed, open_driver
 from retrotread.drivers.csafe import codec
 from retrotread.drivers.csafe.codec import MachineState
 from retrotread.drivers.csafe.driver import CsafeDriver
@@ -25,18 +26,6 @@ from retrotread.safety import Mode, Rule, SafetyConfig
 from retrotread.sims.belt import Lie
 from retrotread.sims.csafe_device import CsafeDevice, ReceivedFrame
 from retrotread.sims.serial_serve import serve_csafe
-
-WITHIN = 10.0
-
-
-async def until(driver: Driver, ok: Callable[[Update], bool], within: float = WITHIN) -> list[Update]:
-    seen: list[Update] = []
-    async with asyncio.timeout(within):
-        async for update in driver.samples():
-            seen.append(update)
-            if ok(update):
-                return seen
-    raise AssertionError(f"sample stream ended; saw {seen[-5:]}")
 
 
 def moves(frame: ReceivedFrame) -> bool:
@@ -160,13 +149,6 @@ async def test_s7_a_csafe_console_reporting_kmh_as_mph_latches_unit_mismatch(tmp
     async with serve_csafe(tmp_path / "ttyTREAD", strict=True, lie=Lie.KMH_OUT) as console:
         drv = open_driver(f"csafe://{console.link}?poll_hz=20")
         async with Controller(drv, treadmill_id="t", safety=SafetyConfig(mode=Mode.REVERSE)) as c:
-            sub = c.hub.subscribe(maxsize=100_000)
-            async with asyncio.timeout(15):
-                while not (c.snapshot().armed and c._sample is not None):
-                    await sub.next()
-                assert (await c.start_belt(Speed.from_mph(0.8))).accepted
-                while not c.snapshot().stop.latched:
-                    await sub.next()
-            latch = c.supervisor.latch
-            assert latch is not None and (latch.reason, latch.rule) == ("unit-mismatch", Rule.S7)
+            latch = await start_until_latched(c, Speed.from_mph(0.8))
+            assert (latch.reason, latch.rule) == ("unit-mismatch", Rule.S7)
             assert console.refused_walk == []

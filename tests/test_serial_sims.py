@@ -105,12 +105,6 @@ class Host:
 
 
 @pytest.fixture
-async def console(tmp_path: Path) -> AsyncIterator[CsafeDevice]:
-    async with serve_csafe(tmp_path / "ttyTREAD") as device:
-        yield device
-
-
-@pytest.fixture
 async def host(console: CsafeDevice) -> AsyncIterator[Host]:
     h = Host(console.link)
     yield h
