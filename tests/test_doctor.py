@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import select
 import socket
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from daemon_proc import RETROTREAD, daemon
-from helpers import free_port
+from daemon_proc import daemon
+from helpers import free_port, sim_console
 
 from retrotread.api.doctor import describe_machine, run_checks
 
@@ -90,25 +86,6 @@ def test_listening_beyond_loopback_is_a_warning(monkeypatch: pytest.MonkeyPatch)
     assert not [f for f in fails() if f.startswith("http")]  # a warning, not a failure
     monkeypatch.setenv("RETROTREAD_HTTP__LISTEN", f"127.0.0.1:{free_port()}")
     assert not [f for f in run_checks(None) if "beyond loopback" in f.what]
-
-
-@contextmanager
-def sim_console(link: Path) -> Iterator[subprocess.Popen[str]]:
-    """``retrotread sim-device csafe --link LINK``, ready once it printed its link; stopped after."""
-    with subprocess.Popen(
-        [RETROTREAD, "sim-device", "csafe", "--link", str(link)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            ready, _, _ = select.select([proc.stdout], [], [], 20)
-            assert ready and str(link) in proc.stdout.readline(), "sim-device did not start"
-            yield proc
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 @pytest.mark.slow

@@ -8,37 +8,15 @@ and a driver whose machine says nothing exports no device metrics at all (nothin
 
 from __future__ import annotations
 
-import select
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from daemon_proc import RETROTREAD, daemon
+from daemon_proc import daemon
+from helpers import sim_console
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 pytestmark = pytest.mark.slow
-
-
-@contextmanager
-def sim_console(link: Path) -> Iterator[subprocess.Popen[str]]:
-    """``retrotread sim-device csafe --link LINK``, ready once it printed its link; stopped after."""
-    with subprocess.Popen(
-        [RETROTREAD, "sim-device", "csafe", "--link", str(link)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            ready, _, _ = select.select([proc.stdout], [], [], 20)
-            assert ready and str(link) in proc.stdout.readline(), "sim-device did not start"
-            yield proc
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def device_samples(text: str) -> dict[str, Sample]:
