@@ -12,8 +12,9 @@ installed for ``--python``, through a one-line shim: see ``SHIM``) runs under
 counters (start-up: exec → ready), starts a session over HTTP, opens one SSE client, waits for
 the belt to move, zeroes the counters, lets ``--seconds`` of wall time pass and dumps again (the
 window). Under callgrind the daemon runs 50-100 times slower, so the simulated seconds of the
-window are counted from what it did, not from the clock: the telemetry samples it sent (heard on
-the broker with MQTT, on the SSE stream without) divided by the rate. Printed per run: Ir to
+window are counted from what it did, not from the clock: the samples it took (its own
+``retrotread_samples_total`` on ``/metrics``, read just before the zero and just after the dump)
+divided by the rate; what the SSE client and the broker heard is printed beside it. Printed per run: Ir to
 ready, Ir in the window, the simulated seconds, **Ir per simulated second**, ``kept_up`` (samples
 over rate × wall seconds: below about 0.95 the daemon fell behind under valgrind, its 20 Hz tick
 skipped beats, and the per-second figure undercounts; run it on a quieter machine or lower
@@ -111,20 +112,25 @@ def run_once(args: argparse.Namespace, mqtt: str, tmp: Path) -> dict[str, Any]:
                 sse = SseReader(base)
                 wait_moving(sse, within=300)
                 time.sleep(2.0)  # the belt at speed, the SSE client fed: steady state
+                seen0 = samples_seen(http)
                 control(proc.pid, "--zero")
                 t0 = now()
                 time.sleep(args.seconds)
                 control(proc.pid, "--dump=window")
                 t1 = now()
+                seen1 = samples_seen(http)
                 running = http.get("/api/v1/state").json().get("session") or {}
-            # Samples the daemon sent in the window: heard on the broker with MQTT, else on the SSE stream.
-            samples = sum(1 for _t, kind, _d in sse.between(t0, t1) if kind == "telemetry")
+            # The samples the daemon took in the window, by its own counter (read just outside it: a
+            # sample or two of slack in 300); what the SSE client and the broker got, as a check.
+            samples = seen1 - seen0
+            sse_telemetry = sum(1 for _t, kind, _d in sse.between(t0, t1) if kind == "telemetry")
+            mqtt_telemetry = None
             online = None
             if tap is not None:
                 status = tap.last("status", before=t1)
                 online = status is not None and status.payload.strip() == b"online"
                 telemetry = [h for h in tap.between(t0, t1) if h.topic.endswith("/telemetry")]
-                samples = len(telemetry)
+                mqtt_telemetry = len(telemetry)
                 if not online or not telemetry:
                     raise SystemExit(
                         f"bench: the MQTT bridge did not connect to {url}: status "
@@ -150,6 +156,7 @@ def run_once(args: argparse.Namespace, mqtt: str, tmp: Path) -> dict[str, Any]:
         "ir_to_ready": startup["total"],
         "window_wall_s": round(wall, 1),
         "samples": samples,
+        "telemetry_heard": {"sse": sse_telemetry, "mqtt": mqtt_telemetry},
         "simulated_s": round(simulated, 1),
         "kept_up": round(samples / (args.rate_hz * wall), 3) if wall else None,
         "session_phase_at_end": running.get("phase"),
@@ -168,6 +175,14 @@ def control(pid: int, what: str) -> None:
     )
     if done.returncode != 0:
         raise SystemExit(f"bench: callgrind_control {what} failed: {done.stdout} {done.stderr}")
+
+
+def samples_seen(http: Any) -> int:
+    """The daemon's own count of belt samples taken (``retrotread_samples_total`` on /metrics)."""
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("retrotread_samples_total"):
+            return int(float(line.rsplit(" ", 1)[1]))
+    raise SystemExit("bench: /metrics has no retrotread_samples_total")
 
 
 def wait_moving(sse: SseReader, within: float) -> None:
