@@ -32,6 +32,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from retrotread.api.mqtt import MAX_COMMAND_BYTES, NO_DELAY, LinkState, MqttBridge, forget
 from retrotread.daemon.controller import Controller
 from retrotread.drivers import open_driver
+from retrotread.drivers.errors import ConfigError
+from retrotread.drivers.units import KMH_PER_MPH
 from retrotread.safety import Mode, SafetyConfig
 
 STATE_KEYS = {"id", "mode", "driver", "connected", "belt", "target_mph", "envelope_mph", "stop", "session", "ts", "seq"}
@@ -78,7 +80,7 @@ class Watcher:
                         data = _decode(m.payload)
                         if predicate(data):
                             return i, m, data
-                seen = len(self.messages)
+                seen = max(seen, len(self.messages))  # never back before ``since``
                 self._new.clear()
                 await self._new.wait()
 
@@ -257,8 +259,12 @@ async def test_s16_the_daemons_mqtt_control_setting_is_the_bridges_policy(broker
     tid = f"pol-{control}"
     base = f"retrotread/{tid}"
     extra = {"RETROTREAD_MQTT__CONTROL": control} if control == "full" else {}
-    async with daemon(broker, tid, extra), watching(broker, f"{base}/status", f"{base}/cmd/result") as w:
+    topics = (f"{base}/status", f"{base}/cmd/result", f"{base}/telemetry")
+    async with daemon(broker, tid, extra), watching(broker, *topics) as w:
         await w.wait(f"{base}/status", lambda s: s == "online", within=20)
+        # S4: a start needs the belt read still for 1 s; "online" can come before the first reading.
+        _, _, first = await w.wait(f"{base}/telemetry", within=20)
+        await w.wait(f"{base}/telemetry", lambda t: t["seq"] >= first["seq"] + 40, within=20)
         await w.publish(f"{base}/cmd/start", json.dumps({"speed_mph": 1.0, "id": "go"}))
         answer = await w.result("go", base, within=15)
         if control == "full":
@@ -592,7 +598,10 @@ async def test_discovery_config_and_forget(broker: Mosquitto) -> None:
             assert all("p" in c and "unique_id" in c for c in cmps.values())
             assert len({c["unique_id"] for c in cmps.values()}) == len(cmps)
             number = cmps["target_speed"]
-            assert (number["p"], number["min"], number["max"]) == ("number", envelope[0], envelope[1])
+            # Home Assistant's MQTT number converts no unit: the envelope in km/h, rounded inwards.
+            lo, hi = (e * KMH_PER_MPH for e in envelope)
+            assert (number["p"], number["unit_of_measurement"]) == ("number", "km/h")
+            assert lo <= number["min"] < lo + 0.01 and hi - 0.01 < number["max"] <= hi, number
             assert number["command_topic"] == f"retrotread/{tid}/cmd/speed"
             assert cmps["emergency_stop"]["command_topic"] == f"retrotread/{tid}/cmd/estop"
             assert cmps["belt_speed"]["state_topic"] == f"retrotread/{tid}/state"
@@ -731,7 +740,7 @@ async def test_telemetry_is_written_in_the_samples_iteration_without_a_cross_thr
         client = mqtt._client
         assert client is not None and client.direct
         fd = client._client.socket().fileno()
-        async with watching(broker, f"{base}/telemetry") as w:
+        async with watching(broker, f"{base}/telemetry", f"{base}/state") as w:
             await w.wait(f"{base}/telemetry")
             monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
             first = len(w.messages)
@@ -740,10 +749,33 @@ async def test_telemetry_is_written_in_the_samples_iteration_without_a_cross_thr
             ours = [args for callback, args in hops if args and args[0] == fd]
             assert ours == [], f"{len(ours)} cross-thread writer registrations for the bridge's socket"
             seqs = [t["seq"] for t in w.on(f"{base}/telemetry")]
-            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+            # Telemetry and state share one sequence: every number between two readings is a state.
+            states = {s["seq"] for s in w.on(f"{base}/state")}
+            missing = set(range(seqs[0], seqs[-1])) - set(seqs) - states
+            assert seqs == sorted(seqs) and not missing, f"readings lost: {sorted(missing)}"
             if not client._client.want_write():
                 assert not loop.remove_writer(fd), "a writer stayed registered with nothing to write"
         assert mqtt.telemetry_dropped == 0
+
+
+async def test_telemetry_hz_thins_the_readings_sent(broker: Mosquitto) -> None:
+    """``telemetry_hz``: at most that many telemetry messages a second, each a real reading
+    (its own seq), the rest skipped and counted; state and timer are not thinned."""
+    base = "retrotread/thin"
+    async with running(broker, "thin", "sim://motorized?rate_hz=50", telemetry_hz=5) as (_, mqtt):
+        async with watching(broker, f"{base}/telemetry") as w:
+            await w.wait(f"{base}/telemetry", since=5, within=20)
+        seqs = [t["seq"] for t in w.on(f"{base}/telemetry")]
+        # 50 readings a second thinned to 5: about ten readings per message (1 without it).
+        assert (seqs[-1] - seqs[0]) / (len(seqs) - 1) >= 5, seqs
+        assert mqtt.telemetry_skipped >= len(seqs)
+
+
+@pytest.mark.parametrize("hz", [0, -1, float("nan"), float("inf")])
+async def test_a_bad_telemetry_hz_is_a_config_error(hz: float) -> None:
+    async with Controller(open_driver("sim://motorized"), treadmill_id="bad-hz") as controller:
+        with pytest.raises(ConfigError, match="telemetry_hz"):
+            MqttBridge(controller, "mqtt://127.0.0.1:1", telemetry_hz=hz)
 
 
 async def test_telemetry_to_a_stalled_broker_is_dropped_not_queued(broker: Mosquitto) -> None:

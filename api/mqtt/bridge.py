@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Coroutine
@@ -173,11 +174,15 @@ class MqttBridge:
         support_url: str | None = None,
         control: Control | str = "stop",
         dashboard_url: str | None = None,
+        telemetry_hz: float | None = None,
     ) -> None:
         """``control``: ``"stop"`` (only ``stop`` and ``estop`` are taken) or ``"full"`` (every
         command; the broker's ACL is then the guard, S16). ``token`` is accepted for the callers
         that still pass it and is not used: MQTT control is the ``control`` policy now, not the
-        HTTP token (a token in a retained discovery message would be every client's)."""
+        HTTP token (a token in a retained discovery message would be every client's).
+        ``telemetry_hz``: at most this many ``BASE/telemetry`` messages a second (a fleet on one
+        broker, a metered link); None, the default, sends every reading (interfaces.md). Samples
+        in between are skipped, not averaged: each message is a real reading."""
         if control not in CONTROLS:
             raise ConfigError(f"mqtt.control = {control!r}: allowed are {' or '.join(map(repr, CONTROLS))}")
         self.controller = controller
@@ -187,6 +192,12 @@ class MqttBridge:
         del token
         self.control: Control = "full" if control == "full" else "stop"
         self._dashboard_url = dashboard_url
+        if telemetry_hz is not None and not (isinstance(telemetry_hz, int | float) and 0 < telemetry_hz < math.inf):
+            raise ConfigError(f"mqtt.telemetry_hz = {telemetry_hz!r}: allowed is a number of messages a second above 0")
+        # A reading is sent once this long after the last one sent; 10 % slack so a 10 Hz belt
+        # thinned to 5 Hz sends every other reading despite jitter, not every third.
+        self._telemetry_gap = 0.9 / telemetry_hz if telemetry_hz is not None else 0.0
+        self._telemetry_sent = -math.inf
         self._known: dict[str, str] = {}  # discovery components published (key → platform)
         self._plan: str | None = None  # the plan chosen on BASE/plan (full control)
         self._names: tuple[str | None, str | None] = (None, None)  # maker and model in the discovery sent
@@ -233,6 +244,8 @@ class MqttBridge:
         self.telemetry_dropped = 0
         """Telemetry samples not sent because the socket had not taken the ones before (a stalled
         broker or link); the next sample is newer anyway."""
+        self.telemetry_skipped = 0
+        """Telemetry samples left out to keep to ``telemetry_hz``."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -509,7 +522,12 @@ class MqttBridge:
             # A failed publish means the link is going down; the link task reconnects and resyncs.
             with contextlib.suppress(aiomqtt.MqttError):
                 if qos == 0 and not retain:  # telemetry
-                    if not client.send_now(self.topics.leaf(leaf), _wire(update)):
+                    now = time.monotonic()
+                    if now - self._telemetry_sent < self._telemetry_gap:
+                        self.telemetry_skipped += 1
+                    elif client.send_now(self.topics.leaf(leaf), _wire(update)):
+                        self._telemetry_sent = now
+                    else:
                         self.telemetry_dropped += 1
                     continue
                 await client.publish(self.topics.leaf(leaf), _wire(update), qos, retain)
