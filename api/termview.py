@@ -20,7 +20,6 @@ import sys
 import termios
 import tty
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -29,7 +28,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from retrotread.api.keys import KEYMAP, Binding, key_action, key_hint
 from retrotread.daemon.events import CueKind, Phase
+
+__all__ = ["KEYMAP", "Binding", "key_action", "key_hint"]
 
 PHASE_STYLE: dict[str, str] = {
     Phase.COUNTDOWN: "yellow",
@@ -38,34 +40,6 @@ PHASE_STYLE: dict[str, str] = {
     Phase.DONE: "bold",
     Phase.ABORTED: "red",
 }
-
-
-@dataclass(frozen=True)
-class Binding:
-    keys: str  # each character is a key; letters match either case
-    action: str
-    label: str
-
-
-KEYMAP: dict[str, tuple[Binding, ...]] = {
-    # A daemon with a motor: space, the biggest key, is the stop (S5).
-    "watch": (Binding(" s", "estop", "space/s EMERGENCY STOP"), Binding("q", "quit", "q quit view")),
-    # No motor (S13): nothing to stop, and space is left unbound so it is never "just pause" here.
-    "deadmill": (Binding("p", "pause", "p pause/resume"), Binding("q", "end", "q end session")),
-}
-
-
-def key_action(view: str, ch: str) -> str | None:
-    """The action ``ch`` means in ``view`` (``KEYMAP``), or None."""
-    for b in KEYMAP[view]:
-        if ch in b.keys or ch.lower() in b.keys:
-            return b.action
-    return None
-
-
-def key_hint(view: str) -> str:
-    """The keys of ``view`` as the screen shows them."""
-    return " · ".join(b.label for b in KEYMAP[view])
 
 
 BELL_CUES = frozenset(

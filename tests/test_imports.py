@@ -29,6 +29,7 @@ NOT_IN_RUN = (
     "pydantic_settings",
     "garmin_fit_sdk",
     "hypothesis",
+    "rich",  # the terminal views only; the parser takes its key map from api/keys.py
     "pydantic.v1",  # FastAPI imports it to refuse v1 models; api/compose.py makes it unimportable
 )
 

@@ -21,7 +21,7 @@ from retrotread.api.cli.deadmill import cmd_deadmill
 from retrotread.api.cli.local import cmd_doctor, cmd_history, cmd_history_export, cmd_history_progress, cmd_token
 from retrotread.api.cli.serve import cmd_demo, cmd_mqtt, cmd_run
 from retrotread.api.cli.tools import cmd_decode, cmd_scan, cmd_sim_device
-from retrotread.api.termview import key_hint
+from retrotread.api.keys import key_hint
 from retrotread.daemon.commands import SESSION_ACTIONS
 from retrotread.daemon.export import FORMATS
 from retrotread.drivers.errors import TreadError
