@@ -112,7 +112,10 @@ async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str 
 
     signals = fatal_signals()
     for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (RuntimeError, ValueError, OSError) as exc:  # kept by the host (valgrind keeps SIGRTMAX)
+            log.warning("%s cannot be caught here (%s); not watched", _signal_name(sig), exc)
     try:
         async with build_controller(settings, watchdog=notifier.watchdog) as controller:
             # The driver is open and its stop is on the wire (S15). From here on, anything may fail.
