@@ -377,7 +377,12 @@ class Supervisor:
             return Decision(refusal=refusal)
         if self.commanded_to_move:
             return self._set_speed(speed, now)  # idempotent: a running belt just takes the speed
-        fresh = self._last_valid_t is not None and now - self._last_valid_t <= self.stale_after_s
+        if self._last_valid_t is None:
+            # S4: no reading at all yet (a start in the first instant after connecting): held like a
+            # standstill window not yet complete, so it goes out once the belt has read 0 for the
+            # window, and is refused (hold-expired) if no reading comes within START_HOLD_S.
+            return self._hold(speed, now, "no speed reading yet; starting once the belt has read 0 for 1 s")
+        fresh = now - self._last_valid_t <= self.stale_after_s
         if not fresh or self._still_since is None:
             what = "the belt is moving" if fresh else "no recent speed reading"
             return Decision(
@@ -388,12 +393,10 @@ class Supervisor:
             )
         if not self._standstill_confirmed():
             # S4: the belt reads 0 but the window is not complete: hold the start until it is.
-            # A second start while one is held takes its speed and keeps the first one's clock.
-            since = self.held_start.since if self.held_start is not None else now
-            self.held_start = HeldStart(speed, since)
             wait = max(0.0, STANDSTILL_S - (now - self._still_since))
-            detail = f"the belt has read 0 for {now - self._still_since:.1f} s; starting in {wait:.1f} s"
-            return Decision(events=(SafetyEvent("start-held", now, Rule.S4, "standstill", detail),), held=True)
+            return self._hold(
+                speed, now, f"the belt has read 0 for {now - self._still_since:.1f} s; starting in {wait:.1f} s"
+            )
         self.held_start = None
         assert self.grid is not None
         self.target = self.grid.snap(speed)
@@ -408,6 +411,13 @@ class Supervisor:
             (DriveCommand(CommandKind.START, first),),
             (SafetyEvent("start", now, Rule.S4, "start", f"from {first} ramping to {self.target}"),),
         )
+
+    def _hold(self, speed: Speed, now: float, detail: str) -> Decision:
+        """Hold a start until standstill is confirmed (S4), bounded by START_HOLD_S in ``_tick_held``.
+        A second start while one is held takes its speed and keeps the first one's clock."""
+        since = self.held_start.since if self.held_start is not None else now
+        self.held_start = HeldStart(speed, since)
+        return Decision(events=(SafetyEvent("start-held", now, Rule.S4, "standstill", detail),), held=True)
 
     def _standstill_confirmed(self) -> bool:
         """The belt was measured at 0 for STANDSTILL_S: by samples, not by the clock alone (S4)."""

@@ -172,6 +172,30 @@ def test_s4_a_start_inside_the_standstill_window_is_held_then_carried_out() -> N
     assert starts and starts[0].t - 100.1 >= 1.0 - 1e-9  # not before the belt read 0 for a second
 
 
+def test_s4_a_start_before_the_first_reading_is_held_not_refused() -> None:
+    # A start in the instant after connecting (a press as the daemon comes up): no reading yet, so
+    # standstill is unknown. It waits for the window like any held start, and never goes out early.
+    b = Belt()
+    d = b.ask(Start(Speed.from_mph(1.0)))
+    assert d.accepted and d.held and d.refusal is None and kinds(d) == []
+    assert [e.kind for e in d.events] == ["start-held"] and d.events[0].rule is Rule.S4
+    early = b.run(0.9, 0.0)
+    assert kinds(early) == []  # the belt has not read 0 for a second yet
+    later = b.run(0.4, 0.0)
+    assert kinds(later).count(CommandKind.START) == 1 and b.sup.commanded_to_move
+
+
+def test_s4_a_start_before_any_reading_expires_if_none_comes() -> None:
+    b = Belt()
+    assert b.ask(Start(Speed.from_mph(1.0))).held
+    d = Decision()
+    for _ in range(40):  # ticks only: the device never reports
+        b.t += 0.1
+        d += b.sup.tick(b.t)
+    assert CommandKind.START not in kinds(d)
+    assert [e.reason for e in d.events if e.kind == "start-refused"] == ["hold-expired"]
+
+
 def test_s4_a_held_start_is_refused_if_the_belt_moves_meanwhile() -> None:
     b = Belt()
     b.run(0.3, 0.0)
