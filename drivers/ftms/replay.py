@@ -45,22 +45,54 @@ from bleak.uuids import normalize_uuid_16
 
 from retrotread.drivers.errors import ConfigError
 from retrotread.drivers.ftms.capture import Capture, CaptureEvent, load_capture, short_uuid
-from retrotread.drivers.ftms.codec import FTMS_SERVICE_UUID
+from retrotread.drivers.ftms.codec import (
+    CONTROL_POINT_UUID,
+    FTMS_SERVICE_UUID,
+    ControlOpcode,
+    ControlResponse,
+    ResultCode,
+    StopAction,
+    StopOrPause,
+    encode_control_point,
+)
 from retrotread.drivers.ftms.driver import CONNECT_TIMEOUT_S, RESPONSE_TIMEOUT_S, FtmsDriver
 from retrotread.drivers.ftms.quirks import WireUnit
 from retrotread.drivers.registry import float_option
 
-__all__ = ["Replay", "ReplayBackend", "ReplayFtmsDriver", "ReplayMismatch", "scanner_for"]
+__all__ = ["Replay", "ReplayBackend", "ReplayFtmsDriver", "ReplayMismatch", "UnrecordedStop", "scanner_for"]
 
 log = logging.getLogger(__name__)
 
 CCCD_UUID = normalize_uuid_16(0x2902)
 ATT_MTU = 23  # the default MTU: 20 bytes of payload, as the Matrix TouchXL's cut records show
 _MACHINE = frozenset({"notify", "indicate", "disconnect"})
+STOP = encode_control_point(StopOrPause(StopAction.STOP))
+"""Stop or Pause (stop), ``0801``: the one write a replay takes where the capture has none (S5)."""
+STOP_ANSWER = encode_control_point(ControlResponse(ControlOpcode.STOP_OR_PAUSE, ResultCode.SUCCESS))
+"""``800801``: what a machine answers a stop with."""
+
+
+def _is_stop(event: CaptureEvent) -> bool:
+    return event.kind == "write" and event.uuid == CONTROL_POINT_UUID and event.data == STOP
 
 
 class ReplayMismatch(BleakError):
     """The client did something the capture did not: the message names the capture's line."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnrecordedStop:
+    """A stop the client wrote where the capture's next write is not a stop, taken and answered.
+
+    A daemon stops at start-up (S15) and repeats a stop every 250 ms until the belt reads 0 (S5):
+    a capture of another client (a bare driver session) has none of these, and one of a daemon has
+    as many repeats as that run's timing made. A stop is never refused (S5), so a replay takes it.
+    """
+
+    before: CaptureEvent | None
+    """The capture's next expected write, still expected; ``None``: this connection has no more."""
+    response: bool
+    """The write type the client used."""
 
 
 @dataclass
@@ -76,6 +108,12 @@ class Replay:
     """Machine events delivered to the client, in order."""
     writes: list[CaptureEvent] = field(default_factory=list)
     """The capture's writes the client made, matched."""
+    unrecorded_stops: list[UnrecordedStop] = field(default_factory=list)
+    """Stops the client wrote where the capture's next write is not a stop: taken and answered with
+    ``800801``, as the machine would (never refused, S5), and the capture still expects its write."""
+    skipped_stops: list[CaptureEvent] = field(default_factory=list)
+    """Recorded repeats of a stop (S5) the client did not make: it had stopped, and wrote the
+    capture's next write after them sooner than the recorded run did."""
     connections: int = 0
     next_segment: int | None = 0
     """Where the next connection's conversation starts; ``None``: the capture has no more."""
@@ -111,6 +149,7 @@ class ReplayBackend(BaseBleakClient):
         self._callbacks: dict[str, NotifyCallback] = {}
         self._reads: dict[str, list[CaptureEvent]] = {}
         self._pos = 0
+        self._last_write: CaptureEvent | None = None  # this connection's last matched write
         self._anchor = (0.0, 0.0)  # (loop time, capture time) of the last matched write
         self._wake = asyncio.Event()
         self._walker: asyncio.Task[None] | None = None
@@ -153,6 +192,7 @@ class ReplayBackend(BaseBleakClient):
             if event.kind == "read" and event.uuid is not None and event.uuid not in self._reads:
                 self._reads[event.uuid] = [event]
         self._pos = start
+        self._last_write = None
         self.replay.waiting.clear()
         begun = capture.events[start - 1].t if start else 0.0
         self._anchor = (asyncio.get_running_loop().time(), begun)
@@ -236,19 +276,34 @@ class ReplayBackend(BaseBleakClient):
 
     # -- the conversation -----------------------------------------------------------------------
 
+    def _next_write(self, start: int) -> int | None:
+        """The index of this connection's next recorded write from ``start`` on, if any."""
+        events = self.replay.capture.events
+        for k in range(start, len(events)):
+            if events[k].kind == "connect":
+                return None  # the next connection's writes are not this one's
+            if events[k].kind == "write":
+                return k
+        return None
+
     def _match_write(self, uuid: str, data: bytes, response: bool) -> None:
         replay = self.replay
         wrote = f"{data.hex() or '(nothing)'} to {short_uuid(uuid)} ({'with' if response else 'without'} response)"
         if replay.errors:
             raise ReplayMismatch(f"{replay.errors[0]}; the conversation ended there, so {wrote} was not taken")
         events = replay.capture.events
-        j = None
-        for k in range(self._pos, len(events)):
-            if events[k].kind == "connect":
-                break  # the next connection's writes are not this one's
-            if events[k].kind == "write":
-                j = k
-                break
+        j = self._next_write(self._pos)
+        stop = uuid == CONTROL_POINT_UUID and data == STOP
+        if stop and (j is None or not _is_stop(events[j])):
+            self._take_unrecorded_stop(None if j is None else events[j], response)
+            return
+        last = self._last_write
+        if not stop and j is not None and _is_stop(events[j]) and last is not None and _is_stop(last):
+            # The recorded run repeated its stop more often than this one (S5: until the belt read
+            # 0): the client did stop; the repeats it did not make are passed over.
+            while j is not None and _is_stop(events[j]):
+                replay.skipped_stops.append(events[j])
+                j = self._next_write(j + 1)
         if j is None:
             self._stop_walking()
             raise replay.fail(f"the client wrote {wrote} after the last write of this connection in the capture")
@@ -261,12 +316,33 @@ class ReplayBackend(BaseBleakClient):
                 f"the client wrote {wrote} where the capture (line {expected.line}) expects "
                 f"{expected.data.hex()} to {short_uuid(expected.uuid)}{kind}"
             )
+        log.info("replay %s: line %d: the client wrote %s, as recorded", replay.capture.name, expected.line, wrote)
         replay.skipped.extend(e for e in events[self._pos : j] if e.kind in _MACHINE)
         replay.writes.append(expected)
+        self._last_write = expected
         self._pos = j + 1
         self._anchor = (asyncio.get_running_loop().time(), expected.t)
         self.replay.waiting.clear()  # the machine has its say again from here
         self._wake.set()
+
+    def _take_unrecorded_stop(self, before: CaptureEvent | None, response: bool) -> None:
+        """Take a stop the capture does not have here (S5: never refused) and answer it as the
+        machine would, ``800801``; the capture's position and timing stay where they were."""
+        replay = self.replay
+        replay.unrecorded_stops.append(UnrecordedStop(before, response))
+        where = "no more writes" if before is None else f"{before.data.hex()} next (line {before.line})"
+        log.info(
+            "replay %s: an unrecorded stop (0801), where the capture has %s: answered %s as the machine would",
+            replay.capture.name,
+            where,
+            STOP_ANSWER.hex(),
+        )
+        asyncio.get_running_loop().call_soon(self._answer_stop)  # the answer comes back over the air
+
+    def _answer_stop(self) -> None:
+        callback = self._callbacks.get(CONTROL_POINT_UUID) if self._connected else None
+        if callback is not None:
+            callback(bytearray(STOP_ANSWER))
 
     def _stop_walking(self) -> None:
         self._pos = len(self.replay.capture.events)
