@@ -22,7 +22,9 @@ the link, as on KingSmith machines), ``without_response`` (1: the control point 
 write-without-response only, like the Urevo E1L), ``needs_start`` (1: Set Target Speed counts only
 right after a Start, like a Technogym MyRun), ``truncate`` (every record carries all fields and
 is cut to this many bytes, like the Matrix TouchXL's 20), and the driver's own ``unit``,
-``timeout`` and ``response_timeout``.
+``timeout``, ``response_timeout`` and ``record`` (a file the GATT conversation is written to as a
+capture, as ``ftms://?record=`` does on a real machine: a daemon session on the simulator can then
+be replayed with ``ftms+replay://``).
 
 Like every simulator here it ships in the product and registers like any driver. It must not
 change what the driver does: anything it needs from the driver is a constructor argument.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import SplitResult
 
@@ -264,7 +267,7 @@ _SIM_OPTIONS = {
     "truncate",
     "needs_start",
 }
-_DRIVER_OPTIONS = {"timeout", "response_timeout", "unit"}
+_DRIVER_OPTIONS = {"timeout", "response_timeout", "unit", "record"}
 
 
 def _flag(options: dict[str, str], key: str) -> bool:
@@ -365,11 +368,15 @@ class SimFtmsDriver(FtmsDriver):
         if where:
             raise ConfigError(f"ftms+sim://{where}: the simulated treadmill takes no address; use ftms+sim://?OPTIONS")
         machine = machine_from_options(options)
+        record = options.get("record")
+        if record is not None and not record:
+            raise ConfigError("ftms+sim:// option record= is empty: give the file the capture is written to")
         return cls(
             FtmsPeripheral(machine),
             connect_timeout=float_option(options, "timeout", CONNECT_TIMEOUT_S, minimum=0.1, maximum=120.0),
             response_timeout=float_option(options, "response_timeout", RESPONSE_TIMEOUT_S, minimum=0.01, maximum=30.0),
             unit=_unit(options),
+            record=Path(record) if record else None,
         )
 
     async def open(self) -> None:
