@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,26 +57,43 @@ class Daemon:
                 raise AssertionError(f"condition not met within {within} s; last state: {state}")
             time.sleep(0.05)
 
+    def wait_log(self, pattern: str, within: float = 20.0, since: int = 0) -> list[str]:
+        """Poll the log until a line from line ``since`` on matches ``pattern`` (a regex): the lines
+        that match, in order. Another process's words come only this way; the wait has a deadline."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + within
+        while True:
+            found = [line for line in self.log().splitlines()[since:] if rx.search(line)]
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line matching {pattern!r} within {within} s; log:\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
 
 @contextmanager
-def daemon(*args: str, env: dict[str, str] | None = None) -> Iterator[Daemon]:
-    """``retrotread run ARGS --http 127.0.0.1:PORT`` with a state directory of its own.
+def daemon(
+    *args: str, env: dict[str, str] | None = None, mqtt: str = "none", cwd: Path | None = None
+) -> Iterator[Daemon]:
+    """``retrotread run ARGS --http 127.0.0.1:PORT --mqtt MQTT`` with a state directory of its own
+    (``mqtt`` a broker's URL, or ``none``: most tests need no broker), run in ``cwd`` (a relative
+    path in ARGS is the user's, from where they stand).
 
     Ready once its banner line is printed. stderr goes to a temporary file (a pipe nobody reads
     could fill and stall the daemon); ``Daemon.log()`` reads it. The HTTP client carries the token.
     """
     port = free_port()
-    cmd = [RETROTREAD, "run", *args, "--http", f"127.0.0.1:{port}", "--mqtt", "none"]
+    cmd = [RETROTREAD, "run", *args, "--http", f"127.0.0.1:{port}", "--mqtt", mqtt]
     with (
         tempfile.TemporaryDirectory(prefix="retrotread-state-") as state_dir,
         tempfile.TemporaryFile("w+") as errors,
     ):
         full_env = {"RETROTREAD_DAEMON__STATE_DIR": state_dir, **(env or {})}
         with subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env={**os.environ, **full_env}
+            cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env={**os.environ, **full_env}, cwd=cwd
         ) as proc:
             d = Daemon(proc, f"http://127.0.0.1:{port}", errors, full_env)
             try:
