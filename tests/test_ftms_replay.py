@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from daemon_proc import daemon
+from helpers import ROOT
 
 from retrotread.drivers import (
     BeltSample,
@@ -143,6 +147,66 @@ async def test_the_replay_fails_loudly_when_the_driver_writes_what_the_capture_d
         drv.replay.check()
 
 
+async def test_a_stop_the_capture_does_not_have_next_is_taken_answered_and_reported() -> None:
+    # S5, a stop is never refused: where the capture's next write is Start (07), a stop is taken,
+    # answered 800801 as the machine would (the driver's stop succeeds) and reported; the recorded
+    # conversation then goes on from where it was.
+    drv = replay(E1L)
+    async with drv:
+        await next_sample(drv)
+        await drv.stop()
+        await drv.emergency_stop()
+        first, second = drv.replay.unrecorded_stops
+        assert first.before is not None and (first.before.line, first.before.data) == (12, b"\x07")
+        assert second.before == first.before and first.response is False  # the offered write type
+        assert [w.data.hex() for w in drv.replay.writes] == ["00"]
+        await drv.start(Speed.from_kmh(1.60))
+        moving = await next_sample(drv, lambda kmh: kmh > 0)
+        assert moving.speed.kmh == pytest.approx(1.60)
+        await drv.stop()  # the capture's own stop: matched
+        await drv.stop()  # after the connection's last recorded write: taken too
+        assert [w.data.hex() for w in drv.replay.writes] == ["00", "07", "02a000", "0801"]
+        assert len(drv.replay.unrecorded_stops) == 3 and drv.replay.unrecorded_stops[2].before is None
+    drv.replay.check()
+
+
+def with_stops_after_request_control(tmp_path: Path, stops: int) -> Path:
+    """The E1L capture with ``stops`` recorded stops (each answered) between Request Control's
+    answer and the standstill records: what a daemon's start-up stop (S15) and repeats look like."""
+    lines = E1L.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines) if '"hex": "800001"' in line) + 1
+    added = []
+    for k in range(stops):
+        t = 0.5 + 0.1 * k
+        added.append(json.dumps({"t": t, "kind": "write", "uuid": "2ad9", "hex": "0801", "response": False}))
+        added.append(json.dumps({"t": t + 0.05, "kind": "notify", "uuid": "2ad9", "hex": "800801", "source": "test"}))
+    path = tmp_path / f"e1l-{stops}-stops.jsonl"
+    path.write_text("\n".join([*lines[:at], *added, *lines[at:]]) + "\n", encoding="utf-8")
+    return path
+
+
+async def test_recorded_stop_repeats_the_client_did_not_make_are_passed_over(tmp_path: Path) -> None:
+    # S5 repeats a stop until the belt reads 0: a recorded run may have repeated it more often than
+    # this one. The client stopped once, then starts: the recorded repeats are passed over, listed.
+    drv = replay(with_stops_after_request_control(tmp_path, 3))
+    async with drv:
+        await drv.stop()
+        await drv.start(Speed.from_kmh(1.60))
+        assert [w.data.hex() for w in drv.replay.writes] == ["00", "0801", "07", "02a000"]
+        assert [e.data.hex() for e in drv.replay.skipped_stops] == ["0801", "0801"]
+        assert drv.replay.unrecorded_stops == []
+    drv.replay.check()
+
+
+async def test_a_recorded_stop_the_client_never_made_is_still_a_divergence(tmp_path: Path) -> None:
+    drv = replay(with_stops_after_request_control(tmp_path, 1))
+    async with drv:
+        with pytest.raises(CommandRejected, match=r"wrote 07 to 2ad9 .* where the capture \(line 10\) expects 0801"):
+            await drv.start(Speed.from_kmh(1.60))
+    with pytest.raises(Exception, match="expects 0801"):
+        drv.replay.check()
+
+
 async def test_a_write_type_the_control_point_does_not_offer_is_refused_as_bluez_would() -> None:
     # The Urevo E1L's control point has no write property: a write with response is ATT error 0x03.
     from bleak.exc import BleakGATTProtocolError
@@ -211,6 +275,10 @@ def test_bad_capture_files_and_urls_get_clear_errors(tmp_path: Path) -> None:
             load_capture(bad)
     with pytest.raises(ConfigError, match="record= is empty"):
         open_driver("ftms://AA:BB:CC:DD:EE:FF?record=")
+    with pytest.raises(ConfigError, match="record= is empty"):
+        open_driver("ftms+sim://?record=")
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_driver(f"ftms+sim://?record={tmp_path}/no/such/dir/c.jsonl")
     with pytest.raises(ConfigError, match="does not exist"):
         open_driver(f"ftms://AA:BB:CC:DD:EE:FF?record={tmp_path}/no/such/dir/c.jsonl")
     # Checking a URL (doctor does) creates no file: only open() does.
@@ -285,3 +353,76 @@ async def test_name_finds_the_recorded_machine_through_bleaks_scanner(tmp_path: 
     for url in (f"ftms+replay://{path}?name=Nope&timeout=0.2", f"ftms+replay://{E1L}?name=URevo&timeout=0.2"):
         with pytest.raises(NotConnected, match="no FTMS device named"):
             await open_driver(url).open()  # the E1L capture publishes no name: nothing to find by one
+
+
+# -- a whole daemon on a replay (retrotread run --driver ftms+replay://...) -----------------------
+
+UNRECORDED_STOP = r"replay .*: an unrecorded stop \(0801\)"
+
+
+def replay_errors(log: str) -> list[str]:
+    """The replay's divergences a daemon logged (each is an ERROR line naming the capture's line)."""
+    return [line for line in log.splitlines() if " ERROR " in line and ".ftms.replay" in line]
+
+
+@pytest.mark.slow
+def test_a_daemon_runs_on_a_corpus_capture_and_an_http_estop_reaches_the_replayed_wire() -> None:
+    # This capture is a bare driver session: the daemon's start-up stop (S15) and the estop are not
+    # in it. The replay takes each (a stop is never refused, S5), answers 800801 as the machine
+    # would and says so; the recorded conversation stays where it was.
+    with daemon("--driver", f"ftms+replay://{E1L.relative_to(ROOT)}", "--mode", "reverse", cwd=ROOT) as d:
+        state = d.until(lambda s: s["connected"] and s["belt"] is not None)
+        # The Spacewalk 3S's standstill record, decoded from its real bytes; it arms (S3) because
+        # the E1L's grid (0.96-6.43 km/h by 0.32, read from 0x2AD4) has speeds inside the envelope.
+        assert state["belt"] == {
+            "speed_mph": 0.0,
+            "speed_kmh": 0.0,
+            "incline_pct": 0.0,
+            "distance_m": 0.0,
+            "moving": False,
+        }
+        assert state["armed"] and state["device"] == {"units": "km/h"}
+        d.wait_log(r"line 8: the client wrote 00 to 2ad9 \(without response\), as recorded")
+        [startup] = d.wait_log(UNRECORDED_STOP)
+        assert "where the capture has 07 next (line 12): answered 800801" in startup
+        mark = len(d.log().splitlines())
+        resp = d.post("/api/v1/estop", {"reason": "test"})
+        assert resp.status_code == 202, resp.text
+        assert d.wait_log(UNRECORDED_STOP, since=mark)  # on the replayed wire, and answered
+        state = d.until(lambda s: s["stop"]["latched"])
+        assert (state["stop"]["rule"], state["stop"]["reason"]) == ("S5", "estop")
+        assert replay_errors(d.log()) == []
+
+
+def run_a_session(driver: str) -> tuple[float, str]:
+    """``retrotread run`` on ``driver``: start the belt at the envelope's minimum (one speed write,
+    no ramp: S4), stop it once it runs at that speed, SIGTERM. That speed as the state showed it,
+    and the log."""
+    with daemon("--driver", driver, "--mode", "reverse") as d:
+        d.until(lambda s: s["connected"] and s["armed"] and s["belt"] is not None and not s["belt"]["moving"])
+        resp = d.post("/api/v1/belt/start", {"speed_mph": 0.8})
+        assert resp.status_code == 202, resp.text
+        at_speed = d.until(lambda s: s["target_mph"] and abs(s["belt"]["speed_mph"] - s["target_mph"]) < 0.01)
+        moving: float = at_speed["belt"]["speed_mph"]
+        assert d.post("/api/v1/belt/stop").status_code == 202
+        d.until(lambda s: s["belt"]["speed_mph"] == 0.0 and s["target_mph"] is None)
+        d.signal(signal.SIGTERM)  # its last stop (S15) is part of the session
+        assert d.proc.wait(10) == 0
+        return moving, d.log()
+
+
+@pytest.mark.slow
+def test_a_daemon_session_recorded_on_the_simulator_replays_through_a_daemon(tmp_path: Path) -> None:
+    path = tmp_path / "daemon.jsonl"
+    recorded, _ = run_a_session(f"ftms+sim://?rate_hz=20&record={path}")
+    capture = load_capture(path)
+    writes = [e.data.hex() for e in capture.events if e.kind == "write"]
+    # Request Control, the start-up stop (S15), the incline to 0, Start, 0.8 mph as 1.29 km/h, then
+    # stops (S5 repeats them until the belt reads 0; SIGTERM's last one).
+    assert writes[:5] == ["00", "0801", "030000", "07", "028100"] and set(writes[5:]) == {"0801"}, writes
+    replayed, log = run_a_session(f"ftms+replay://{path}")
+    assert replay_errors(log) == []
+    taken = re.findall(r"line \d+: the client wrote (\w+) to 2ad9", log)
+    assert taken[:5] == writes[:5] and set(taken[5:]) <= {"0801"}
+    assert recorded == pytest.approx(1.29 / 1.609344, abs=0.005)  # 1.29 km/h, the belt at its setpoint
+    assert replayed == pytest.approx(recorded, abs=0.005)  # decoded from the recorded records
