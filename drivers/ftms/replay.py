@@ -9,6 +9,17 @@ recorded write type: anything else is a ``ReplayMismatch`` (a ``BleakError``, so
 failed write), logged as an error and kept in ``Replay.errors``, and the conversation stops there.
 ``ReplayFtmsDriver`` is ``FtmsDriver`` unchanged, built on that backend.
 
+One write is taken where the capture does not have it: a stop (``0801``) where the capture's next
+write is not a stop. A daemon stops at start-up (S15), on every trigger of S5 and repeats its stop
+every 250 ms until the belt reads 0; a capture of a bare driver session has none of these, and one
+of a daemon has as many repeats as that run's timing made. A stop is never refused (S5), so the
+replay answers it ``800801`` as the machine would, lists it in ``Replay.unrecorded_stops`` and logs
+it; the capture still expects its next write, on its recorded timing. The other way round, recorded
+repeats of a stop the client has made are passed over when it writes the capture's next other
+write (``Replay.skipped_stops``). A replay cannot make the recorded belt stop sooner: after an
+unrecorded stop the records say what they say (and a daemon whose stop is not followed by a record
+at 0 raises ``stop-unconfirmed``, as it would on a machine that went quiet).
+
 Where the client writes before the capture's machine events that preceded that write have been
 played (a test stops the belt after the first moving record), those events are skipped, and
 listed in ``Replay.skipped``: a replay cannot know what the machine would have said instead.
