@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 from browser import chromium, chromium_path
-from helpers import free_port
+from helpers import free_port, until_controller
 from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)
-from test_mqtt import until_controller
 
 from retrotread.api.floor import Floor
 from retrotread.api.mqtt import MqttBridge
