@@ -36,8 +36,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -48,7 +46,9 @@ from typing import IO, Any
 
 import httpx
 import paho.mqtt.client as paho
-from daemon_proc import Daemon
+from daemon_proc import RETROTREAD as RETROTREAD  # test_ha_core takes these two from here
+from daemon_proc import Daemon, daemon
+from daemon_proc import run_cli as run_cli
 from helpers import free_port
 from mqtt_broker import mosquitto_path
 from paho.mqtt.enums import CallbackAPIVersion
@@ -60,7 +60,6 @@ HA_VERSION = os.environ.get(VERSION_ENV, "2025.4.4")
 """The newest Home Assistant Core that installs on Python 3.13.0 (pyenv's 3.13 here): 2025.5 and
 later want 3.13.2. Another one: ``RETROTREAD_HA_VERSION=...``."""
 START_S = 180.0  # a cold start on a loaded 2-core machine, frontend included
-RETROTREAD = str(Path(sys.executable).with_name("retrotread"))
 OWNER = "owner"
 PASSWORD = "retrotread"
 _HASH = (
@@ -540,36 +539,6 @@ class MqttTap:
 
 @contextlib.contextmanager
 def retrotread_run(broker: Broker, tid: str, *args: str, env: dict[str, str] | None = None) -> Iterator[Daemon]:
-    """``retrotread run ARGS --mqtt BROKER`` as ``tid`` with a state directory of its own; ready once
-    its banner is printed. ``daemon_proc.daemon`` runs with ``--mqtt none``, hence this one."""
-    port = free_port()
-    cmd = [RETROTREAD, "run", *args, "--http", f"127.0.0.1:{port}", "--mqtt", broker.url]
-    with (
-        tempfile.TemporaryDirectory(prefix="retrotread-state-") as state_dir,
-        tempfile.TemporaryFile("w+") as errors,
-    ):
-        full = {"RETROTREAD_DAEMON__STATE_DIR": state_dir, "RETROTREAD_DAEMON__ID": tid, **(env or {})}
-        with subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env={**os.environ, **full}
-        ) as proc:
-            d = Daemon(proc, f"http://127.0.0.1:{port}", errors, full)
-            try:
-                assert proc.stdout is not None
-                if not proc.stdout.readline():
-                    raise AssertionError(f"daemon did not start: {d.log()}")
-                token = (Path(state_dir) / "token").read_text().strip()
-                d.http.headers["Authorization"] = f"Bearer {token}"
-                yield d
-            finally:
-                d.http.close()
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([RETROTREAD, *args], capture_output=True, text=True, timeout=timeout, check=False)
+    """``retrotread run ARGS --mqtt BROKER`` as ``tid`` (``daemon_proc.daemon`` with the broker and the id)."""
+    with daemon(*args, env={"RETROTREAD_DAEMON__ID": tid, **(env or {})}, mqtt=broker.url) as d:
+        yield d
