@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import LineLog, free_port
 
 READY_S = 10.0
 
@@ -48,10 +47,14 @@ class Mosquitto:
             "connection_messages true\n" + ("user root\n" if os.geteuid() == 0 else "") + extra_config
             # Started as root, Mosquitto would drop to the 'mosquitto' user, who cannot read the test's files.
         )
-        self.lines: list[str] = []
+        self.log = LineLog()
+        """Everything the broker logged (across restarts), line by line as it comes."""
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._new_line = asyncio.Event()
+
+    @property
+    def lines(self) -> list[str]:
+        return self.log.lines
 
     @property
     def url(self) -> str:
@@ -69,32 +72,19 @@ class Mosquitto:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        self._reader = asyncio.get_running_loop().create_task(self._read(self._proc), name=f"mosquitto {self.port}")
+        assert self._proc.stderr is not None
+        self._reader = asyncio.get_running_loop().create_task(
+            self.log.read(self._proc.stderr), name=f"mosquitto {self.port}"
+        )
         try:
             await self.wait_for_log(r"mosquitto version \S+ running", within=READY_S, since=mark)
         except TimeoutError:
             await self.stop()
             raise RuntimeError("mosquitto did not start:\n" + "\n".join(self.lines[mark:])) from None
 
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stderr is not None
-        async for raw in proc.stderr:
-            self.lines.append(raw.decode(errors="replace").rstrip())
-            self._new_line.set()
-        self._new_line.set()
-
     async def wait_for_log(self, pattern: str, within: float = 10.0, since: int = 0) -> str:
         """The first log line from index ``since`` on that matches ``pattern`` (a regex)."""
-        rx = re.compile(pattern)
-        seen = since
-        async with asyncio.timeout(within):
-            while True:
-                for line in self.lines[seen:]:
-                    if rx.search(line):
-                        return line
-                seen = len(self.lines)
-                self._new_line.clear()
-                await self._new_line.wait()
+        return await self.log.wait_for(pattern, within, since)
 
     async def stop(self, sig: int = signal.SIGKILL) -> None:
         """Stop the broker (killed by default: the clients see the link drop, as in a crash)."""
