@@ -131,7 +131,11 @@ def create_app(
 
     bearer = HTTPBearer(auto_error=False)
 
-    def need_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    # The dependencies are ``async def``: FastAPI runs a plain ``def`` one in its thread pool, a
+    # thread hop per dependency per request (issue 16), and the first request of a run waited for
+    # that pool to start. Each does no more than a stat of the token file, fine on the loop.
+
+    def check_token(creds: HTTPAuthorizationCredentials | None) -> None:
         if live_token is None:
             return
         if creds is None or not live_token.matches(creds.credentials):
@@ -139,14 +143,19 @@ def create_app(
                 401, "control calls need 'Authorization: Bearer TOKEN'", headers={"WWW-Authenticate": "Bearer"}
             )
 
-    def may_read(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    async def need_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        check_token(creds)
+
+    async def may_read(
+        request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> None:
         # Reads are free on loopback (the person at the treadmill); elsewhere as configured.
         host = request.client.host if request.client else ""
         if live_token is None or public_reads or loopback(host):
             return
-        need_token(creds)
+        check_token(creds)
 
-    def ctl(request: Request) -> Controller:
+    async def ctl(request: Request) -> Controller:
         controller: Controller = request.app.state.controller
         return controller
 

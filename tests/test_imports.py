@@ -2,8 +2,8 @@
 must not pay for the libraries of faces it does not use. Each one is imported where it is used:
 aiomqtt and paho with a broker (``api/compose.py``), prometheus-client at the first scrape of
 ``/metrics`` (``api/app.py``), bleak by the ftms drivers (``drivers/registry.py``), httpx by the
-client commands and the FIT writer by exports, inside the functions that use them. The footprint
-itself is measured by ``bench/imports.py``.
+client commands and the FIT writer by exports, inside the functions that use them. And a request
+starts no thread pool. The footprint itself is measured by ``bench/imports.py``.
 """
 
 from __future__ import annotations
@@ -13,11 +13,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
 from helpers import free_port
+
+from retrotread.api.app import create_app
+from retrotread.daemon.controller import Controller
+from retrotread.drivers import open_driver
 
 # Never in a run with --mqtt none on a simulated belt (a serial belt is the same: pyserial only).
 NOT_IN_RUN = (
@@ -87,3 +92,23 @@ def test_only_the_ftms_driver_imports_bluetooth(scheme: str, needs_bleak: bool) 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(needs_bleak)
+
+
+async def test_requests_are_served_on_the_loop_without_starting_a_thread_pool() -> None:
+    """The app's dependencies are ``async def``: FastAPI would run a plain ``def`` one in anyio's
+    thread pool, a thread hop per dependency per request, and a run's first request would wait for
+    that pool to start."""
+
+    def pool() -> set[int | None]:
+        return {t.ident for t in threading.enumerate() if t.name.startswith("AnyIO worker")}
+
+    before = pool()  # an earlier test's loop may have left an idle worker behind: not ours
+    app = create_app(lambda: Controller(open_driver("sim://motorized"), treadmill_id="t"), token="secret")
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            assert (await client.get("/api/v1/state")).status_code == 200  # a read: may_read, ctl
+            reset = await client.post("/api/v1/estop/reset", headers={"Authorization": "Bearer secret"})
+            assert reset.status_code in (200, 409)  # a control call: need_token, ctl
+            assert (await client.post("/api/v1/estop/reset")).status_code == 401
+    assert pool() - before == set()

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 def start_belt(d: Daemon, mph: float = 1.0) -> None:
     assert d.post("/api/v1/belt/start", {"speed_mph": mph}).status_code == 202
-    d.until(lambda s: s["belt"]["speed_mph"] > 0.9)
+    d.until(lambda s: s["belt"] is not None and s["belt"]["speed_mph"] > 0.9)  # None before the first reading
 
 
 def run_daemon(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
