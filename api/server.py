@@ -210,7 +210,8 @@ class Server(uvicorn.Server):
             if running is loop:
                 wake.set()
             else:
-                loop.call_soon_threadsafe(wake.set)
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to wake
+                    loop.call_soon_threadsafe(wake.set)
 
     async def main_loop(self) -> None:
         if self.config.limit_max_requests is not None or self.config.callback_notify is not None:
