@@ -174,6 +174,11 @@ class RuntimeLoops(SessionOrchestration):
             # not at the next sample. Once the belt is still, this is one evaluation for nothing.
             # (Past EARLY_S only: a due the evaluation just met must not be met again at once.)
             due = sent + STOP_REPEAT_S
+        rule_due = self.guard.supervisor.next_due(last)
+        if rule_due is not None and last + EARLY_S < rule_due < due:
+            # A rule's own time (S7's no-response, S8's stale, S4's ramp and hold, S5's confirm):
+            # met on it, not at the next sample, so no rule is slower than with the 20 Hz tick.
+            due = rule_due
         return due
 
     async def _tick_loop(self) -> None:

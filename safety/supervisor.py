@@ -40,6 +40,8 @@ OVERSPEED_SUSTAINED_S = 1.0
 OVERSPEED_INSTANT_MPH = 0.5  # S7: any sample above max + this
 RESPONSE_MPH = 0.1  # S7: the belt must come within this of its command
 RESPONSE_S = 5.0  # S7: within this long of a change
+RAMP_POLL_S = 0.05  # S4: while a ramp runs, the next step is looked for this often (the old 20 Hz)
+DUE_MARGIN_S = 1e-4  # next_due: this far past a limit, so the evaluation at the due sees it passed
 # S7 unit check: a machine that takes or reports mph where it claims km/h (or the reverse) reads
 # 1.609 or 0.621 times its command once the belt has settled (../shared/docs/hardware.md).
 UNIT_SETTLE_S = 2.0  # the command unchanged this long: a 1 mph/s drive has reached it
@@ -721,6 +723,38 @@ class Supervisor:
             kind = CommandKind.ESTOP if st.emergency else CommandKind.STOP
             d += Decision((DriveCommand(kind),))
         return d
+
+    def next_due(self, now: float) -> float | None:
+        """The earliest time at which ``tick`` may decide something by time alone, or None.
+
+        The controller evaluates on each sample and on a deadline (S17); this lets the deadline land
+        on a rule's own time instead of the next sample, so no rule waits up to a sample period
+        longer than the 20 Hz tick did: a stop's repeat and its confirmation limit (S5), a held
+        start's expiry (S4), the stale, sustained-overspeed and no-response limits (S8, S7), and
+        while a ramp runs, the next look for a step (every RAMP_POLL_S, as the old tick looked).
+        A due a hair past each limit, so the evaluation at it sees the limit passed. Pure, like
+        the rest: it only reads the state.
+        """
+        due: list[float] = []
+        st = self._stopping
+        if st is not None:
+            if self.link_up:
+                due.append(st.last_sent + STOP_REPEAT_S)
+            if not st.escalated:
+                due.append(st.since + STOP_CONFIRM_S + DUE_MARGIN_S)
+        if self.reverse:
+            if self.held_start is not None:
+                due.append(self.held_start.since + START_HOLD_S + DUE_MARGIN_S)
+            if self.commanded_to_move:
+                if self._last_valid_t is not None:
+                    due.append(self._last_valid_t + self.stale_after_s + DUE_MARGIN_S)
+                if self._over_since is not None:
+                    due.append(self._over_since + OVERSPEED_SUSTAINED_S + DUE_MARGIN_S)
+                if self._response_since is not None:
+                    due.append(self._response_since + RESPONSE_S + DUE_MARGIN_S)
+                if self.target is not None and self.setpoint.mps < self.target.mps:
+                    due.append(now + RAMP_POLL_S)
+        return min(due) if due else None
 
     # ------------------------------------------------------------------ views
 

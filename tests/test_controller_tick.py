@@ -210,3 +210,23 @@ def test_a_deadline_moved_later_or_earlier_is_the_one_met() -> None:
     assert later >= start + 0.12
     assert earlier >= later + 0.03
     assert when < earlier
+
+
+def test_no_response_trips_at_its_time_while_samples_flow(rig: Rig) -> None:
+    """S7: a belt that never follows its command trips no-response RESPONSE_S after the command,
+    on the rule's own time: samples at 10 Hz must not make it wait for the next one (the 20 Hz
+    tick this replaced saw it within 50 ms; the supervisor's ``next_due`` puts the deadline on it)."""
+    from retrotread.safety.supervisor import RESPONSE_S
+
+    for k in range(1, 121):  # S4's standstill second, a sample every PERIOD_S
+        rig.step(0.0 if k % 10 == 0 else None)
+    assert rig.run(rig.c.start_belt(Speed.from_mph(1.0))).accepted
+    started = rig.driver.times("start")[0]
+    k = 0
+    while not rig.driver.times("estop") and rig.time.now < started + 2 * RESPONSE_S:
+        k += 1
+        rig.step(0.0 if k % 10 == 3 else None)  # the belt keeps reading 0, a sample every 100 ms
+    latch = rig.c.supervisor.latch
+    assert latch is not None and (latch.reason, latch.rule.value) == ("no-response", "S7"), latch
+    late = rig.driver.times("estop")[0] - (started + RESPONSE_S)
+    assert -1e-9 <= late <= 2 * STEP_S, late
