@@ -16,7 +16,7 @@ window are counted from what it did, not from the clock: the samples it took (it
 ``retrotread_samples_total`` on ``/metrics``, read just before the zero and just after the dump)
 divided by the rate; what the SSE client and the broker heard is printed beside it. Printed per run: Ir to
 ready, Ir in the window, the simulated seconds, **Ir per simulated second**, ``kept_up`` (samples
-over rate × wall seconds: below about 0.95 the daemon fell behind under valgrind, its 20 Hz tick
+over rate × wall seconds: below about 0.95 the daemon fell behind under valgrind, its evaluations
 skipped beats, and the per-second figure undercounts; run it on a quieter machine or lower
 ``--rate-hz``), and the top functions by self cost with the shared objects' shares (C level:
 Python code shows as the interpreter's eval loop).
