@@ -1,6 +1,7 @@
 """``ftms+sim://``: the real FTMS driver and the real bleak client over a simulated treadmill.
 
-``SimFtmsBackend`` is a bleak backend (a ``BaseBleakClient``) whose radio is an in-process
+``SimFtmsBackend`` is a bleak backend (``drivers.ftms.local_gatt.LocalGattBackend``, the BlueZ-like GATT
+surface it shares with the replay) whose radio is an in-process
 ``FtmsPeripheral`` (``sims.ftms_peripheral``). ``SimFtmsDriver`` is ``drivers.ftms.driver.FtmsDriver``
 unchanged, built with ``BleakClient(..., backend=SimFtmsBackend, peripheral=...)``: every byte goes
 through the codecs, the driver and bleak's facade exactly as with a treadmill (docs/ftms.md,
@@ -38,24 +39,20 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import SplitResult
 
-from bleak.args import SizedBuffer
 from bleak.backends.characteristic import BleakGATTCharacteristic
-from bleak.backends.client import BaseBleakClient, NotifyCallback
-from bleak.backends.descriptor import BleakGATTDescriptor
 from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
-from bleak.uuids import normalize_uuid_16
 
 from retrotread.drivers.errors import ConfigError
 from retrotread.drivers.ftms.codec import FTMS_SERVICE_UUID
 from retrotread.drivers.ftms.driver import CONNECT_TIMEOUT_S, DIS_SERVICE_UUID, RESPONSE_TIMEOUT_S, FtmsDriver
+from retrotread.drivers.ftms.local_gatt import LocalGattBackend, add_characteristic
 from retrotread.drivers.ftms.quirks import WireUnit
 from retrotread.drivers.registry import float_option
 from retrotread.sims.belt import Lie
 from retrotread.sims.faults import parse_faults
 from retrotread.sims.ftms_peripheral import (
-    ATT_MTU,
     DIS_UUIDS,
     NAME,
     AttError,
@@ -70,49 +67,34 @@ __all__ = ["SimFtmsBackend", "SimFtmsDriver", "machine_from_options"]
 
 log = logging.getLogger(__name__)
 
-CCCD_UUID = normalize_uuid_16(0x2902)
 SERVICE_HANDLE = 0x0020
 DIS_HANDLE = 0x0010
 
 
-class SimFtmsBackend(BaseBleakClient):
+class SimFtmsBackend(LocalGattBackend):
     """A bleak backend whose peripheral is simulated. Pass ``peripheral=`` through ``BleakClient``.
 
-    Behaves like bleak's BlueZ backend where the driver could tell the difference: the disconnected
-    callback fires for every disconnection, ours included; connecting to a machine that is not
-    advertising raises ``BleakDeviceNotFoundError``; ATT error responses raise
-    ``BleakGATTProtocolError`` with the code.
+    Behaves like bleak's BlueZ backend where the driver could tell the difference (the rest of
+    that is ``LocalGattBackend``'s): the disconnected callback fires for every disconnection, ours
+    included; connecting to a machine that is not advertising raises ``BleakDeviceNotFoundError``;
+    ATT error responses raise ``BleakGATTProtocolError`` with the code.
     """
 
     def __init__(
         self, address_or_ble_device: BLEDevice | str, *, peripheral: FtmsPeripheral | None = None, **kwargs: Any
     ) -> None:
-        super().__init__(
-            address_or_ble_device,
-            disconnected_callback=kwargs.pop("disconnected_callback", None),
-            timeout=kwargs.pop("timeout", CONNECT_TIMEOUT_S),
-        )
+        super().__init__(address_or_ble_device, **kwargs)
         if peripheral is None:
             raise BleakError(
                 "SimFtmsBackend needs its peripheral: BleakClient(..., backend=SimFtmsBackend, peripheral=p)"
             )
         self._peripheral = peripheral
-        self._connected = False
-        self._callbacks: dict[str, NotifyCallback] = {}
 
     # -- connection -----------------------------------------------------------------------------
 
     @property
     def name(self) -> str:
         return self._peripheral.name
-
-    @property
-    def mtu_size(self) -> int:
-        return ATT_MTU
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
 
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         await asyncio.sleep(0)  # a radio is never synchronous
@@ -133,19 +115,9 @@ class SimFtmsBackend(BaseBleakClient):
         if self._disconnected_callback is not None:
             self._disconnected_callback()
 
-    async def pair(self, *args: Any, **kwargs: Any) -> None:
-        """FTMS needs no pairing (and the simulated treadmill asks for none)."""
-
-    async def unpair(self) -> None:
-        """Nothing to forget."""
-
     def _lose_link(self) -> None:
         self._connected = False
         self._callbacks.clear()
-
-    def _require_link(self) -> None:
-        if not self._connected:
-            raise BleakError("Not connected")
 
     # -- GATT -----------------------------------------------------------------------------------
 
@@ -158,57 +130,20 @@ class SimFtmsBackend(BaseBleakClient):
         except AttError as exc:
             raise BleakGATTProtocolError(exc.code) from exc
 
-    async def read_gatt_descriptor(
-        self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False, **kwargs: Any
-    ) -> bytearray:
-        self._require_link()
-        if descriptor.uuid != CCCD_UUID:
-            raise BleakGATTProtocolError(0x0A)  # attribute not found
-        on = self._peripheral.subscribed(descriptor.characteristic_uuid)
-        indicate = descriptor.characteristic_uuid == _indicating(self._peripheral)
-        value = (0x0002 if indicate else 0x0001) if on else 0x0000  # CCCD bits: 0 notify, 1 indicate
-        return bytearray(value.to_bytes(2, "little"))
-
-    async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool) -> None:
-        self._require_link()
-        # ATT "write not permitted" for a write type the characteristic does not offer (Urevo E1L's
-        # control point has write-without-response only, hardware.md).
-        if ("write" if response else "write-without-response") not in characteristic.properties:
-            raise BleakGATTProtocolError(0x03)
+    async def _written(self, uuid: str, data: bytes, response: bool) -> None:
         try:
-            self._peripheral.write(self, characteristic.uuid, bytes(data))
+            self._peripheral.write(self, uuid, data)
         except AttError as exc:
             raise BleakGATTProtocolError(exc.code) from exc
-        await asyncio.sleep(0)  # the write response comes back over the air
 
-    async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
-        self._require_link()
-        raise BleakGATTProtocolError(0x03)  # write not permitted: CCCDs go through start_notify
-
-    async def start_notify(
-        self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
-    ) -> None:
-        self._require_link()
-        if not {"notify", "indicate"} & set(characteristic.properties):
-            raise BleakError(f"Characteristic {characteristic.uuid} does not support notifications or indications")
-        self._callbacks[characteristic.uuid] = callback
-        self._peripheral.subscribe(self, characteristic.uuid, True)
-
-    async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
-        self._require_link()
-        self._callbacks.pop(characteristic.uuid, None)
-        self._peripheral.subscribe(self, characteristic.uuid, False)
+    def _subscribed(self, uuid: str, on: bool) -> None:
+        self._peripheral.subscribe(self, uuid, on)
 
     # -- the peripheral's side of the link (sims.ftms_peripheral.Link) --------------------------
 
     def deliver(self, uuid: str, data: bytes) -> None:
         # Through the event loop, in order, as a radio hands notifications over.
-        asyncio.get_running_loop().call_soon(self._deliver_now, uuid, data)
-
-    def _deliver_now(self, uuid: str, data: bytes) -> None:
-        callback = self._callbacks.get(uuid) if self._connected else None
-        if callback is not None:
-            callback(bytearray(data))
+        asyncio.get_running_loop().call_soon(self._deliver, uuid, data)
 
     def dropped(self, why: str) -> None:
         log.debug("%s: link dropped by the peripheral: %s", self.address, why)
@@ -219,13 +154,6 @@ class SimFtmsBackend(BaseBleakClient):
             asyncio.get_running_loop().call_soon(callback)
 
 
-def _indicating(peripheral: FtmsPeripheral) -> str | None:
-    for spec in peripheral.gatt:
-        if "indicate" in spec.properties:
-            return spec.uuid
-    return None
-
-
 def _services(gatt: tuple[CharacteristicSpec, ...], *, dis: bool = False) -> BleakGATTServiceCollection:
     """The GATT database as bleak's objects, so the facade finds characteristics by UUID."""
     collection = BleakGATTServiceCollection()
@@ -233,17 +161,11 @@ def _services(gatt: tuple[CharacteristicSpec, ...], *, dis: bool = False) -> Ble
         info = BleakGATTService(None, DIS_HANDLE, DIS_SERVICE_UUID)
         collection.add_service(info)
         for offset, uuid in enumerate(DIS_UUIDS):
-            handle = DIS_HANDLE + 1 + 2 * offset
-            collection.add_characteristic(BleakGATTCharacteristic(None, handle, uuid, ["read"], lambda: 20, info))
+            add_characteristic(collection, info, DIS_HANDLE + 1 + 2 * offset, uuid, ["read"])
     service = BleakGATTService(None, SERVICE_HANDLE, FTMS_SERVICE_UUID)
     collection.add_service(service)
     for spec in gatt:
-        char = BleakGATTCharacteristic(
-            None, spec.handle, spec.uuid, list(spec.properties), lambda: ATT_MTU - 3, service
-        )
-        collection.add_characteristic(char)
-        if {"notify", "indicate"} & set(spec.properties):
-            collection.add_descriptor(BleakGATTDescriptor(None, spec.handle + 1, CCCD_UUID, char))
+        add_characteristic(collection, service, spec.handle, spec.uuid, spec.properties)
     return collection
 
 

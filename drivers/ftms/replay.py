@@ -1,6 +1,7 @@
 """``ftms+replay://FILE``: the real FTMS driver and bleak's facade against a recorded conversation.
 
-``ReplayBackend`` is a bleak backend (a ``BaseBleakClient``) whose machine is a capture
+``ReplayBackend`` is a bleak backend (``drivers.ftms.local_gatt.LocalGattBackend``, the BlueZ-like GATT
+surface it shares with the simulator) whose machine is a capture
 (``drivers.ftms.capture``, docs/protocols/ftms.md "Captures"): it offers the capture's GATT table
 with its properties, answers reads with the recorded bytes, and plays the machine's notifications
 and indications with their recorded timing, each timed from the client's last write as the
@@ -44,15 +45,11 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import SplitResult
 
-from bleak.args import SizedBuffer
 from bleak.backends.characteristic import BleakGATTCharacteristic
-from bleak.backends.client import BaseBleakClient, NotifyCallback
-from bleak.backends.descriptor import BleakGATTDescriptor
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
-from bleak.uuids import normalize_uuid_16
 
 from retrotread.drivers.errors import ConfigError
 from retrotread.drivers.ftms.capture import Capture, CaptureEvent, load_capture, short_uuid
@@ -67,6 +64,7 @@ from retrotread.drivers.ftms.codec import (
     encode_control_point,
 )
 from retrotread.drivers.ftms.driver import CONNECT_TIMEOUT_S, RESPONSE_TIMEOUT_S, FtmsDriver
+from retrotread.drivers.ftms.local_gatt import LocalGattBackend, add_characteristic
 from retrotread.drivers.ftms.quirks import WireUnit
 from retrotread.drivers.registry import float_option
 
@@ -74,8 +72,6 @@ __all__ = ["Replay", "ReplayBackend", "ReplayFtmsDriver", "ReplayMismatch", "Unr
 
 log = logging.getLogger(__name__)
 
-CCCD_UUID = normalize_uuid_16(0x2902)
-ATT_MTU = 23  # the default MTU: 20 bytes of payload, as the Matrix TouchXL's cut records show
 _MACHINE = frozenset({"notify", "indicate", "disconnect"})
 STOP = encode_control_point(StopOrPause(StopAction.STOP))
 """Stop or Pause (stop), ``0801``: the one write a replay takes where the capture has none (S5)."""
@@ -144,20 +140,14 @@ class Replay:
         return ReplayMismatch(message)
 
 
-class ReplayBackend(BaseBleakClient):
+class ReplayBackend(LocalGattBackend):
     """A bleak backend whose peripheral is a capture. Pass ``replay=`` through ``BleakClient``."""
 
     def __init__(self, address_or_ble_device: BLEDevice | str, *, replay: Replay | None = None, **kwargs: Any) -> None:
-        super().__init__(
-            address_or_ble_device,
-            disconnected_callback=kwargs.pop("disconnected_callback", None),
-            timeout=kwargs.pop("timeout", CONNECT_TIMEOUT_S),
-        )
+        super().__init__(address_or_ble_device, **kwargs)
         if replay is None:
             raise BleakError("ReplayBackend needs its capture: BleakClient(..., backend=ReplayBackend, replay=r)")
         self.replay = replay
-        self._connected = False
-        self._callbacks: dict[str, NotifyCallback] = {}
         self._reads: dict[str, list[CaptureEvent]] = {}
         self._pos = 0
         self._last_write: CaptureEvent | None = None  # this connection's last matched write
@@ -170,14 +160,6 @@ class ReplayBackend(BaseBleakClient):
     @property
     def name(self) -> str:
         return self.replay.capture.advertised_name or ""
-
-    @property
-    def mtu_size(self) -> int:
-        return ATT_MTU
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
 
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         await asyncio.sleep(0)  # a radio is never synchronous
@@ -217,12 +199,6 @@ class ReplayBackend(BaseBleakClient):
         if self._disconnected_callback is not None:
             self._disconnected_callback()
 
-    async def pair(self, *args: Any, **kwargs: Any) -> None:
-        """A capture needs no pairing."""
-
-    async def unpair(self) -> None:
-        """Nothing to forget."""
-
     async def _lose_link(self) -> None:
         self._connected = False
         self._callbacks.clear()
@@ -231,10 +207,6 @@ class ReplayBackend(BaseBleakClient):
             walker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await walker
-
-    def _require_link(self) -> None:
-        if not self._connected:
-            raise BleakError("Not connected")
 
     # -- GATT -----------------------------------------------------------------------------------
 
@@ -251,39 +223,8 @@ class ReplayBackend(BaseBleakClient):
         answer = answers.pop(0) if len(answers) > 1 else answers[0]  # the last answer stands for later reads
         return bytearray(answer.data)
 
-    async def read_gatt_descriptor(
-        self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False, **kwargs: Any
-    ) -> bytearray:
-        self._require_link()
-        if descriptor.uuid != CCCD_UUID:
-            raise BleakGATTProtocolError(0x0A)  # attribute not found
-        on = descriptor.characteristic_uuid in self._callbacks
-        return bytearray((1 if on else 0).to_bytes(2, "little"))
-
-    async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool) -> None:
-        self._require_link()
-        # ATT "write not permitted" for a write type the characteristic does not offer, as BlueZ
-        # answers (Urevo E1L: write-without-response only, hardware.md).
-        if ("write" if response else "write-without-response") not in characteristic.properties:
-            raise BleakGATTProtocolError(0x03)
-        self._match_write(characteristic.uuid, bytes(data), response)
-        await asyncio.sleep(0)  # the write response comes back over the air
-
-    async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
-        self._require_link()
-        raise BleakGATTProtocolError(0x03)  # CCCDs go through start_notify
-
-    async def start_notify(
-        self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
-    ) -> None:
-        self._require_link()
-        if not {"notify", "indicate"} & set(characteristic.properties):
-            raise BleakError(f"Characteristic {characteristic.uuid} does not support notifications or indications")
-        self._callbacks[characteristic.uuid] = callback
-
-    async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
-        self._require_link()
-        self._callbacks.pop(characteristic.uuid, None)
+    async def _written(self, uuid: str, data: bytes, response: bool) -> None:
+        self._match_write(uuid, data, response)
 
     # -- the conversation -----------------------------------------------------------------------
 
@@ -348,12 +289,7 @@ class ReplayBackend(BaseBleakClient):
             where,
             STOP_ANSWER.hex(),
         )
-        asyncio.get_running_loop().call_soon(self._answer_stop)  # the answer comes back over the air
-
-    def _answer_stop(self) -> None:
-        callback = self._callbacks.get(CONTROL_POINT_UUID) if self._connected else None
-        if callback is not None:
-            callback(bytearray(STOP_ANSWER))
+        asyncio.get_running_loop().call_soon(self._deliver, CONTROL_POINT_UUID, STOP_ANSWER)  # over the air
 
     def _stop_walking(self) -> None:
         self._pos = len(self.replay.capture.events)
@@ -399,11 +335,10 @@ class ReplayBackend(BaseBleakClient):
                 self._disconnected_callback()
             return
         assert event.uuid is not None
-        callback = self._callbacks.get(event.uuid)
-        if callback is None:
+        if event.uuid not in self._callbacks:
             log.debug("replay: %s not subscribed; line %d not delivered", short_uuid(event.uuid), event.line)
             return
-        callback(bytearray(event.data))
+        self._deliver(event.uuid, event.data)
 
 
 def _services(capture: Capture) -> BleakGATTServiceCollection:
@@ -415,12 +350,7 @@ def _services(capture: Capture) -> BleakGATTServiceCollection:
         if service is None:
             service = services[record.service] = BleakGATTService(None, record.handle - 1, record.service)
             collection.add_service(service)
-        char = BleakGATTCharacteristic(
-            None, record.handle, record.uuid, list(record.properties), lambda: ATT_MTU - 3, service
-        )
-        collection.add_characteristic(char)
-        if {"notify", "indicate"} & set(record.properties):
-            collection.add_descriptor(BleakGATTDescriptor(None, record.handle + 1, CCCD_UUID, char))
+        add_characteristic(collection, service, record.handle, record.uuid, record.properties)
     return collection
 
 
