@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from daemon_proc import daemon
+from daemon_proc import Daemon, daemon
 from helpers import ROOT
+from prometheus_client.parser import text_string_to_metric_families
 
 from retrotread.drivers import (
     BeltSample,
@@ -394,16 +395,33 @@ def test_a_daemon_runs_on_a_corpus_capture_and_an_http_estop_reaches_the_replaye
         assert replay_errors(d.log()) == []
 
 
-def run_a_session(driver: str) -> tuple[float, str]:
+def samples_seen(d: Daemon) -> float:
+    """How many belt samples the daemon has read (``/metrics``)."""
+    text = d.http.get("/metrics").text
+    families = text_string_to_metric_families(text)
+    return next(s.value for f in families for s in f.samples if s.name == "retrotread_samples_total")
+
+
+def run_a_session(driver: str, dwell: int = 0) -> tuple[float, str]:
     """``retrotread run`` on ``driver``: start the belt at the envelope's minimum (one speed write,
-    no ramp: S4), stop it once it runs at that speed, SIGTERM. That speed as the state showed it,
-    and the log."""
+    no ramp: S4), stop it once it runs at that speed (1.29 km/h), SIGTERM. That speed as the state showed it,
+    and the log.
+
+    ``dwell``: samples to wait for before the start and before the stop. A replay's machine says
+    only what the capture has before the next write, so the recording dwells and the replay does
+    not: the replay's commands then come while the recorded records still flow.
+    """
     with daemon("--driver", driver, "--mode", "reverse") as d:
         d.until(lambda s: s["connected"] and s["armed"] and s["belt"] is not None and not s["belt"]["moving"])
+        goal = samples_seen(d) + dwell
+        d.until(lambda _: samples_seen(d) >= goal)
         resp = d.post("/api/v1/belt/start", {"speed_mph": 0.8})
         assert resp.status_code == 202, resp.text
-        at_speed = d.until(lambda s: s["target_mph"] and abs(s["belt"]["speed_mph"] - s["target_mph"]) < 0.01)
+        # 0.8 mph on a 0.01 km/h grid is 1.29 km/h: the belt at its setpoint (it never overshoots).
+        at_speed = d.until(lambda s: s["target_mph"] and abs(s["belt"]["speed_kmh"] - 1.29) < 0.004)
         moving: float = at_speed["belt"]["speed_mph"]
+        goal = samples_seen(d) + dwell // 2
+        d.until(lambda _: samples_seen(d) >= goal)
         assert d.post("/api/v1/belt/stop").status_code == 202
         d.until(lambda s: s["belt"]["speed_mph"] == 0.0 and s["target_mph"] is None)
         d.signal(signal.SIGTERM)  # its last stop (S15) is part of the session
@@ -414,7 +432,7 @@ def run_a_session(driver: str) -> tuple[float, str]:
 @pytest.mark.slow
 def test_a_daemon_session_recorded_on_the_simulator_replays_through_a_daemon(tmp_path: Path) -> None:
     path = tmp_path / "daemon.jsonl"
-    recorded, _ = run_a_session(f"ftms+sim://?rate_hz=20&record={path}")
+    recorded, _ = run_a_session(f"ftms+sim://?rate_hz=20&record={path}", dwell=100)  # 5 s, 2.5 s
     capture = load_capture(path)
     writes = [e.data.hex() for e in capture.events if e.kind == "write"]
     # Request Control, the start-up stop (S15), the incline to 0, Start, 0.8 mph as 1.29 km/h, then
