@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from helpers import free_port
+from helpers import free_port, poll_until
 
 RETROTREAD = str(Path(sys.executable).with_name("retrotread"))
 
@@ -48,27 +48,22 @@ class Daemon:
 
     def until(self, predicate: Callable[[dict[str, Any]], Any], within: float = 20.0) -> dict[str, Any]:
         """Poll the state until ``predicate(state)`` holds: a condition with a deadline."""
-        deadline = time.monotonic() + within
-        while True:
-            state = self.state()
-            if predicate(state):
-                return state
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met within {within} s; last state: {state}")
-            time.sleep(0.05)
+        return poll_until(self.state, predicate, within, "state condition")
 
     def wait_log(self, pattern: str, within: float = 20.0, since: int = 0) -> list[str]:
         """Poll the log until a line from line ``since`` on matches ``pattern`` (a regex): the lines
         that match, in order. Another process's words come only this way; the wait has a deadline."""
         rx = re.compile(pattern)
-        deadline = time.monotonic() + within
-        while True:
-            found = [line for line in self.log().splitlines()[since:] if rx.search(line)]
-            if found:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no log line matching {pattern!r} within {within} s; log:\n{self.log()[-4000:]}")
-            time.sleep(0.05)
+
+        def matching() -> list[str]:
+            return [line for line in self.log().splitlines()[since:] if rx.search(line)]
+
+        try:
+            return poll_until(matching, bool, within)
+        except AssertionError:
+            raise AssertionError(
+                f"no log line matching {pattern!r} within {within} s; log:\n{self.log()[-4000:]}"
+            ) from None
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -49,7 +49,7 @@ import paho.mqtt.client as paho
 from daemon_proc import RETROTREAD as RETROTREAD  # test_ha_core takes these two from here
 from daemon_proc import Daemon, daemon
 from daemon_proc import run_cli as run_cli
-from helpers import free_port
+from helpers import free_port, poll_until
 from mqtt_broker import mosquitto_path
 from paho.mqtt.enums import CallbackAPIVersion
 from websockets.sync.client import ClientConnection, connect
@@ -415,14 +415,7 @@ class HomeAssistant:
 
     def until(self, get: Callable[[], Any], ok: Callable[[Any], bool], within: float = 20.0, what: str = "") -> Any:
         """Ask ``get()`` until ``ok`` holds: a condition with a deadline (REST has no push)."""
-        deadline = time.monotonic() + within
-        while True:
-            value = get()
-            if ok(value):
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what or 'condition'} not met within {within} s; last: {value!r}")
-            time.sleep(0.1)
+        return poll_until(get, ok, within, what)
 
     def service(self, domain: str, name: str, **data: Any) -> httpx.Response:
         return self.http.post(f"/api/services/{domain}/{name}", json=data)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import SplitResult
 
 import aiomqtt
@@ -83,6 +83,22 @@ def wait_heard(trace: Path, cmd: str, more_than: int, within: float = 10.0) -> i
         assert time.monotonic() < deadline, f"the device heard no new {cmd} (still {n})"
         time.sleep(0.02)
     return n
+
+
+T = TypeVar("T")
+
+
+def poll_until(get: Callable[[], T], ok: Callable[[T], object], within: float = 20.0, what: str = "") -> T:
+    """Ask ``get()`` until ``ok`` holds of its answer: the answer. For another process, which has no
+    push to wait on (its HTTP state, its log): a condition with a deadline, failing with the last answer."""
+    deadline = time.monotonic() + within
+    while True:
+        value = get()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what or 'condition'} not met within {within} s; last: {value!r}")
+        time.sleep(0.05)
 
 
 class FakeTime:
