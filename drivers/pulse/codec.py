@@ -28,6 +28,7 @@ from retrotread.drivers.plausible import LATE_S, max_distance_m
 from retrotread.drivers.units import Speed
 
 __all__ = [
+    "CLOCK_TOLERANCE",
     "COUNTER_MODULUS",
     "MAX_LINE_BYTES",
     "BadLine",
@@ -48,6 +49,10 @@ COUNTER_MODULUS: Final = 2**32
 MAX_LINE_BYTES: Final = 256
 """The longest line we wait for. A reading is at most 24 bytes (``P`` and two 10-digit counters);
 anything that runs on this long without a newline is noise or a wrong baud rate."""
+
+CLOCK_TOLERANCE: Final = 0.02
+"""How much faster than the host's a board's clock may run: a ceramic resonator is off by 0.5 % at
+most, so 2 % never refuses a real board, and a board clock that runs 50 times fast is still refused."""
 
 _MAX_DIGITS = len(str(COUNTER_MODULUS - 1))
 
@@ -241,13 +246,25 @@ class PulseSpeedometer:
     total_pulses went back (a modular step of 2**31 or more) starts a new base: speed 0 on that
     reading, ``reset`` True, no distance credited for the jump.
 
+    A reading that carries several pulses at once (lines were lost, or the belt was pushed off from
+    a standstill between two lines) has no earlier edge in the window to time them from. Its
+    pulses did not happen before the previous reading, so the belt covered at least
+    ``n - 1`` pulses in the board time since it: that is the speed it reads (an edge stands at the
+    previous reading for it), never 0 while ``n`` pulses are credited to the distance. One pulse
+    alone is no speed (the belt may only have been nudged) and still reads 0.
+
     A reading that jumped *ahead* of what a belt can do is ``implausible`` (issue 10: one bogus
     line put 250,000 km in a set): more pulses than ``plausible.MAX_SPEED`` covers in its board
-    time (plus one pulse, the count's own step), or more board time than the host saw pass since
-    the last line (plus ``plausible.LATE_S`` for lines that arrive bunched; only when the caller
-    passes arrival times). Nothing is credited and the speedometer keeps its state, so one bogus
-    line costs one reading; if the next reading agrees with the bogus one instead (the counters
-    really jumped, and stay), that one starts a new base.
+    time (plus one pulse, the count's own step), or more board time than the host can have seen
+    pass (only when the caller passes arrival times). A line is written before it arrives and at
+    most ``plausible.LATE_S`` before (lines that arrive bunched), and after the line before it
+    plus the board time between them: so the earliest a line can have been written carries over
+    from line to line (``CLOCK_TOLERANCE`` allows for a board clock that runs a little fast), and
+    across board restarts, which come after the line before them. Checked line by line alone, a
+    board clock that claims a second every 20 ms passed every check and bunches of "late" lines
+    were credited again and again. Nothing is credited for an implausible reading and the
+    speedometer keeps its state, so one bogus line costs one reading; if the next reading agrees
+    with the bogus one instead (the counters really jumped, and stay), that one starts a new base.
     """
 
     def __init__(self, m_per_pulse: float, window_s: float = 1.0, zero_after_s: float = 2.0) -> None:
@@ -255,7 +272,7 @@ class PulseSpeedometer:
         self._window_ms = _positive("window_s", window_s) * 1000
         self._zero_after_ms = _positive("zero_after_s", zero_after_s) * 1000
         self._last: PulseReading | None = None
-        self._last_t: float | None = None  # host arrival time of ``_last``, if given
+        self._written: float | None = None  # the earliest host time ``_last`` can have been written
         self._suspect: tuple[PulseReading, float | None] | None = None  # the last implausible one
         self._t_ms = 0  # board time since the base, unwrapped
         self._base_pulses = 0  # pulses since the base, unwrapped
@@ -270,30 +287,30 @@ class PulseSpeedometer:
 
     def update(self, reading: PulseReading, t_s: float | None = None) -> PulseMeasurement:
         """The belt as of ``reading``; ``t_s`` is the host's monotonic time it arrived, if known."""
-        last, last_t = self._last, self._last_t
+        last = self._last
         if last is None:
-            self._last, self._last_t = reading, t_s
+            self._accept(reading, t_s, 0)
             return self._measure(0.0, reset=False)
         d_ms = (reading.board_ms - last.board_ms) % COUNTER_MODULUS
         d_pulses = (reading.total_pulses - last.total_pulses) % COUNTER_MODULUS
         half = COUNTER_MODULUS // 2
         if d_ms >= half or d_pulses >= half:
-            self._last, self._last_t, self._suspect = reading, t_s, None
+            self._accept(reading, t_s, 0)  # a restart: no board time relates the two lines
             return self._new_base()
-        if self._impossible(d_ms, d_pulses, last_t, t_s):
+        if self._impossible(d_ms, d_pulses, self._written, t_s):
             suspect = self._suspect
             if suspect is not None and self._agrees(suspect, reading, t_s):
-                self._last, self._last_t, self._suspect = reading, t_s, None
+                self._accept(reading, t_s, 0)
                 return self._new_base()
             self._suspect = (reading, t_s)
             return PulseMeasurement(Speed(0.0), self.distance_m, self._pulses, implausible=True)
-        self._last, self._last_t, self._suspect = reading, t_s, None
+        self._accept(reading, t_s, d_ms)
 
         self._t_ms += d_ms
         if d_pulses:
             self._base_pulses += d_pulses
             self._pulses += d_pulses
-            self._edge(self._t_ms, self._base_pulses)
+            self._edge(self._t_ms, self._base_pulses, d_ms, d_pulses)
 
         if not self._edges:
             return self._measure(0.0, reset=False)
@@ -305,25 +322,43 @@ class PulseSpeedometer:
             mps = min(mps, self.m_per_pulse * 1000 / gap_ms)
         return self._measure(mps, reset=False)
 
-    def _impossible(self, d_ms: int, d_pulses: int, last_t: float | None, t_s: float | None) -> bool:
+    def _impossible(self, d_ms: int, d_pulses: int, written: float | None, t_s: float | None) -> bool:
+        """``written``: the earliest host time the line before can have been written, if known."""
         if d_pulses * self.m_per_pulse > max_distance_m(d_ms / 1000, self.m_per_pulse):
             return True
-        return last_t is not None and t_s is not None and d_ms / 1000 > max(0.0, t_s - last_t) + LATE_S
+        return written is not None and t_s is not None and written + d_ms / 1000 * (1 - CLOCK_TOLERANCE) > t_s
 
     def _agrees(self, suspect: tuple[PulseReading, float | None], reading: PulseReading, t_s: float | None) -> bool:
         before, before_t = suspect
         d_ms = (reading.board_ms - before.board_ms) % COUNTER_MODULUS
         d_pulses = (reading.total_pulses - before.total_pulses) % COUNTER_MODULUS
         half = COUNTER_MODULUS // 2
-        return d_ms < half and d_pulses < half and not self._impossible(d_ms, d_pulses, before_t, t_s)
+        written = None if before_t is None else before_t - LATE_S
+        return d_ms < half and d_pulses < half and not self._impossible(d_ms, d_pulses, written, t_s)
 
-    def _edge(self, t_ms: int, pulses: int) -> None:
+    def _accept(self, reading: PulseReading, t_s: float | None, d_ms: int) -> None:
+        """``reading`` is the last one now, ``d_ms`` of board time after the one before (0: a new base)."""
+        self._last, self._suspect = reading, None
+        if t_s is None:
+            self._written = None
+            return
+        earliest = t_s - LATE_S
+        if self._written is not None:
+            earliest = max(earliest, self._written + d_ms / 1000 * (1 - CLOCK_TOLERANCE))
+        self._written = earliest
+
+    def _edge(self, t_ms: int, pulses: int, d_ms: int, d_pulses: int) -> None:
+        """``d_pulses`` pulses came in the ``d_ms`` since the last reading, the last of them at ``t_ms``."""
         edges = self._edges
         if edges and t_ms - edges[-1][0] >= self._zero_after_ms:
             # The belt stood still in between: an edge from before the stop would average the
             # standstill into the new speed.
             edges.clear()
             self._edge_mps = 0.0
+        if not edges and d_pulses > 1 and d_ms > 0:
+            # No edge to time these pulses from: the first of them came after the last reading,
+            # so the belt covered at least d_pulses - 1 of them in d_ms (see the class docstring).
+            edges.append((t_ms - d_ms, pulses - d_pulses + 1))
         edges.append((t_ms, pulses))
         while len(edges) > 2 and edges[1][0] <= t_ms - self._window_ms:
             edges.popleft()
