@@ -87,8 +87,13 @@ class SampleGate:
         if why is None and sample.distance_m is not None:
             why = self._distance(sample.distance_m, sample.t)
             if why is None:
-                self._emitted = sample.distance_m - self._offset
-                return replace(sample, distance_m=self._emitted)
+                emitted = sample.distance_m - self._offset
+                if self._emitted is not None:
+                    # A re-based distance is a difference of floats: raw - (raw_then - emitted)
+                    # can come out an ulp below what was emitted, and distance never goes back.
+                    emitted = max(emitted, self._emitted)
+                self._emitted = emitted
+                return replace(sample, distance_m=emitted)
         if why is None:
             return sample
         self.bad_samples += 1
