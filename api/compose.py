@@ -161,6 +161,7 @@ async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str 
                         controller,
                         url,
                         control=settings.mqtt.control,
+                        telemetry_hz=settings.mqtt.telemetry_hz,
                         dashboard_url=dashboard_url(settings.http.listen),
                     )
                     await faces.enter_async_context(bridge)

@@ -104,6 +104,9 @@ class MqttSection(_Section):
     control: Literal["stop", "full"] = Field(
         default="stop", description="'stop': only stop and estop over MQTT; 'full': every command (broker ACL guards)"
     )
+    telemetry_hz: float | None = Field(
+        default=None, gt=0, description="at most this many BASE/telemetry messages a second; unset: every reading"
+    )
 
 
 class SessionSection(_Section):

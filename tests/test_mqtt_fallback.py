@@ -214,11 +214,6 @@ async def test_a_url_that_insists_on_mqtt5_is_never_spoken_in_311(broker: Mosqui
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/mqtt/bridge.py: a refusal of MQTT 5 under protocol=5 is logged as a bare CONNACK code; "
-    "it should say the URL insists on MQTT 5 and how to allow 3.1.1 (fix in the h6 report)",
-)
 async def test_a_url_that_insists_on_mqtt5_says_why_it_does_not_fall_back(broker: Mosquitto) -> None:
     async with daemon_behind(broker, REFUSED_311, "v5why", "?protocol=5") as (_proxy, daemon):
         line = await daemon.log.wait_for(r"cannot connect", within=20)

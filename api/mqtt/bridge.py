@@ -29,6 +29,7 @@ from retrotread.api.discovery import (
     DEFAULT_PLAN,
     REFUSED,
     Control,
+    diagnostic_keys,
     discovery_payload,
     published,
 )
@@ -201,6 +202,7 @@ class MqttBridge:
         self._known: dict[str, str] = {}  # discovery components published (key → platform)
         self._plan: str | None = None  # the plan chosen on BASE/plan (full control)
         self._names: tuple[str | None, str | None] = (None, None)  # maker and model in the discovery sent
+        self._diagnostics: frozenset[str] = frozenset()  # the diagnostic components in the discovery sent
         self._discovery = discovery
         self._support_url = support_url
         self._keepalive_s = keepalive_s
@@ -424,12 +426,17 @@ class MqttBridge:
 
     def _falls_back(self, exc: MqttConnectError) -> bool:
         """Switch to MQTT 3.1.1 for good if the broker refused MQTT 5 and the URL did not insist."""
-        if not self._v5 or self.broker.protocol == "5":
+        if not self._v5:
             return False
         rc = exc.rc
         code = rc if isinstance(rc, int) else getattr(rc, "value", None)
         if code not in _UNSUPPORTED_PROTOCOL:
             return False
+        if self.broker.protocol == "5":
+            raise aiomqtt.MqttError(
+                f"the broker refused MQTT 5 ({exc}) and the URL insists on it (protocol=5): "
+                "drop protocol=5 to allow MQTT 3.1.1"
+            ) from exc
         log.info("MQTT: %s does not speak MQTT 5; using 3.1.1", self.broker.where)
         self._v5 = False
         return True
@@ -488,6 +495,7 @@ class MqttBridge:
         platform-only entries, once (Home Assistant deletes a component only that way)."""
         snapshot = self.controller.snapshot()
         maker, model = self._names = _device_names(snapshot, self.controller)
+        self._diagnostics = diagnostic_keys(snapshot.device)
         options: dict[str, Any] = {
             "control": self.control,
             "removed": self._known,
@@ -533,7 +541,10 @@ class MqttBridge:
                 await client.publish(self.topics.leaf(leaf), _wire(update), qos, retain)
                 # The driver reads the machine's maker and model after connecting: the device
                 # block follows once it has them.
-                renamed = update.kind == "state" and _device_names(update.payload, self.controller) != self._names
+                renamed = update.kind == "state" and (
+                    _device_names(update.payload, self.controller) != self._names
+                    or diagnostic_keys(getattr(update.payload, "device", None)) != self._diagnostics
+                )
                 if renamed and self._discovery:
                     self._outbox.put_nowait(self._discovery_message())
                 if update.kind == CUE:
