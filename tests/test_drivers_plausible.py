@@ -209,6 +209,15 @@ def test_no_stored_set_is_impossible(
     burst_m = SampleGate(M_PER_PULSE).burst_m
     for record in history.recent(10):
         for s in record.sets:
+            if s.distance_m is None:  # no sample reached the set: it measured nothing, all None
+                assert s.avg_mph is None and s.max_mph is None
+                continue
+            assert s.max_mph is not None and s.avg_mph is not None
             assert 0 <= s.max_mph <= MAX_SPEED.mph
-            assert 0 <= s.avg_mph <= MAX_SPEED.mph
             assert s.distance_m <= MAX_SPEED.mps * s.work_s + burst_m
+            # A known limit, not an allowance for noise: a sample is stamped when it arrives, and a
+            # pulse line measures the second before it, so a set shorter than that window can hold
+            # up to one burst measured across its start (an aborted 0.44 s set: 4.25 m). The
+            # average is bounded by the same budget as the distance; the fix is a sample that
+            # carries when its measurement began (issue 15's trace has the same limit).
+            assert 0 <= s.avg_mph * s.work_s <= MAX_SPEED.mph * s.work_s + Speed(burst_m).mph + 1e-3
