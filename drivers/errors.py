@@ -9,12 +9,14 @@ bleak, OS errors) are translated at the driver boundary with ``raise ... from ex
     │   ├── LinkLost                the link dropped while in use (rule S9)
     │   ├── DeviceAccessError       the port or adapter exists but may not be opened (permissions)
     │   ├── CommandRejected         the device refused or did not acknowledge a command
+    │   │   └── ReplayMismatch      a replayed capture did not expect what the client wrote (drivers.ftms.replay)
     │   └── Unsupported             the device cannot do what was asked (a capability, not a retry)
     ├── CodecError                  bytes that do not form a valid frame
     │   ├── LocalProtocolError      our side built something invalid (a bug or a bad argument)
     │   └── RemoteProtocolError     the peer sent something invalid (a device quirk or line noise)
     ├── ConfigError                 a bad URL, option or setting; the message names key and value
     │   ├── EnvelopeError           an envelope wider than S1 allows, or upside down (safety)
+    │   ├── CaptureError            a GATT capture file that cannot be read (drivers.ftms.capture)
     │   ├── HistoryError            the history cannot be opened or read (daemon.history)
     │   └── ListenError             the HTTP address cannot be listened on (api.server)
     ├── InputError                  a request that does not make sense: the message says why

@@ -132,8 +132,18 @@ def test_faces_never_touch_private_state() -> None:
     """No face reads another module's private state (the CLI read the controller's ``_Session``)."""
     problems = []
     for path in sorted((ROOT / "api").rglob("*.py")):
-        problems += private_reads(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+        where = str(path.relative_to(ROOT))
+        allowed = LIBRARY_PRIVATES.get(where, frozenset())
+        problems += [
+            p for p in private_reads(path.read_text(encoding="utf-8"), where) if p.split(".")[-1] not in allowed
+        ]
     assert not problems, "\n".join(problems)
+
+
+# A library's internals a face subclasses on purpose, named here so each one is a decision: the MQTT
+# bridge's aiomqtt.Client subclass writes QoS 0 telemetry in the sample's loop iteration through
+# aiomqtt's own loop and disconnect future (issue 16; it falls back to aiomqtt's path if they move).
+LIBRARY_PRIVATES: dict[str, frozenset[str]] = {"api/mqtt/bridge.py": frozenset({"_loop", "_disconnected"})}
 
 
 @pytest.mark.parametrize(

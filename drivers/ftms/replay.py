@@ -51,7 +51,7 @@ from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback,
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
 
-from retrotread.drivers.errors import ConfigError
+from retrotread.drivers.errors import CommandRejected, ConfigError
 from retrotread.drivers.ftms.capture import Capture, CaptureEvent, load_capture, short_uuid
 from retrotread.drivers.ftms.codec import (
     CONTROL_POINT_UUID,
@@ -83,7 +83,7 @@ def _is_stop(event: CaptureEvent) -> bool:
     return event.kind == "write" and event.uuid == CONTROL_POINT_UUID and event.data == STOP
 
 
-class ReplayMismatch(BleakError):
+class ReplayMismatch(BleakError, CommandRejected):
     """The client did something the capture did not: the message names the capture's line."""
 
 
