@@ -33,23 +33,40 @@ class SetStats:
     max_mph: float = 0.0
     samples: int = 0
     _last: BeltSample | None = None
+    _from: float | None = None  # when the running stretch began: the set's start, or the resume
+
+    def __post_init__(self) -> None:
+        self._from = self.start_mono
 
     def add(self, sample: BeltSample) -> None:
         mph = sample.speed.mph
         if mph == mph:  # not NaN
             self.max_mph = max(self.max_mph, mph)
             self.samples += 1
+        if self._from is None:  # the first sample after a pause starts the stretch
+            self._from = sample.t
         last = self._last
         if last is not None:
             if sample.distance_m is not None and last.distance_m is not None:
-                self.distance_m += max(0.0, sample.distance_m - last.distance_m)
+                self.distance_m += max(0.0, sample.distance_m - last.distance_m) * self._inside(sample)
             elif mph == mph and last.speed.mph == last.speed.mph:
                 self.distance_m += (last.speed.mps + sample.speed.mps) / 2 * max(0.0, sample.t - last.t)
         self._last = sample if mph == mph else None
 
+    def _inside(self, sample: BeltSample) -> float:
+        """The part of a sample's measured span that lies inside the running stretch (1 when the
+        device gives no span, or the span began inside it). A late reading carries movement from
+        before the set began; its share of that span is credited, on the span's even pace, and the
+        rest left to before the set (the pulse board's one-second line, for sets under a second)."""
+        span = sample.span_s
+        if not span or self._from is None or sample.t - span >= self._from:
+            return 1.0
+        return max(0.0, min(1.0, (sample.t - self._from) / span))
+
     def gap(self) -> None:
         """The set is not running (paused): the next sample starts a new stretch, nothing is bridged."""
         self._last = None
+        self._from = None
 
     def result(
         self,

@@ -22,6 +22,10 @@ class BeltSample:
     incline_pct: float | None = None
     distance_m: float | None = None
     """Distance since the device started counting, if it reports one (a driver may compute it)."""
+    span_s: float | None = None
+    """The time the distance since the sample before was measured over, ending at ``t``, when the
+    device says (a pulse board's own clock): a reading that arrives late carries movement from before
+    it arrived, which a set that began meanwhile must not count as its own."""
 
 
 class DeviceEventKind(Enum):

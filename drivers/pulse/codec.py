@@ -217,6 +217,8 @@ class PulseMeasurement:
     pulses: int
     reset: bool = False
     implausible: bool = False
+    span_s: float | None = None
+    """Board time since the reading before (None: a first reading or a new base)."""
 
 
 def _positive(name: str, value: object) -> float:
@@ -312,15 +314,16 @@ class PulseSpeedometer:
             self._pulses += d_pulses
             self._edge(self._t_ms, self._base_pulses, d_ms, d_pulses)
 
+        span_s = d_ms / 1000
         if not self._edges:
-            return self._measure(0.0, reset=False)
+            return self._measure(0.0, reset=False, span_s=span_s)
         gap_ms = self._t_ms - self._edges[-1][0]
         if gap_ms >= self._zero_after_ms:
-            return self._measure(0.0, reset=False)
+            return self._measure(0.0, reset=False, span_s=span_s)
         mps = self._edge_mps
         if gap_ms > 0:
             mps = min(mps, self.m_per_pulse * 1000 / gap_ms)
-        return self._measure(mps, reset=False)
+        return self._measure(mps, reset=False, span_s=span_s)
 
     def _impossible(self, d_ms: int, d_pulses: int, written: float | None, t_s: float | None) -> bool:
         """``written``: the earliest host time the line before can have been written, if known."""
@@ -374,5 +377,5 @@ class PulseSpeedometer:
         self._edge_mps = 0.0
         return self._measure(0.0, reset=True)
 
-    def _measure(self, mps: float, *, reset: bool) -> PulseMeasurement:
-        return PulseMeasurement(Speed(mps), self.distance_m, self._pulses, reset)
+    def _measure(self, mps: float, *, reset: bool, span_s: float | None = None) -> PulseMeasurement:
+        return PulseMeasurement(Speed(mps), self.distance_m, self._pulses, reset, span_s=span_s)

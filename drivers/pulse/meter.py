@@ -68,7 +68,7 @@ class PulseMeter:
         updates: list[Update] = []
         if measured.reset:
             updates.append(DeviceEvent(t, DeviceEventKind.DEVICE_RESET, "the board's counters went back: it restarted"))
-        sample = self._gate.admit(BeltSample(t, measured.speed, None, measured.distance_m))
+        sample = self._gate.admit(BeltSample(t, measured.speed, None, measured.distance_m, measured.span_s))
         if sample is not None:
             updates.append(sample)
         return updates
