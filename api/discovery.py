@@ -33,7 +33,6 @@ the envelope the snapshot reports (S1 is still enforced by the supervisor on eve
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any, Literal
@@ -42,7 +41,6 @@ from retrotread.daemon.events import EventKind
 from retrotread.daemon.plans import PRESETS
 from retrotread.daemon.snapshot import StateSnapshot
 from retrotread.daemon.timer import Phase
-from retrotread.drivers.units import KMH_PER_MPH
 
 PACKAGE = "retrotread"
 QOS = 1
@@ -93,33 +91,27 @@ def project_url() -> str | None:
 
 
 def target_speed(
-    state_topic: str, command_topic: str, envelope_mph: tuple[float, float], unit: SpeedUnit
+    state_topic: str, command_topic: str, envelope: tuple[float, float], unit: SpeedUnit
 ) -> dict[str, Any]:
-    """The target speed as a Home Assistant number, in ``unit``.
+    """The target speed as a Home Assistant number, in ``unit``; ``envelope`` in that unit.
 
     Home Assistant converts a number's unit only for temperature and volume flow rate
     (``number/const.py`` ``UNIT_CONVERTERS``, Core 2025.4), not for speed: a number published in
     mph stays in mph beside a belt speed sensor shown in km/h (seen on a real Core). So the number
-    is published in the unit the user reads, and the command template turns the value back into
-    the ``speed_mph`` the daemon takes. The range is the envelope, rounded inwards so the number
-    never offers a speed outside it (S1 is still the supervisor's, on every command).
+    is published in the unit the user reads and sends it back in that unit: the state carries
+    ``target_kmh`` and ``envelope_kmh`` (rounded toward the inside), and the speed command takes
+    ``speed_kmh``; the conversion is the daemon's. S1 is still the supervisor's, on every command.
     """
-    low, high = envelope_mph
-    if unit == "mph":
-        lo, hi, step = low, high, 0.05
-        value = "value_json.target_mph"
-        command = '{"speed_mph": {{ value }}}'
-    else:
-        lo = math.ceil(round(low * KMH_PER_MPH * 100, 6)) / 100
-        hi = math.floor(round(high * KMH_PER_MPH * 100, 6)) / 100
-        step = 0.01
-        value = f"(value_json.target_mph * {KMH_PER_MPH}) | round(2)"
-        command = f'{{"speed_mph": {{{{ (value | float / {KMH_PER_MPH}) | round(4) }}}}}}'
+    lo, hi = envelope
+    key = "kmh" if unit == "km/h" else "mph"
+    step = 0.01 if unit == "km/h" else 0.05
+    value = f"value_json.target_{key}"
+    command = f'{{"speed_{key}": {{{{ value }}}}}}'
     return {
         "p": "number",
         "name": "Target speed",
         "state_topic": state_topic,
-        "value_template": f"{{{{ {value} if value_json.target_mph is not none else 'None' }}}}",
+        "value_template": f"{{{{ {value} if {value} is not none else 'None' }}}}",
         "command_topic": command_topic,
         "command_template": command,
         "device_class": "speed",
@@ -396,9 +388,9 @@ def device_config(
         )
         cmps["stop"] = button("Stop belt", f"{cmd}/stop", {}, "mdi:stop")
     if control == "full":
-        if drives and snapshot.envelope_mph is not None:
-            low, high = snapshot.envelope_mph
-            cmps["target_speed"] = target_speed(state_topic, f"{cmd}/speed", (low, high), speed_unit)
+        envelope = snapshot.envelope_kmh if speed_unit == "km/h" else snapshot.envelope_mph
+        if drives and envelope is not None:
+            cmps["target_speed"] = target_speed(state_topic, f"{cmd}/speed", envelope, speed_unit)
             cmps["reset"] = button("Reset stop", f"{cmd}/reset", {}, "mdi:restore")
         cmps["plan"] = {
             "p": "select",

@@ -37,6 +37,7 @@ from retrotread.daemon.plans import (
     plan_from,
 )
 from retrotread.daemon.snapshot import SessionView
+from retrotread.drivers.units import Speed
 from retrotread.safety.rules import Rule
 from retrotread.safety.supervisor import Decision
 
@@ -66,8 +67,25 @@ class StartCommand(Command):
 
 
 class SpeedCommand(Command):
+    """A new belt speed, in mph or in km/h (exactly one: a face that shows km/h sends km/h)."""
+
     name: ClassVar[str] = "speed"
-    speed_mph: Number = Field(description="belt speed in mph; reverse mode accepts 0.8..1.2 (S1)")
+    speed_mph: Number | None = Field(default=None, description="belt speed in mph; reverse mode accepts 0.8..1.2 (S1)")
+    speed_kmh: Number | None = Field(default=None, description="or the belt speed in km/h (1.29..1.93 in reverse mode)")
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> SpeedCommand:
+        if (self.speed_mph is None) == (self.speed_kmh is None):
+            raise PydanticCustomError("speed_mph", "give speed_mph or speed_kmh, one of them")
+        return self
+
+    @property
+    def speed(self) -> Speed:
+        """The speed asked for, whichever unit it came in (drivers.units converts, exactly)."""
+        if self.speed_kmh is not None:
+            return Speed.from_kmh(self.speed_kmh)
+        assert self.speed_mph is not None
+        return Speed.from_mph(self.speed_mph)
 
 
 class InclineCommand(Command):
@@ -208,6 +226,11 @@ class Outcome(BaseModel):
 
 
 _NOISE = frozenset({"body", "float", "int"})  # FastAPI's location prefix, union members
+_SPEEDS = frozenset({"speed_mph", "speed_kmh"})
+
+
+def _names_speed(error: Mapping[str, Any]) -> bool:
+    return bool(_SPEEDS & {*map(str, error.get("loc", ())), str(error.get("type", ""))})
 
 
 def describe_invalid(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
@@ -216,6 +239,8 @@ def describe_invalid(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | No
     first = errors[0] if errors else {}
     # "body.speed_mph.float" → "speed_mph": the union member tried is noise to a user.
     where = ".".join(str(p) for p in first.get("loc", ()) if str(p) not in _NOISE)
+    if not where and str(first.get("type", "")) in _SPEEDS:
+        where = str(first["type"])  # the speed command's one-unit check names its field as its type
     msg = str(first.get("msg", "malformed"))
-    rule = Rule.S1.value if any("speed_mph" in map(str, e.get("loc", ())) for e in errors) else None
+    rule = Rule.S1.value if any(_names_speed(e) for e in errors) else None
     return (f"{where}: {msg}" if where else msg), rule

@@ -117,7 +117,7 @@ class Controller(RuntimeLoops):
                 case StartCommand():
                     return Outcome.of(await self.start_belt(Speed.from_mph(command.speed_mph)))
                 case SpeedCommand():
-                    return Outcome.of(await self.set_speed(Speed.from_mph(command.speed_mph)))
+                    return Outcome.of(await self.set_speed(command.speed))
                 case InclineCommand():
                     return Outcome.of(await self.set_incline(command.incline_pct))
                 case ResetCommand():

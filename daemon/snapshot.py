@@ -86,6 +86,10 @@ class StateSnapshot(_Frozen):
     session: SessionView | None
     ts: str
     seq: int
+    target_kmh: float | None = None
+    """``target_mph`` in km/h, for faces that show km/h (Home Assistant's number)."""
+    envelope_kmh: tuple[float, float] | None = None
+    """``envelope_mph`` in km/h to 0.01, rounded toward the inside (S2)."""
     device: dict[str, object] | None = None
     """What the machine says of itself where the driver asks it (maker, model, firmware; CSAFE hours
     of use, odometer, error and service codes); None for simulators and sensors."""

@@ -65,6 +65,8 @@ class StateViews(ControllerBase):
             belt=belt,
             target_mph=round_or_none(target, 3),
             envelope_mph=self.safety.envelope.mph if self.mode is Mode.REVERSE else None,
+            target_kmh=round_or_none(sup.target.kmh if sup.target is not None else None, 3),
+            envelope_kmh=self.safety.envelope.kmh if self.mode is Mode.REVERSE else None,
             stop=stop,
             session=self.session_view(),
             ts=iso(self.wall()),

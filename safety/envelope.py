@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from retrotread.drivers.errors import ConfigError
 from retrotread.drivers.types import Capabilities
-from retrotread.drivers.units import Rounding, Speed, SpeedGrid
+from retrotread.drivers.units import Rounding, Speed, SpeedGrid, SpeedUnit
 
 REVERSE_MIN_MPH = 0.8
 REVERSE_MAX_MPH = 1.2
@@ -54,6 +54,17 @@ class Envelope:
     @property
     def mph(self) -> tuple[float, float]:
         return (round(self.low.mph, 4), round(self.high.mph, 4))
+
+    @property
+    def kmh(self) -> tuple[float, float] | None:
+        """The envelope in km/h to 0.01, rounded toward the inside (S2) as a device grid is, for a
+        face that shows km/h (1.29..1.93 for 0.8..1.2 mph): every value in it is inside in mph too.
+        None for an envelope narrowed below one 0.01 km/h step."""
+        grid = SpeedGrid(SpeedUnit.KMH_HUNDREDTHS, 1, self.low, self.high)
+        span = grid.within(self.low, self.high)
+        if span is None:
+            return None
+        return (round(grid.decode(span[0]).kmh, 2), round(grid.decode(span[1]).kmh, 2))
 
 
 @dataclass(frozen=True, slots=True)

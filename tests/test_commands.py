@@ -133,3 +133,14 @@ async def test_the_controller_answers_every_command_with_an_outcome() -> None:
         await wait_until(lambda: c.samples_seen > seen, sub, within=10)  # the reset reads a fresh 0 (S6)
         assert (await c.execute(ResetCommand(), "test")).ok
         assert not c.snapshot().stop.latched
+
+
+def test_a_speed_comes_in_mph_or_in_km_h_exactly_one() -> None:
+    """Home Assistant's number shows km/h and sends km/h; the conversion is the daemon's, exact."""
+    assert SpeedCommand(speed_kmh=1.7).speed.mph == pytest.approx(1.7 / 1.609344)
+    assert SpeedCommand(speed_mph=1.0).speed.mph == pytest.approx(1.0)
+    for body in ({}, {"speed_mph": 1.0, "speed_kmh": 1.61}):
+        with pytest.raises(ValidationError) as err:
+            SpeedCommand.model_validate(body)
+        message, rule = describe_invalid(err.value.errors())
+        assert rule == "S1" and message.startswith("speed_mph: "), message

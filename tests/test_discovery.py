@@ -29,6 +29,7 @@ from retrotread.api.discovery import (
 )
 from retrotread.daemon.plans import PRESETS
 from retrotread.daemon.snapshot import StateSnapshot, StopView
+from retrotread.safety.envelope import Envelope
 
 BASE = "retrotread/gym-3"
 # homeassistant/components/mqtt/const.py SUPPORTED_COMPONENTS (the platforms we could use)
@@ -74,6 +75,7 @@ def snapshot(
         belt=None,
         target_mph=None,
         envelope_mph=envelope,
+        envelope_kmh=Envelope.reverse(*envelope).kmh if envelope is not None else None,  # as the daemon makes it
         stop=StopView(latched=False),
         session=None,
         ts="2026-11-21T15:03:46.423Z",
@@ -222,7 +224,7 @@ def test_control_full_offers_speed_reset_plan_and_the_session_buttons() -> None:
     assert number["device_class"] == "speed" == cmps["belt_speed"]["device_class"]
     assert (number["min"], number["max"]) == (1.45, 1.77)  # 0.9..1.1 mph = 1.448..1.770 km/h, inwards
     assert number["unit_of_measurement"] == "km/h"
-    assert "/ 1.609344" in number["command_template"] and '"speed_mph"' in number["command_template"]
+    assert number["command_template"] == '{"speed_kmh": {{ value }}}'  # the daemon converts (daemon/commands.py)
     assert cmps["reset"]["command_topic"] == f"{BASE}/cmd/reset"
     assert cmps["plan"]["options"] == list(PRESETS)
     assert cmps["plan"]["command_topic"] == cmps["plan"]["state_topic"] == f"{BASE}/plan"
@@ -373,7 +375,8 @@ def test_the_target_speed_is_published_in_the_unit_the_user_reads() -> None:
     assert (number["unit_of_measurement"], number["min"], number["max"]) == ("km/h", 1.29, 1.93)
     assert 0.8 <= 1.29 / 1.609344 and 1.93 / 1.609344 <= 1.2  # never outside the envelope
     assert sensor["unit_of_measurement"] == "mph"  # what the daemon publishes; HA in metric shows km/h
-    assert "* 1.609344" in number["value_template"]
+    assert "value_json.target_kmh" in number["value_template"]  # the daemon's own km/h, no sum in HA
+    assert number["command_template"] == '{"speed_kmh": {{ value }}}'
     imperial = device_config(snapshot(), base_topic=BASE, control="full", speed_unit="mph")["cmps"]
     number, sensor = imperial["target_speed"], imperial["belt_speed"]
     assert (number["unit_of_measurement"], number["min"], number["max"]) == ("mph", 0.8, 1.2)
