@@ -367,7 +367,7 @@ class Watcher:
                         data = mqtt_decode(m.payload)
                         if predicate(data):
                             return i, m, data
-                seen = len(self.messages)
+                seen = max(seen, len(self.messages))  # never back before ``since``
                 self._new.clear()
                 await self._new.wait()
 
@@ -600,3 +600,19 @@ TREADMILL_DATA_TABLE: dict[int, list[tuple[str, str, int, int | None]]] = {
     12: [("force_n", "s16", 1, 0x7FFF), ("power_w", "s16", 1, 0x7FFF)],
     13: [("steps", "u24", 1, None)],
 }
+
+
+def a_set(n: int, outcome: str = "completed", work_s: float = 60.0) -> SetResult:
+    """A stored set as history keeps one: set ``n``, 40 m at 1.5 mph average."""
+    return SetResult(
+        set=n,
+        started_at="2026-11-21T15:00:00.000Z",
+        ended_at="2026-11-21T15:01:00.000Z",
+        started_mono=10.0 * n,
+        ended_mono=10.0 * n + work_s,
+        work_s=work_s,
+        distance_m=40.0,
+        avg_mph=1.5,
+        max_mph=1.7,
+        outcome=outcome,
+    )  # type: ignore[arg-type]

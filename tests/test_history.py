@@ -10,25 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 from daemon_proc import daemon, run_cli
+from helpers import a_set
 
 from retrotread.daemon.auth import load_or_create_token, read_token, rotate_token
 from retrotread.daemon.history import SqliteHistory
-from retrotread.daemon.snapshot import Event, SetResult
-
-
-def a_set(n: int, outcome: str = "completed", work_s: float = 60.0) -> SetResult:
-    return SetResult(
-        set=n,
-        started_at="2026-11-21T15:00:00.000Z",
-        ended_at="2026-11-21T15:01:00.000Z",
-        started_mono=10.0 * n,
-        ended_mono=10.0 * n + work_s,
-        work_s=work_s,
-        distance_m=40.0,
-        avg_mph=1.5,
-        max_mph=1.7,
-        outcome=outcome,
-    )  # type: ignore[arg-type]
+from retrotread.daemon.snapshot import Event
 
 
 def test_sessions_sets_and_events_round_trip(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_history import a_set
+from helpers import a_set
 
 from retrotread.daemon.history import HistoryError, SqliteHistory
 

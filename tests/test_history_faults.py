@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import fill_disk
-from test_history import a_set
+from helpers import a_set, fill_disk
 
 from retrotread.daemon.history import HistoryError, SqliteHistory
 from retrotread.daemon.history_writer import SPOOL_MAX, PutSet, Writer
@@ -129,7 +128,7 @@ import sys
 from pathlib import Path
 from retrotread.daemon.history import SqliteHistory
 from helpers import fill_disk
-from test_history import a_set
+from helpers import a_set
 store = SqliteHistory.open(Path(sys.argv[1]))
 sid = store.begin("deadmill", "deadmill", "sim://manual", 3, "2026-11-21T15:00:00.000Z")
 store.record_set(sid, a_set(1))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -19,153 +18,40 @@ import signal
 import ssl
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
-from helpers import free_port, hold_set_incline, wait_until
+from helpers import (
+    free_port,
+    hold_set_incline,
+    mqtt_decode,
+    running,
+    until_controller,
+    watching,
+)
 from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from retrotread.api.mqtt import MAX_COMMAND_BYTES, NO_DELAY, LinkState, MqttBridge, forget
+from retrotread.api.mqtt import MAX_COMMAND_BYTES, LinkState, MqttBridge, forget
 from retrotread.daemon.controller import Controller
 from retrotread.drivers import open_driver
 from retrotread.drivers.errors import ConfigError
 from retrotread.drivers.units import KMH_PER_MPH
-from retrotread.safety import Mode, SafetyConfig
+from retrotread.safety import Mode
 
 STATE_KEYS = {"id", "mode", "driver", "connected", "belt", "target_mph", "envelope_mph", "stop", "session", "ts", "seq"}
 SESSION_KEYS = {"id", "plan", "phase", "set", "sets", "remaining_s", "elapsed_s", "ends_at"}
 RESULT_KEYS = {"cmd", "id", "ok", "error", "rule"}
 ROOT = Path(__file__).resolve().parent.parent
-_watchers = itertools.count(1)
 
 
 # ------------------------------------------------------------------ helpers
 
 
-class Watcher:
-    """Everything a separate MQTT client receives, in order, with a way to wait for a message."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.messages: list[aiomqtt.Message] = []
-        self._new = asyncio.Event()
-
-    async def read(self) -> None:
-        with contextlib.suppress(aiomqtt.MqttError):
-            async for message in self.client.messages:
-                self.messages.append(message)
-                self._new.set()
-
-    async def subscribe(self, *filters: str) -> None:
-        for f in filters:  # one SUBSCRIBE at a time: its retained messages arrive before the next SUBACK's
-            await self.client.subscribe(f, options=SubscribeOptions(qos=1, retainAsPublished=True))
-
-    async def publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
-        await self.client.publish(topic, payload, qos=1, retain=retain)
-
-    async def wait(
-        self, topic: str, predicate: Callable[[Any], bool] = lambda _: True, within: float = 10.0, since: int = 0
-    ) -> tuple[int, aiomqtt.Message, Any]:
-        """The first message on ``topic`` (from index ``since``) whose decoded payload passes ``predicate``."""
-        seen = since
-        async with asyncio.timeout(within):
-            while True:
-                for i in range(seen, len(self.messages)):
-                    m = self.messages[i]
-                    if m.topic.value == topic:
-                        data = _decode(m.payload)
-                        if predicate(data):
-                            return i, m, data
-                seen = max(seen, len(self.messages))  # never back before ``since``
-                self._new.clear()
-                await self._new.wait()
-
-    def on(self, topic: str) -> list[Any]:
-        return [_decode(m.payload) for m in self.messages if m.topic.value == topic]
-
-    async def result(self, cmd_id: str | int, base: str, within: float = 10.0) -> dict[str, Any]:
-        _, _, data = await self.wait(
-            f"{base}/cmd/result", lambda d: isinstance(d, dict) and d.get("id") == cmd_id, within
-        )
-        assert isinstance(data, dict)
-        return data
-
-
 def _raw(payload: Any) -> bytes:
     return payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-
-
-def _decode(payload: Any) -> Any:
-    raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode(errors="replace")
-
-
-@contextlib.asynccontextmanager
-async def watching(broker: Mosquitto, *filters: str) -> AsyncIterator[Watcher]:
-    client = aiomqtt.Client(
-        "127.0.0.1",
-        broker.port,
-        identifier=f"watcher-{next(_watchers)}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        socket_options=NO_DELAY,
-    )
-    async with client:
-        watcher = Watcher(client)
-        reader = asyncio.get_running_loop().create_task(watcher.read(), name="watcher")
-        try:
-            await watcher.subscribe(*filters)
-            yield watcher
-        finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-
-
-@contextlib.asynccontextmanager
-async def running(
-    broker: Mosquitto,
-    tid: str,
-    driver: str = "sim://motorized?rate_hz=50",
-    mode: Mode = Mode.REVERSE,
-    *,
-    standstill_first: bool = False,
-    **bridge: Any,
-) -> AsyncIterator[tuple[Controller, MqttBridge]]:
-    """A controller on a simulated belt with its bridge, connected to the broker (with full
-    control unless the test says otherwise: most tests drive the belt over MQTT)."""
-    bridge.setdefault("control", "full")
-    async with Controller(open_driver(driver), treadmill_id=tid, safety=SafetyConfig(mode=mode)) as controller:
-        if standstill_first:
-            await standing_still(controller)
-        async with MqttBridge(controller, broker.url, **bridge) as mqtt:
-            await mqtt.wait_connected(within=10)
-            yield controller, mqtt
-
-
-async def standing_still(controller: Controller) -> None:
-    """Until the belt has been still long enough that a start would be accepted (S4)."""
-    sup = controller.supervisor
-    sub = controller.hub.subscribe(("telemetry",), maxsize=1000, replay=False)
-    try:
-        await wait_until(
-            lambda: sup.last_motion_age(controller.clock()) is None and controller.samples_seen > 60, sub, 15
-        )
-    finally:
-        controller.hub.unsubscribe(sub)
-
-
-async def until_controller(controller: Controller, predicate: Callable[[], Any], within: float = 15.0) -> Any:
-    sub = controller.hub.subscribe(maxsize=10_000)
-    try:
-        return await wait_until(predicate, sub, within)
-    finally:
-        controller.hub.unsubscribe(sub)
 
 
 def belt_mph(controller: Controller) -> float:
@@ -198,7 +84,7 @@ async def test_status_state_telemetry_and_a_session_timer_with_events(broker: Mo
 
         timer_msgs = [m for m in w.messages if m.topic.value == f"{base}/timer"]
         assert timer_msgs and all(m.retain for m in timer_msgs)
-        timers = [_decode(m.payload) for m in timer_msgs]
+        timers = [mqtt_decode(m.payload) for m in timer_msgs]
         assert all(set(t) >= SESSION_KEYS for t in timers)
         phases = [(t["phase"], t["set"]) for t in timers]
         for n in (1, 2, 3):

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ha_rules import ha_rules
 from helpers import running, watching
 from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)
-from test_discovery import ha_rules
 
 from retrotread.api.doctor import run_checks
 from retrotread.safety import Mode

@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
-import tempfile
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from helpers import free_port, hold_set_incline
+from helpers import MqttDaemon, hold_set_incline, mqtt_daemon, running, watching
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mqtt_broker import Mosquitto, broker_fixture  # noqa: F401  (the ``broker`` fixture)
-from test_mqtt import running, watching
 
 from retrotread.api.mqtt import MAX_COMMAND_BYTES
 from retrotread.api.mqtt.bridge import COMMANDS_WAITING
@@ -148,54 +143,11 @@ async def test_s5_a_stop_is_never_answered_busy(broker: Mosquitto, monkeypatch: 
 # ------------------------------------------------------------------ the property, on a real daemon
 
 
-class RealDaemon:
-    """``retrotread run --mqtt URL`` on a simulated belt whose device writes a trace."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, trace: Path, http: str, token: str) -> None:
-        self.proc, self.trace, self.http, self.token = proc, trace, http, token
-
-    def wire(self) -> list[dict[str, Any]]:
-        text = self.trace.read_text() if self.trace.exists() else ""
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
 @pytest.fixture
-async def real_daemon(broker: Mosquitto) -> AsyncIterator[RealDaemon]:
-    with tempfile.TemporaryDirectory(prefix="retrotread-state-") as state:
-        trace = Path(state) / "trace.jsonl"
-        port = free_port()
-        env = {**os.environ, "RETROTREAD_DAEMON__ID": "hy", "RETROTREAD_DAEMON__STATE_DIR": state}
-        with tempfile.TemporaryFile() as errors:
-            proc = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).with_name("retrotread")),
-                "run",
-                "--driver",
-                f"sim://motorized?rate_hz=20&trace={trace}",
-                "--http",
-                f"127.0.0.1:{port}",
-                "--mqtt",
-                broker.url,
-                cwd=ROOT,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=errors,  # a file: a pipe nobody reads could fill and stall the daemon
-            )
-            try:
-                assert proc.stdout is not None
-                banner = await asyncio.wait_for(proc.stdout.readline(), 30)  # once the port listens
-                errors.seek(0)
-                assert banner, f"daemon did not start: {errors.read().decode(errors='replace')}"
-                token = (Path(state) / "token").read_text().strip()
-                yield RealDaemon(proc, trace, f"http://127.0.0.1:{port}", token)
-            finally:
-                if proc.returncode is None:
-                    proc.terminate()
-                    try:
-                        await asyncio.wait_for(proc.wait(), 10)
-                    except TimeoutError:
-                        proc.kill()
-                        await proc.wait()
+async def real_daemon(broker: Mosquitto) -> AsyncIterator[MqttDaemon]:
+    """``retrotread run --mqtt URL`` on a simulated belt whose device writes a trace."""
+    async with mqtt_daemon(broker.url, "hy") as d:
+        yield d
 
 
 payloads = st.one_of(
@@ -212,7 +164,7 @@ payloads = st.one_of(
 
 @pytest.mark.slow
 async def test_s5_property_any_bytes_on_cmd_estop_latch_the_real_daemon(
-    broker: Mosquitto, real_daemon: RealDaemon
+    broker: Mosquitto, real_daemon: MqttDaemon
 ) -> None:
     """Hypothesis over the real daemon: any payload bytes on cmd/estop end with the stop latched in
     the daemon's retained state and an ``estop`` written to the device (its trace), answered ok."""

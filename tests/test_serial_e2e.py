@@ -15,14 +15,13 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import httpx
 import pytest
-from helpers import free_port
+from helpers import free_port, poll_until
 
 from retrotread.daemon.auth import read_token
 from retrotread.sims.serial_serve import TRACE_ENV
@@ -89,18 +88,6 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
         proc.stop()
 
 
-def wait_for(get: Callable[[], T], ok: Callable[[T], bool], within: float = 15.0, what: str = "") -> T:
-    """Poll ``get()`` until ``ok`` holds, or fail after ``within`` seconds with the last value."""
-    deadline = time.monotonic() + within
-    while True:
-        value = get()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or 'a condition'}; last: {value!r}")
-        time.sleep(0.05)
-
-
 def daemon(spawn: Callable[..., Proc], driver_url: str, mode: str, state_home: Path) -> httpx.Client:
     """``retrotread run`` on ``driver_url``, answering /healthz; a client for it (use it in ``with``)."""
     port = free_port()
@@ -108,7 +95,7 @@ def daemon(spawn: Callable[..., Proc], driver_url: str, mode: str, state_home: P
     banner = proc.line()
     assert driver_url in banner, banner
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _health(base), bool, what="/healthz")
+    poll_until(lambda: _health(base), bool, what="/healthz")
     # The daemon made its API token in its state directory on start (XDG_STATE_HOME/retrotread).
     token = read_token(state_home / "retrotread")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -133,7 +120,7 @@ def speed(s: dict[str, Any]) -> float:
 
 def start_when_allowed(client: httpx.Client, mph: float) -> httpx.Response:
     """POST start, waiting out S4 (the belt must read 0 for 1 s after the daemon connects)."""
-    return wait_for(
+    return poll_until(
         lambda: client.post("/api/v1/belt/start", json={"speed_mph": mph}),
         lambda r: not (r.status_code == 409 and r.json().get("rule") == "S4"),
         what="start past S4",
@@ -147,13 +134,15 @@ def test_csafe_daemon_S1_refusals_S5_estop_latches_S6_until_reset(tmp_path: Path
     client = daemon(spawn, f"csafe://{link}", "reverse", tmp_path / STATE)
     with client:
         state = state_of(client)
-        connected = wait_for(state, lambda s: s["connected"] and s["belt"] is not None, what="connected with a sample")
+        connected = poll_until(
+            state, lambda s: s["connected"] and s["belt"] is not None, what="connected with a sample"
+        )
         # The console identified itself at connect (GetVersion): the machine's own data, issue 14.
         assert connected["device"] is not None and connected["device"]["model"]
 
         started = start_when_allowed(client, 1.0)
         assert started.status_code == 202, started.text
-        wait_for(state, lambda s: speed(s) > 0.5, what="the belt moving")
+        poll_until(state, lambda s: speed(s) > 0.5, what="the belt moving")
 
         for body in ({"speed_mph": 1.5}, {"speed_mph": 0.5}):
             refused = client.post("/api/v1/belt/start", json=body)
@@ -174,8 +163,8 @@ def test_csafe_daemon_S1_refusals_S5_estop_latches_S6_until_reset(tmp_path: Path
         early = client.post("/api/v1/estop/reset")
         assert early.status_code == 409 and early.json()["rule"] == "S6", early.text  # moving, or moved < 2 s ago
 
-        wait_for(state, lambda s: speed(s) == 0, what="the belt at 0")
-        reset = wait_for(lambda: client.post("/api/v1/estop/reset"), lambda r: r.status_code == 200, within=20)
+        poll_until(state, lambda s: speed(s) == 0, what="the belt at 0")
+        reset = poll_until(lambda: client.post("/api/v1/estop/reset"), lambda r: r.status_code == 200, within=20)
         assert reset.json()["ok"]
         after = state()
         assert not after["stop"]["latched"]
@@ -196,16 +185,16 @@ def test_csafe_daemon_S9_unplug_mid_run_latches_and_the_first_frame_back_is_a_st
     client = daemon(spawn, f"csafe://{link}", "reverse", tmp_path / STATE)
     with client:
         state = state_of(client)
-        wait_for(state, lambda s: s["connected"] and s["belt"] is not None, what="connected with a sample")
+        poll_until(state, lambda s: s["connected"] and s["belt"] is not None, what="connected with a sample")
         assert start_when_allowed(client, 1.0).status_code == 202
-        wait_for(state, lambda s: speed(s) > 0.5, what="the belt moving")
+        poll_until(state, lambda s: speed(s) > 0.5, what="the belt moving")
 
         device.proc.send_signal(signal.SIGUSR1)  # the cable comes out now, mid-run
-        lost = wait_for(state, lambda s: s["stop"]["latched"], within=5, what="the S9 latch")
+        lost = poll_until(state, lambda s: s["stop"]["latched"], within=5, what="the S9 latch")
         assert lost["stop"]["rule"] == "S9" and lost["stop"]["reason"] == "link-lost"
-        back = wait_for(state, lambda s: s["connected"], within=20, what="the reconnect")
+        back = poll_until(state, lambda s: s["connected"], within=20, what="the reconnect")
         assert back["stop"]["latched"] and back["stop"]["rule"] == "S9"  # a reconnect never clears the latch
-        wait_for(state, lambda s: speed(s) < 0.05, what="the belt stopped after the reconnect")
+        poll_until(state, lambda s: speed(s) < 0.05, what="the belt stopped after the reconnect")
 
     records = [json.loads(line) for line in trace.read_text().splitlines()]
     events = [r["event"] for r in records]
@@ -228,10 +217,10 @@ def test_pulse_daemon_deadmill_session_records_two_sets_with_distance(
     client = daemon(spawn, f"pulse://{link}?m_per_pulse=0.25", "deadmill", tmp_path / STATE)
     with client:
         state = state_of(client)
-        wait_for(state, lambda s: s["connected"] and speed(s) > 0.5, what="the pushed belt measured")
+        poll_until(state, lambda s: s["connected"] and speed(s) > 0.5, what="the pushed belt measured")
         created = client.post("/api/v1/session", json={"plan": "2x3s/2s,countdown=0s"})
         assert created.status_code == 201, created.text
-        history = wait_for(
+        history = poll_until(
             lambda: client.get("/api/v1/history").json(),
             lambda h: bool(h) and h[0]["outcome"] == "completed",
             within=30,
