@@ -11,6 +11,11 @@ from enum import Enum
 
 from retrotread.drivers.units import Speed, SpeedGrid
 
+RESPONSE_S = 5.0
+"""safety.md S7: a belt has this long after a change (a start included) to come within 0.1 mph of
+its command, or the supervisor trips ``no-response``. Here, at the bottom floor, so a driver that
+must wait during a start (FTMS) sizes its wait by the same number the supervisor enforces."""
+
 
 @dataclass(frozen=True, slots=True)
 class BeltSample:

@@ -22,7 +22,13 @@ import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind
+from retrotread.drivers.types import (  # RESPONSE_S: S7
+    RESPONSE_S,
+    BeltSample,
+    Capabilities,
+    DeviceEvent,
+    DeviceEventKind,
+)
 from retrotread.drivers.units import KMH_PER_MPH, Rounding, Speed
 from retrotread.safety.envelope import Envelope, Grid
 from retrotread.safety.rules import Rule
@@ -39,7 +45,6 @@ OVERSPEED_SUSTAINED_MPH = 0.2  # S7: above max + this for OVERSPEED_SUSTAINED_S
 OVERSPEED_SUSTAINED_S = 1.0
 OVERSPEED_INSTANT_MPH = 0.5  # S7: any sample above max + this
 RESPONSE_MPH = 0.1  # S7: the belt must come within this of its command
-RESPONSE_S = 5.0  # S7: within this long of a change
 RAMP_POLL_S = 0.05  # S4: while a ramp runs, the next step is looked for this often (the old 20 Hz)
 DUE_MARGIN_S = 1e-4  # next_due: this far past a limit, so the evaluation at the due sees it passed
 # S7 unit check: a machine that takes or reports mph where it claims km/h (or the reverse) reads

@@ -42,8 +42,8 @@ async def armed(c: Controller, sub: Subscription) -> None:
 
 
 def test_s7_the_start_wait_is_bounded_by_the_no_response_window() -> None:
-    # The driver cannot import the supervisor (drivers import nothing of ours); its copy of the
-    # window must be the supervisor's, and the wait must leave time for the speed and the belt.
+    # One window (drivers.types.RESPONSE_S) for the driver and the supervisor, and the wait must
+    # leave time inside it for the speed and the belt.
     assert S7_RESPONSE_S == RESPONSE_S
     assert START_WAIT_S + 1.0 <= S7_RESPONSE_S  # one 1 Hz sample period left for the belt to show it
 

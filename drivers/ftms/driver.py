@@ -137,7 +137,15 @@ from retrotread.drivers.ftms.scan import bluetooth_error, find_ftms
 from retrotread.drivers.link_state import Backoff, LinkChange, LinkMachine
 from retrotread.drivers.plausible import SampleGate
 from retrotread.drivers.registry import float_option
-from retrotread.drivers.types import BeltSample, Capabilities, DeviceEvent, DeviceEventKind, DeviceInfo, Update
+from retrotread.drivers.types import (
+    RESPONSE_S,
+    BeltSample,
+    Capabilities,
+    DeviceEvent,
+    DeviceEventKind,
+    DeviceInfo,
+    Update,
+)
 from retrotread.drivers.units import Rounding, Speed, SpeedGrid, SpeedUnit
 
 __all__ = [
@@ -165,9 +173,7 @@ RECONNECT_FIRST_S: Final = 0.5
 RECONNECT_MAX_S: Final = 10.0
 DISCONNECT_TIMEOUT_S: Final = 2.0
 DEFAULT_RATE_HZ: Final = 1.0  # ftms.md: Treadmill Data is notified at about 1 Hz
-S7_RESPONSE_S: Final = 5.0
-"""safety.md S7: a belt that has not come within 0.1 mph of its command 5 s after a change (a start
-included) trips ``no-response``. The supervisor's ``RESPONSE_S``; a test pins the two together."""
+S7_RESPONSE_S: Final = RESPONSE_S  # S7's window (drivers.types), which the start wait must fit in
 START_WAIT_S: Final = 3.5
 """After Start, wait at most this long for status 0x04 or belt motion before the first speed
 (hardware.md: KingSmith drops the link on a speed write while the motor spins up; TM11GY counts
