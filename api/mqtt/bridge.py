@@ -28,7 +28,9 @@ from retrotread.api.discovery import (
     CUE,
     DEFAULT_PLAN,
     REFUSED,
+    SPEED_UNITS,
     Control,
+    SpeedUnit,
     diagnostic_keys,
     discovery_payload,
     published,
@@ -176,6 +178,7 @@ class MqttBridge:
         control: Control | str = "stop",
         dashboard_url: str | None = None,
         telemetry_hz: float | None = None,
+        speed_unit: str = "km/h",
     ) -> None:
         """``control``: ``"stop"`` (only ``stop`` and ``estop`` are taken) or ``"full"`` (every
         command; the broker's ACL is then the guard, S16). ``token`` is accepted for the callers
@@ -183,7 +186,9 @@ class MqttBridge:
         HTTP token (a token in a retained discovery message would be every client's).
         ``telemetry_hz``: at most this many ``BASE/telemetry`` messages a second (a fleet on one
         broker, a metered link); None, the default, sends every reading (interfaces.md). Samples
-        in between are skipped, not averaged: each message is a real reading."""
+        in between are skipped, not averaged: each message is a real reading.
+        ``speed_unit``: ``"km/h"`` (the default) or ``"mph"``, the unit Home Assistant shows the
+        belt speed and the target speed in (the daemon's own fields stay both)."""
         if control not in CONTROLS:
             raise ConfigError(f"mqtt.control = {control!r}: allowed are {' or '.join(map(repr, CONTROLS))}")
         self.controller = controller
@@ -192,6 +197,9 @@ class MqttBridge:
         self.client_id = client_id or f"retrotread-{controller.id}"
         del token
         self.control: Control = "full" if control == "full" else "stop"
+        if speed_unit not in SPEED_UNITS:
+            raise ConfigError(f"mqtt.speed_unit = {speed_unit!r}: allowed are {' or '.join(map(repr, SPEED_UNITS))}")
+        self._speed_unit: SpeedUnit = speed_unit
         self._dashboard_url = dashboard_url
         if telemetry_hz is not None and not (isinstance(telemetry_hz, int | float) and 0 < telemetry_hz < math.inf):
             raise ConfigError(f"mqtt.telemetry_hz = {telemetry_hz!r}: allowed is a number of messages a second above 0")
@@ -503,6 +511,7 @@ class MqttBridge:
             "model": model,
             "configuration_url": self._dashboard_url,
             "support_url": self._support_url,
+            "speed_unit": self._speed_unit,
         }
         payload = discovery_payload(snapshot, base_topic=self.topics.base, **options)
         self._known = published(json.loads(payload))
