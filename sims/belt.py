@@ -138,9 +138,19 @@ class Belt:
         # Integrate in small steps so ramps and pushes are followed faithfully whatever the
         # caller's rhythm; 10 ms is far below any rate the drivers sample at.
         while self.t < t:
+            if self._steady():
+                # A powered motor at its command stays there: the steps would change nothing
+                # but the distance, which a constant speed gives exactly.
+                self.distance_m += self.speed_mps * (t - self.t)
+                self.t = t
+                return
             dt = min(0.01, t - self.t)
             self._step(dt)
             self.t += dt
+
+    def _steady(self) -> bool:
+        """A step would leave the speed as it is: a powered motor, no runaway, at its command."""
+        return self.motorized and self.powered and self.runaway_mps2 <= 0 and self.speed_mps == self.command_mps
 
     def _step(self, dt: float) -> None:
         v = self.speed_mps
