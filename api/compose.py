@@ -162,6 +162,7 @@ async def serve(settings: Settings, *, banner: str | None = None, mqtt_url: str 
                         url,
                         control=settings.mqtt.control,
                         telemetry_hz=settings.mqtt.telemetry_hz,
+                        speed_unit=settings.mqtt.speed_unit,
                         dashboard_url=dashboard_url(settings.http.listen),
                     )
                     await faces.enter_async_context(bridge)

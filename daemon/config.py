@@ -107,6 +107,10 @@ class MqttSection(_Section):
     telemetry_hz: float | None = Field(
         default=None, gt=0, description="at most this many BASE/telemetry messages a second; unset: every reading"
     )
+    # The same two as api/discovery.SPEED_UNITS (the config does not import a face).
+    speed_unit: Literal["km/h", "mph"] = Field(
+        default="km/h", description="the unit of Home Assistant's Target speed number (docs/home-assistant.md)"
+    )
 
 
 class SessionSection(_Section):

@@ -9,11 +9,15 @@ behaviour the library used to give.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel
 
-from retrotread.daemon.config import load_settings
+from retrotread.api.discovery import SPEED_UNITS
+from retrotread.daemon.config import MqttSection, Settings, load_settings
 from retrotread.daemon.events import CueKind
 from retrotread.drivers.errors import ConfigError
 
@@ -39,7 +43,7 @@ def test_defaults_without_file_or_environment(tmp_path: Path) -> None:
     assert (s.daemon.id, s.daemon.driver, s.daemon.mode) == ("treadmill", "", "reverse")
     assert s.daemon.state_dir == tmp_path / "xdg" / "retrotread"
     assert (s.http.listen, s.http.auth, s.http.allowed_hosts) == ("127.0.0.1:8000", True, [])
-    assert (s.mqtt.url, s.mqtt.control) == ("", "stop")
+    assert (s.mqtt.url, s.mqtt.control, s.mqtt.speed_unit) == ("", "stop", "km/h")
     assert s.cues.enabled == list(CueKind) and s.cues.remaining_s == [10.0]
 
 
@@ -117,6 +121,8 @@ def test_variables_of_the_client_commands_are_not_config(monkeypatch: pytest.Mon
         ("RETROTREAD_HTTP__ALLOWED_HOSTS", "a.local", "http.allowed_hosts = 'a.local': expected JSON, a list"),
         ("RETROTREAD_CUES__ENABLED", "", "cues.enabled = '': expected JSON, a list"),
         ("RETROTREAD_DAEMON", "notjson", "daemon = 'notjson': expected JSON, an object"),
+        ("RETROTREAD_MQTT__SPEED_UNIT", "kph", "mqtt.speed_unit = 'kph': Input should be 'km/h' or 'mph'"),
+        ("RETROTREAD_MQTT__SPEED_UNIT", "MPH", "mqtt.speed_unit = 'MPH': Input should be 'km/h' or 'mph'"),
     ],
 )
 def test_a_bad_variable_is_one_line_naming_the_key(
@@ -147,6 +153,8 @@ def test_a_bad_list_item_names_its_variable_not_an_index(monkeypatch: pytest.Mon
         ("[http]\nallowed_hosts = 'x'\n", "http.allowed_hosts = 'x': Input should be a valid list"),
         ("daemon = 5\n", "daemon = 5: Input should be a valid dictionary"),
         ("this is not toml", "Expected '=' after a key"),
+        ('[mqtt]\nspeed_unit = "mi/h"\n', "mqtt.speed_unit = 'mi/h': Input should be 'km/h' or 'mph'"),
+        ("[mqtt]\nspeed_unit = 1\n", "mqtt.speed_unit = 1: Input should be 'km/h' or 'mph'"),
     ],
 )
 def test_a_bad_file_is_one_line_naming_the_key_and_the_file(tmp_path: Path, text: str, says: str) -> None:
@@ -166,3 +174,32 @@ def test_a_bad_table_stays_an_error_under_command_line_options(tmp_path: Path) -
 def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_mqtt_speed_unit_from_the_file_and_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[mqtt] speed_unit``: Home Assistant's Target speed number in km/h (the default) or mph."""
+    cfg = toml(tmp_path, '[mqtt]\nspeed_unit = "mph"\n')
+    assert load_settings(cfg).mqtt.speed_unit == "mph"
+    monkeypatch.setenv("RETROTREAD_MQTT__SPEED_UNIT", "km/h")
+    assert load_settings(cfg).mqtt.speed_unit == "km/h"  # the environment beats the file
+    monkeypatch.setenv("RETROTREAD_MQTT__SPEED_UNIT", "mph")
+    assert load_settings().mqtt.speed_unit == "mph"
+
+
+def test_the_speed_units_allowed_are_those_discovery_takes() -> None:
+    """The config keeps its own list (the daemon does not import a face): it must be discovery's."""
+    assert get_args(MqttSection.model_fields["speed_unit"].annotation) == SPEED_UNITS
+
+
+def test_every_key_is_in_the_configuration_page() -> None:
+    """docs/configuration.md has a row for each key of each section, with its variable."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    missing = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for key in model.model_fields:
+            env = f"RETROTREAD_{section}__{key}".upper()
+            if not re.search(rf"^\| `{section}\.{key}` \|.*\| `{env}`", page, re.MULTILINE):
+                missing.append(f"{section}.{key}")
+    assert not missing, f"docs/configuration.md has no row for {missing}"
