@@ -187,8 +187,9 @@ class MqttBridge:
         ``telemetry_hz``: at most this many ``BASE/telemetry`` messages a second (a fleet on one
         broker, a metered link); None, the default, sends every reading (interfaces.md). Samples
         in between are skipped, not averaged: each message is a real reading.
-        ``speed_unit``: ``"km/h"`` (the default) or ``"mph"``, the unit Home Assistant shows the
-        belt speed and the target speed in (the daemon's own fields stay both)."""
+        ``speed_unit``: ``"km/h"`` (the default) or ``"mph"``, the unit of Home Assistant's
+        target-speed number (its range, step and the field it sends); the belt-speed sensor is
+        always published in mph and Home Assistant converts it to the user's unit system."""
         if control not in CONTROLS:
             raise ConfigError(f"mqtt.control = {control!r}: allowed are {' or '.join(map(repr, CONTROLS))}")
         self.controller = controller
