@@ -6,7 +6,8 @@
     python bench/fleet.py --n 1000 --clients light          # bare aiomqtt clients, no controllers
     python bench/fleet.py --n 1000 --seconds 30 --clients raw --subscriber raw   # the broker's own load
     python bench/fleet.py --sweep --clients raw --subscriber raw --seconds 15    # where one Mosquitto stops
-    python bench/fleet.py --sweep-hz 5,10,20,40 --n 4000 --clients raw --subscriber raw --seconds 15
+    python bench/fleet.py --sweep --clients raw --subscriber raw --seconds 15 --broker-nodelay
+    python bench/fleet.py --sweep-hz 5,10,20,40 --n 2000 --clients raw --subscriber raw --seconds 15
     python bench/fleet.py --n 200 --procs 4 --broker mqtt://127.0.0.1:1883
 
 Prints one JSON line (a sweep: one per step and a summary). ``--procs`` worker processes (default:
@@ -29,7 +30,11 @@ treadmill is (``--clients``):
   A few microseconds of Python per sample: what is left is the broker and the kernel's loopback.
 
 All publish to one loopback Mosquitto (private, on a free port, with Debian's defaults and
-``max_connections -1``, unless ``--broker``). One subscriber in this process listens on
+``max_connections -1``, unless ``--broker``). ``--broker-nodelay`` adds ``set_tcp_nodelay true``:
+by default Mosquitto leaves Nagle on its sockets, and on its one busy socket to the subscriber
+that meets the subscriber's delayed ACK now and then, holding deliveries back by about 40 ms
+(stalls that set the p99 at N=1,000); the option shows the broker without them (and what its
+extra packets cost it). One subscriber in this process listens on
 ``retrotread/+/telemetry`` at QoS 0: an aiomqtt client (``--subscriber aiomqtt``, the default), or
 (``--subscriber raw``) MQTT 3.1.1 over a plain socket parsing the PUBLISH frames itself (remaining
 length, topic, payload; ``seq`` found in the payload, and checked against ``json.loads`` on each
@@ -49,12 +54,13 @@ connections the broker closed (a raw client does not reconnect). ``RLIMIT_NOFILE
 its hard limit first (1,000 clients need 1,000 sockets each side).
 
 Where one Mosquitto stops (Mosquitto is single-threaded): ``--sweep`` raises N through
-``--sweep-n`` (default 1000,2000,4000,8000,16000) at ``--rate-hz``, ``--sweep-hz`` raises the rate
-at ``--n``; each step runs ``--seconds`` on a fresh private broker and prints its line, and the
-sweep ends at the first step where the broker stops: samples lost, p99 > 50 ms, or the broker's CPU
-≥ 90 % of one core (which of these is said, and which of the bench's own processes were at a core's
-limit too: if that is the workers or the subscriber, the step measured them, not the broker). A
-step the broker cannot hold by ``RLIMIT_NOFILE`` (one socket per client) ends the sweep too.
+``--sweep-n`` (default 1000,2000,4000,8000,10000,12000,16000) at ``--rate-hz``; ``--sweep-hz``
+raises the rate at ``--n``. Each step runs ``--seconds`` on a fresh private broker and prints its
+line, and the sweep ends at the first step where the broker stops: samples lost, p99 > 50 ms, or
+the broker's CPU ≥ 90 % of one core (which of these is said, and which of the bench's own processes
+were at a core's limit too: if that is the workers, the subscriber or the whole machine, the step
+measured the box, not the broker). A step the broker cannot hold by ``RLIMIT_NOFILE`` (one socket
+per client) ends the sweep too.
 
 This script must not need anything beyond the standard library, our packages and their
 dependencies, and a ``mosquitto`` binary (for the private broker).
@@ -105,7 +111,7 @@ TARGET_P99_MS = 50.0
 RATE_HZ = 5.0
 BROKER_BUSY_PCT = 90.0  # of one core: Mosquitto is single-threaded, this is where it stops
 CLIENTS = ("daemon", "light", "raw")
-SWEEP_N = "1000,2000,4000,8000,16000"
+SWEEP_N = "1000,2000,4000,8000,10000,12000,16000"
 DRAIN_S = 5.0  # after the window, how long stragglers may still arrive before they count as lost
 
 
