@@ -105,7 +105,10 @@ class MqttSection(_Section):
         default="stop", description="'stop': only stop and estop over MQTT; 'full': every command (broker ACL guards)"
     )
     telemetry_hz: float | None = Field(
-        default=None, gt=0, description="at most this many BASE/telemetry messages a second; unset: every reading"
+        default=None,
+        gt=0,
+        allow_inf_nan=False,  # inf passed here and failed only in the bridge, after the belt was up
+        description="about this many BASE/telemetry messages a second; unset: every reading",
     )
     # The same two as api/discovery.SPEED_UNITS (the config does not import a face).
     speed_unit: Literal["km/h", "mph"] = Field(

@@ -123,6 +123,8 @@ def test_variables_of_the_client_commands_are_not_config(monkeypatch: pytest.Mon
         ("RETROTREAD_DAEMON", "notjson", "daemon = 'notjson': expected JSON, an object"),
         ("RETROTREAD_MQTT__SPEED_UNIT", "kph", "mqtt.speed_unit = 'kph': Input should be 'km/h' or 'mph'"),
         ("RETROTREAD_MQTT__SPEED_UNIT", "MPH", "mqtt.speed_unit = 'MPH': Input should be 'km/h' or 'mph'"),
+        ("RETROTREAD_MQTT__TELEMETRY_HZ", "inf", "mqtt.telemetry_hz = 'inf': Input should be a finite number"),
+        ("RETROTREAD_MQTT__TELEMETRY_HZ", "0", "mqtt.telemetry_hz = '0': Input should be greater than 0"),
     ],
 )
 def test_a_bad_variable_is_one_line_naming_the_key(
