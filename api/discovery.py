@@ -246,7 +246,8 @@ def device_config(
     ``removed``: components published before (key → platform); those not offered now are sent as
     platform-only entries so Home Assistant deletes them. ``maker``/``model``: the treadmill's own,
     where the driver knows them ("unknown" otherwise). ``configuration_url``: the dashboard.
-    ``speed_unit``: the unit Home Assistant shows the target speed and the belt speed in.
+    ``speed_unit``: the unit of Home Assistant's target-speed number (its range, step and the field
+    it sends); the belt-speed sensor is always in mph, and Home Assistant converts it.
     """
     if control not in CONTROLS:
         raise ValueError(f"control {control!r}: one of {', '.join(CONTROLS)}")

@@ -586,6 +586,7 @@ def _cpu(pid: int | None) -> float | None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     nofile = raise_nofile()
+    load_before = os.getloadavg()  # "loadavg" is read at the end, after the run's own load
     async with contextlib.AsyncExitStack() as stack:
         broker_pid: int | None = None
         if args.broker:
@@ -722,6 +723,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         floor_view["cpu_pct_of_one_core"] = cpu_pct(floor0, floor1)
     return {
         **machine("B6"),
+        "loadavg_before": [round(x, 2) for x in load_before],
         "broker": broker,
         "broker_nodelay": bool(args.broker_nodelay),
         "clients": args.clients,
