@@ -664,6 +664,13 @@ async def test_a_bad_telemetry_hz_is_a_config_error(hz: float) -> None:
             MqttBridge(controller, "mqtt://127.0.0.1:1", telemetry_hz=hz)
 
 
+@pytest.mark.parametrize("unit", ["kph", "MPH", ""])
+async def test_a_bad_speed_unit_is_a_config_error(unit: str) -> None:
+    async with Controller(open_driver("sim://motorized"), treadmill_id="bad-unit") as controller:
+        with pytest.raises(ConfigError, match="speed_unit"):
+            MqttBridge(controller, "mqtt://127.0.0.1:1", speed_unit=unit)
+
+
 async def test_telemetry_to_a_stalled_broker_is_dropped_not_queued(broker: Mosquitto) -> None:
     """A broker that stops reading (SIGSTOP): once the socket holds no more, a QoS 0 sample is
     dropped (the next one is newer) instead of growing paho's queue until the keepalive gives up."""
