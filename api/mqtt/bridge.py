@@ -184,9 +184,10 @@ class MqttBridge:
         command; the broker's ACL is then the guard, S16). ``token`` is accepted for the callers
         that still pass it and is not used: MQTT control is the ``control`` policy now, not the
         HTTP token (a token in a retained discovery message would be every client's).
-        ``telemetry_hz``: at most this many ``BASE/telemetry`` messages a second (a fleet on one
-        broker, a metered link); None, the default, sends every reading (interfaces.md). Samples
-        in between are skipped, not averaged: each message is a real reading.
+        ``telemetry_hz``: about this many ``BASE/telemetry`` messages a second (a fleet on one
+        broker, a metered link): a reading goes out once 0.9/hz s have passed since the last one
+        sent; None, the default, sends every reading (interfaces.md). Samples in between are
+        skipped, not averaged: each message is a real reading.
         ``speed_unit``: ``"km/h"`` (the default) or ``"mph"``, the unit of Home Assistant's
         target-speed number (its range, step and the field it sends); the belt-speed sensor is
         always published in mph and Home Assistant converts it to the user's unit system."""
