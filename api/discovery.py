@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any, Literal
 
+from retrotread.daemon.config import SPEED_UNITS, SpeedUnit
 from retrotread.daemon.events import EventKind
 from retrotread.daemon.plans import PRESETS
 from retrotread.daemon.snapshot import StateSnapshot
@@ -46,8 +47,6 @@ PACKAGE = "retrotread"
 QOS = 1
 Control = Literal["stop", "full"]
 CONTROLS: tuple[Control, ...] = ("stop", "full")
-SpeedUnit = Literal["km/h", "mph"]
-SPEED_UNITS: tuple[SpeedUnit, ...] = ("km/h", "mph")
 IDLE = "idle"  # the timer's phase when no session runs (the idle timer published at start-up)
 PHASES = tuple(dict.fromkeys([IDLE, *(str(p) for p in Phase)]))  # the enum sensor's options
 REFUSED = "command_refused"  # the event the MQTT face publishes for a refused command

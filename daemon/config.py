@@ -18,7 +18,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self, get_origin
+from typing import Any, Literal, Self, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -98,6 +98,12 @@ class HttpSection(_Section):
         return value
 
 
+SpeedUnit = Literal["km/h", "mph"]
+"""The units Home Assistant's target-speed number can be published in (``mqtt.speed_unit``);
+discovery and the bridge take theirs from here."""
+SPEED_UNITS: tuple[SpeedUnit, ...] = get_args(SpeedUnit)
+
+
 class MqttSection(_Section):
     url: str = Field(default="", description="mqtt:// or mqtts:// URL; empty or 'none' for no MQTT")
     # S16: over MQTT only the stops unless "full"; then the broker's ACL is the guard (docs/mqtt.md).
@@ -110,8 +116,7 @@ class MqttSection(_Section):
         allow_inf_nan=False,  # inf passed here and failed only in the bridge, after the belt was up
         description="about this many BASE/telemetry messages a second; unset: every reading",
     )
-    # The same two as api/discovery.SPEED_UNITS (the config does not import a face).
-    speed_unit: Literal["km/h", "mph"] = Field(
+    speed_unit: SpeedUnit = Field(
         default="km/h", description="the unit of Home Assistant's Target speed number (docs/home-assistant.md)"
     )
 

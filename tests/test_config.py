@@ -189,7 +189,7 @@ def test_mqtt_speed_unit_from_the_file_and_the_environment(tmp_path: Path, monke
 
 
 def test_the_speed_units_allowed_are_those_discovery_takes() -> None:
-    """The config keeps its own list (the daemon does not import a face): it must be discovery's."""
+    """Discovery takes the config's list (one copy): the setting and the discovery agree."""
     assert get_args(MqttSection.model_fields["speed_unit"].annotation) == SPEED_UNITS
 
 

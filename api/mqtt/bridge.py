@@ -28,9 +28,7 @@ from retrotread.api.discovery import (
     CUE,
     DEFAULT_PLAN,
     REFUSED,
-    SPEED_UNITS,
     Control,
-    SpeedUnit,
     diagnostic_keys,
     discovery_payload,
     published,
@@ -49,6 +47,7 @@ from retrotread.api.mqtt.bodies import (
 )
 from retrotread.api.mqtt.topics import Topics
 from retrotread.daemon.commands import EStopCommand, StopCommand
+from retrotread.daemon.config import SPEED_UNITS, SpeedUnit
 from retrotread.daemon.controller import Controller
 from retrotread.daemon.hub import Kind, Subscription, Update
 from retrotread.daemon.plans import PRESETS
